@@ -1,0 +1,126 @@
+/**
+ * The whole boundary to the C++ engine in one typed file (native/binding implements it).
+ * TypeScript validates and shapes arguments before they cross; C++ computes.
+ * Every heavy call returns a Promise and runs on libuv's thread pool.
+ */
+import path from "node:path";
+
+/** Model hyper-parameters as the engine takes them (made by lib/model-config.ts). */
+export interface ModelSpec {
+  architecture: "LlamaForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM";
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  tieWordEmbeddings: boolean;
+  /** bias on q/k/v projections */
+  attentionBias: boolean;
+  /** bias on the attention output projection */
+  outputBias: boolean;
+  mlpBias: boolean;
+  /** per-head RMSNorm on q and k (Qwen3) */
+  qkNorm: boolean;
+  rope: { type: "default" | "linear" | "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
+}
+
+/** One tensor inside a safetensors file; `offset` is an absolute file position. */
+export interface TensorRecord {
+  name: string;
+  file: string;
+  dtype: string;
+  shape: number[];
+  offset: number;
+  byteLength: number;
+}
+
+export interface ParameterShape {
+  name: string;
+  shape: number[];
+}
+
+export interface DeviceOptions {
+  /** "auto" (CUDA when present), "cpu", "cuda", "cuda:N" */
+  device?: string;
+  /** "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16", "float16" */
+  dtype?: string;
+}
+
+export interface NativeSamplingParams {
+  temperature: number;
+  topP: number;
+  topK: number;
+  minP: number;
+  maxNewTokens: number;
+  eosTokenIds: number[];
+}
+
+export interface NativeGenerationRequest {
+  promptIds: Int32Array;
+  seed: number;
+}
+
+export interface NativeGenerationResult {
+  tokens: Int32Array;
+  /** log-prob of each sampled token under softmax(logits / temperature), before filtering */
+  logprobs: Float32Array;
+  finishReason: "eos" | "length";
+}
+
+export interface NativeModel {
+  readonly disposed: boolean;
+  readonly device: string;
+  readonly dtype: string;
+  readonly parameterBytes: number;
+  /** logits [batch, length, vocab] fp32 */
+  forward(inputIds: Int32Array, batch: number, length: number, positions?: Int32Array, keyValid?: Uint8Array): Promise<Float32Array>;
+  generate(requests: NativeGenerationRequest[], params: NativeSamplingParams): Promise<NativeGenerationResult[]>;
+  parameters(): ParameterShape[];
+  /** `header` is the full safetensors prefix; tensors are written in `names` order as `dtypes`. */
+  saveSafetensors(file: string, header: Buffer, names: string[], dtypes: string[]): Promise<void>;
+  dispose(): void;
+}
+
+export interface EngineInfo {
+  torchVersion: string;
+  cudaAvailable: boolean;
+  cudaDeviceCount: number;
+  scaledDotProductAttention: boolean;
+  threads: number;
+  parallelInfo: string;
+  buildConfig: string;
+}
+
+export interface NativeAddon {
+  loadModel(spec: ModelSpec, records: TensorRecord[], options: DeviceOptions): Promise<NativeModel>;
+  createModel(spec: ModelSpec, seed: number, options: DeviceOptions): Promise<NativeModel>;
+  expectedParameters(spec: ModelSpec): ParameterShape[];
+  info(): EngineInfo;
+  setNumThreads(threads: number): void;
+}
+
+const packageRoot = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? "../.." : "..");
+
+let addon: NativeAddon | undefined;
+
+/** The loaded addon; the first call loads it and explains what to do when that fails. */
+export function native(): NativeAddon {
+  if (addon) return addon;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    addon = require("node-gyp-build")(packageRoot) as NativeAddon;
+  } catch (error) {
+    const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    throw new Error(
+      `octo-native: the native engine could not be loaded (${reason}).\n` +
+        `  - Not built yet? Run 'npm run build:native' in ${packageRoot} (it finds or installs libtorch, then compiles).\n` +
+        `  - libtorch moved or was removed? Rebuild the same way; 'node scripts/setup.js --find' shows which libtorch is used.\n` +
+        `  - Built against a Python torch wheel? That wheel must still be installed where it was at build time.`,
+    );
+  }
+  return addon;
+}

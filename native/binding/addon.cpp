@@ -1,0 +1,124 @@
+// Module entry of the native addon: the functions lib/native.ts describes.
+#include "binding/addon_data.h"
+#include "binding/model_handle.h"
+#include "core/engine_info.h"
+
+#include <ATen/Parallel.h>
+
+namespace octo::binding {
+
+namespace {
+
+struct LoadOptions {
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;
+};
+
+LoadOptions toLoadOptions(const Napi::Value& value) {
+  LoadOptions options;
+  Napi::Object o = value.IsObject() ? value.As<Napi::Object>() : Napi::Object::New(value.Env());
+  options.device = parseDevice(getOptionalString(o, "device", "auto"));
+  options.dtype = computeDtype(options.device, getOptionalString(o, "dtype", "auto"));
+  return options;
+}
+
+using ModelResult = std::shared_ptr<DecoderModel>;
+
+Napi::Value resolveModel(Napi::Env env, ModelResult& model) { return ModelHandle::wrap(env, model); }
+
+// loadModel(spec, records, {device, dtype}) -> Promise<Model>
+// `records` are the validated safetensors entries of every expected parameter.
+Napi::Value loadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    ModelSpec spec = toModelSpec(info[0]);
+    std::vector<TensorRecord> records = toTensorRecords(info[1]);
+    LoadOptions options = toLoadOptions(info[2]);
+    return PromiseWorker<ModelResult>::start(
+        env,
+        [spec, records = std::move(records), options]() {
+          SafetensorsReader reader;
+          std::unordered_map<std::string, at::Tensor> weights;
+          for (const auto& record : records) weights.emplace(record.name, reader.read(record));
+          return std::make_shared<DecoderModel>(spec, std::move(weights), options.device, options.dtype);
+        },
+        resolveModel);
+  });
+}
+
+// createModel(spec, seed, {device, dtype}) -> Promise<Model> with freshly initialised weights
+Napi::Value createModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    ModelSpec spec = toModelSpec(info[0]);
+    const uint64_t seed = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
+    LoadOptions options = toLoadOptions(info[2]);
+    return PromiseWorker<ModelResult>::start(
+        env,
+        [spec, seed, options]() {
+          return std::make_shared<DecoderModel>(spec, initialParameters(spec, seed), options.device, options.dtype);
+        },
+        resolveModel);
+  });
+}
+
+// expectedParameters(spec) -> [{name, shape}]
+Napi::Value expectedParametersJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto params = expectedParameters(toModelSpec(info[0]));
+    Napi::Array out = Napi::Array::New(env, params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      Napi::Object item = Napi::Object::New(env);
+      item.Set("name", params[i].name);
+      item.Set("shape", shapeToJs(env, params[i].shape));
+      out.Set(static_cast<uint32_t>(i), item);
+    }
+    return out;
+  });
+}
+
+Napi::Value infoJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    EngineInfo e = engineInfo();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("torchVersion", e.torchVersion);
+    out.Set("cudaAvailable", e.cudaAvailable);
+    out.Set("cudaDeviceCount", static_cast<double>(e.cudaDeviceCount));
+    out.Set("scaledDotProductAttention", e.scaledDotProductAttention);
+    out.Set("threads", static_cast<double>(e.threads));
+    out.Set("parallelInfo", e.parallelInfo);
+    out.Set("buildConfig", e.buildConfig);
+    return out;
+  });
+}
+
+Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    at::set_num_threads(static_cast<int>(info[0].As<Napi::Number>().Int32Value()));
+    return env.Undefined();
+  });
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  data->modelConstructor = Napi::Persistent(ModelHandle::define(env));
+  env.SetInstanceData(data);
+  exports.Set("Model", data->modelConstructor.Value());
+  exports.Set("loadModel", Napi::Function::New<loadModel>(env, "loadModel"));
+  exports.Set("createModel", Napi::Function::New<createModel>(env, "createModel"));
+  exports.Set("expectedParameters", Napi::Function::New<expectedParametersJs>(env, "expectedParameters"));
+  exports.Set("info", Napi::Function::New<infoJs>(env, "info"));
+  exports.Set("setNumThreads", Napi::Function::New<setNumThreads>(env, "setNumThreads"));
+  return exports;
+}
+
+}  // namespace
+
+}  // namespace octo::binding
+
+static Napi::Object initOctoNative(Napi::Env env, Napi::Object exports) { return octo::binding::init(env, exports); }
+
+NODE_API_MODULE(octo_native, initOctoNative)

@@ -1,0 +1,192 @@
+#include "binding/model_handle.h"
+
+#include "binding/addon_data.h"
+
+namespace octo::binding {
+
+Napi::Function ModelHandle::define(Napi::Env env) {
+  return DefineClass(env, "Model",
+                     {
+                         InstanceMethod<&ModelHandle::forward>("forward"),
+                         InstanceMethod<&ModelHandle::generate>("generate"),
+                         InstanceMethod<&ModelHandle::parameters>("parameters"),
+                         InstanceMethod<&ModelHandle::saveSafetensors>("saveSafetensors"),
+                         InstanceMethod<&ModelHandle::dispose>("dispose"),
+                         InstanceAccessor<&ModelHandle::disposed>("disposed"),
+                         InstanceAccessor<&ModelHandle::device>("device"),
+                         InstanceAccessor<&ModelHandle::dtype>("dtype"),
+                         InstanceAccessor<&ModelHandle::parameterBytes>("parameterBytes"),
+                     });
+}
+
+Napi::Object ModelHandle::wrap(Napi::Env env, std::shared_ptr<DecoderModel> model) {
+  auto* holder = new std::shared_ptr<DecoderModel>(std::move(model));
+  Napi::External<std::shared_ptr<DecoderModel>> external = Napi::External<std::shared_ptr<DecoderModel>>::New(
+      env, holder, [](Napi::Env, std::shared_ptr<DecoderModel>* p) { delete p; });
+  return env.GetInstanceData<AddonData>()->modelConstructor.New({external});
+}
+
+ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal())
+    throw Napi::TypeError::New(info.Env(), "Model handles come from loadModel/createModel, not from `new`");
+  model_ = *info[0].As<Napi::External<std::shared_ptr<DecoderModel>>>().Data();
+  // CPU weights live outside V8's heap: tell the GC, so it collects dropped handles in time.
+  if (model_->device().is_cpu()) {
+    reportedBytes_ = model_->parameterBytes();
+    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reportedBytes_);
+  }
+}
+
+void ModelHandle::releaseMemory(Napi::Env env) {
+  if (reportedBytes_ != 0) Napi::MemoryManagement::AdjustExternalMemory(env, -reportedBytes_);
+  reportedBytes_ = 0;
+  model_.reset();  // calls still in flight hold their own reference
+}
+
+void ModelHandle::Finalize(Napi::Env env) { releaseMemory(env); }
+
+std::shared_ptr<DecoderModel> ModelHandle::model(const Napi::Env& env) const {
+  if (!model_) throw Napi::Error::New(env, "this model was disposed; load it again");
+  return model_;
+}
+
+Napi::Value ModelHandle::dispose(const Napi::CallbackInfo& info) {
+  releaseMemory(info.Env());
+  return info.Env().Undefined();
+}
+
+Napi::Value ModelHandle::disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !model_); }
+
+Napi::Value ModelHandle::device(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), model(info.Env())->device().str());
+}
+
+Napi::Value ModelHandle::dtype(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), c10::toString(model(info.Env())->dtype()));
+}
+
+Napi::Value ModelHandle::parameterBytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(model(info.Env())->parameterBytes()));
+}
+
+// forward(inputIds: Int32Array, batch, length, positions?: Int32Array, keyValid?: Uint8Array)
+//   -> Promise<Float32Array> logits [batch, length, vocab]
+Napi::Value ModelHandle::forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto m = model(env);
+    const int64_t batch = info[1].As<Napi::Number>().Int64Value(), length = info[2].As<Napi::Number>().Int64Value();
+    std::vector<int64_t> ids = int32ArrayToVector(info[0], "inputIds");
+    if (batch <= 0 || length <= 0 || static_cast<int64_t>(ids.size()) != batch * length)
+      throw Napi::RangeError::New(env, "inputIds has " + std::to_string(ids.size()) + " ids, not batch*length = " +
+                                           std::to_string(batch * length));
+    std::vector<int64_t> positions;
+    if (info.Length() > 3 && !info[3].IsUndefined()) positions = int32ArrayToVector(info[3], "positions");
+    std::vector<uint8_t> keyValid;
+    if (info.Length() > 4 && !info[4].IsUndefined()) {
+      Napi::Uint8Array mask = info[4].As<Napi::Uint8Array>();
+      keyValid.assign(mask.Data(), mask.Data() + mask.ElementLength());
+    }
+    using Result = std::shared_ptr<at::Tensor>;
+    return PromiseWorker<Result>::start(
+        env,
+        [m, ids = std::move(ids), positions = std::move(positions), keyValid = std::move(keyValid), batch, length]() {
+          c10::InferenceMode inference;
+          const int64_t vocab = m->spec().vocabSize;
+          at::Tensor input = at::tensor(ids, at::kLong).view({batch, length});
+          TORCH_CHECK(input.min().item<int64_t>() >= 0 && input.max().item<int64_t>() < vocab,
+                      "inputIds holds a token id outside the model's vocabulary [0, ", vocab, ")");
+          at::Tensor pos = positions.empty() ? at::arange(length, at::kLong).expand({batch, length}).contiguous()
+                                             : at::tensor(positions, at::kLong).view({batch, length});
+          at::Tensor valid;
+          if (!keyValid.empty()) valid = at::tensor(std::vector<int64_t>(keyValid.begin(), keyValid.end()), at::kLong).view({batch, length}) != 0;
+          at::Tensor logits = m->logits(m->hiddenStates(input, pos, nullptr, valid)).to(at::kCPU).contiguous();
+          return std::make_shared<at::Tensor>(logits);
+        },
+        [](Napi::Env env, Result& logits) -> Napi::Value {
+          Napi::Float32Array out = Napi::Float32Array::New(env, logits->numel());
+          std::memcpy(out.Data(), logits->data_ptr<float>(), logits->numel() * sizeof(float));
+          return out;
+        });
+  });
+}
+
+// generate(requests: {promptIds: Int32Array, seed: number}[], params) -> Promise<{tokens, logprobs, finishReason}[]>
+Napi::Value ModelHandle::generate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto m = model(env);
+    if (!info[0].IsArray()) throw Napi::TypeError::New(env, "requests must be an array");
+    Napi::Array array = info[0].As<Napi::Array>();
+    std::vector<GenerationRequest> requests;
+    for (uint32_t i = 0; i < array.Length(); ++i) {
+      Napi::Object o = requireObject(array.Get(i), "request");
+      GenerationRequest r;
+      r.promptIds = int32ArrayToVector(o.Get("promptIds"), "request.promptIds");
+      r.seed = static_cast<uint64_t>(getInt(o, "seed", "request"));
+      requests.push_back(std::move(r));
+    }
+    SamplingParams params = toSamplingParams(info[1]);
+    using Result = std::vector<GenerationResult>;
+    return PromiseWorker<Result>::start(
+        env, [m, requests = std::move(requests), params]() { return octo::generate(*m, requests, params); },
+        [](Napi::Env env, Result& results) -> Napi::Value {
+          Napi::Array out = Napi::Array::New(env, results.size());
+          for (size_t i = 0; i < results.size(); ++i) {
+            const auto& r = results[i];
+            Napi::Int32Array tokens = Napi::Int32Array::New(env, r.tokens.size());
+            for (size_t t = 0; t < r.tokens.size(); ++t) tokens[t] = static_cast<int32_t>(r.tokens[t]);
+            Napi::Float32Array logprobs = Napi::Float32Array::New(env, r.logprobs.size());
+            std::copy(r.logprobs.begin(), r.logprobs.end(), logprobs.Data());
+            Napi::Object item = Napi::Object::New(env);
+            item.Set("tokens", tokens);
+            item.Set("logprobs", logprobs);
+            item.Set("finishReason", r.finishReason);
+            out.Set(static_cast<uint32_t>(i), item);
+          }
+          return out;
+        });
+  });
+}
+
+// parameters() -> [{name, shape}] in Hugging Face order
+Napi::Value ModelHandle::parameters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto params = model(env)->namedParameters();
+  Napi::Array out = Napi::Array::New(env, params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    Napi::Object item = Napi::Object::New(env);
+    item.Set("name", params[i].first);
+    item.Set("shape", shapeToJs(env, params[i].second.sizes()));
+    out.Set(static_cast<uint32_t>(i), item);
+  }
+  return out;
+}
+
+// saveSafetensors(path, header: Buffer, names: string[], dtypes: string[]) -> Promise<void>
+// `header` is the complete prefix (length + JSON + padding) built by lib/safetensors.ts.
+Napi::Value ModelHandle::saveSafetensors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto m = model(env);
+    const std::string path = info[0].As<Napi::String>().Utf8Value();
+    Napi::Buffer<char> headerBuffer = info[1].As<Napi::Buffer<char>>();
+    std::string header(headerBuffer.Data(), headerBuffer.Length());
+    Napi::Array names = info[2].As<Napi::Array>(), dtypes = info[3].As<Napi::Array>();
+    std::vector<at::Tensor> tensors;
+    std::vector<at::ScalarType> types;
+    for (uint32_t i = 0; i < names.Length(); ++i) {
+      tensors.push_back(m->parameter(names.Get(i).As<Napi::String>().Utf8Value()));
+      types.push_back(scalarTypeFromSafetensors(dtypes.Get(i).As<Napi::String>().Utf8Value()));
+    }
+    return PromiseWorker<bool>::start(
+        env,
+        [m, path, header = std::move(header), tensors = std::move(tensors), types = std::move(types)]() {
+          writeSafetensors(path, header, tensors, types);
+          return true;
+        },
+        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+  });
+}
+
+}  // namespace octo::binding

@@ -1,0 +1,131 @@
+#include "binding/napi_util.h"
+
+namespace octo::binding {
+
+Napi::Object requireObject(const Napi::Value& value, const char* what) {
+  if (!value.IsObject()) throw Napi::TypeError::New(value.Env(), std::string(what) + " must be an object");
+  return value.As<Napi::Object>();
+}
+
+Napi::Value requireKey(const Napi::Object& object, const char* key, const char* owner) {
+  Napi::Value value = object.Get(key);
+  if (value.IsUndefined() || value.IsNull())
+    throw Napi::TypeError::New(object.Env(), std::string(owner) + "." + key + " is required");
+  return value;
+}
+
+double getNumber(const Napi::Object& object, const char* key, const char* owner) {
+  Napi::Value value = requireKey(object, key, owner);
+  if (!value.IsNumber()) throw Napi::TypeError::New(object.Env(), std::string(owner) + "." + key + " must be a number");
+  return value.As<Napi::Number>().DoubleValue();
+}
+
+int64_t getInt(const Napi::Object& object, const char* key, const char* owner) {
+  const double number = getNumber(object, key, owner);
+  if (number != static_cast<double>(static_cast<int64_t>(number)))
+    throw Napi::TypeError::New(object.Env(), std::string(owner) + "." + key + " must be an integer");
+  return static_cast<int64_t>(number);
+}
+
+bool getBool(const Napi::Object& object, const char* key, const char* owner) {
+  Napi::Value value = requireKey(object, key, owner);
+  if (!value.IsBoolean()) throw Napi::TypeError::New(object.Env(), std::string(owner) + "." + key + " must be a boolean");
+  return value.As<Napi::Boolean>().Value();
+}
+
+std::string getString(const Napi::Object& object, const char* key, const char* owner) {
+  Napi::Value value = requireKey(object, key, owner);
+  if (!value.IsString()) throw Napi::TypeError::New(object.Env(), std::string(owner) + "." + key + " must be a string");
+  return value.As<Napi::String>().Utf8Value();
+}
+
+std::string getOptionalString(const Napi::Object& object, const char* key, const std::string& fallback) {
+  Napi::Value value = object.Get(key);
+  return value.IsString() ? value.As<Napi::String>().Utf8Value() : fallback;
+}
+
+std::vector<int64_t> getIntVector(const Napi::Value& value, const char* what) {
+  if (!value.IsArray()) throw Napi::TypeError::New(value.Env(), std::string(what) + " must be an array of integers");
+  Napi::Array array = value.As<Napi::Array>();
+  std::vector<int64_t> out(array.Length());
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value item = array.Get(i);
+    if (!item.IsNumber()) throw Napi::TypeError::New(value.Env(), std::string(what) + " must be an array of integers");
+    out[i] = item.As<Napi::Number>().Int64Value();
+  }
+  return out;
+}
+
+std::vector<int64_t> int32ArrayToVector(const Napi::Value& value, const char* what) {
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw Napi::TypeError::New(value.Env(), std::string(what) + " must be an Int32Array");
+  Napi::Int32Array array = value.As<Napi::Int32Array>();
+  return std::vector<int64_t>(array.Data(), array.Data() + array.ElementLength());
+}
+
+ModelSpec toModelSpec(const Napi::Value& value) {
+  Napi::Object o = requireObject(value, "model spec");
+  const char* owner = "spec";
+  ModelSpec s;
+  s.architecture = getString(o, "architecture", owner);
+  s.vocabSize = getInt(o, "vocabSize", owner);
+  s.hiddenSize = getInt(o, "hiddenSize", owner);
+  s.intermediateSize = getInt(o, "intermediateSize", owner);
+  s.numLayers = getInt(o, "numLayers", owner);
+  s.numHeads = getInt(o, "numHeads", owner);
+  s.numKvHeads = getInt(o, "numKvHeads", owner);
+  s.headDim = getInt(o, "headDim", owner);
+  s.rmsNormEps = getNumber(o, "rmsNormEps", owner);
+  s.ropeTheta = getNumber(o, "ropeTheta", owner);
+  s.tieWordEmbeddings = getBool(o, "tieWordEmbeddings", owner);
+  s.attentionBias = getBool(o, "attentionBias", owner);
+  s.outputBias = getBool(o, "outputBias", owner);
+  s.mlpBias = getBool(o, "mlpBias", owner);
+  s.qkNorm = getBool(o, "qkNorm", owner);
+  Napi::Object rope = requireObject(requireKey(o, "rope", owner), "spec.rope");
+  s.ropeType = getString(rope, "type", "spec.rope");
+  s.ropeFactor = getNumber(rope, "factor", "spec.rope");
+  s.ropeLowFreqFactor = getNumber(rope, "lowFreqFactor", "spec.rope");
+  s.ropeHighFreqFactor = getNumber(rope, "highFreqFactor", "spec.rope");
+  s.ropeOriginalMaxPositions = getInt(rope, "originalMaxPositions", "spec.rope");
+  return s;
+}
+
+std::vector<TensorRecord> toTensorRecords(const Napi::Value& value) {
+  if (!value.IsArray()) throw Napi::TypeError::New(value.Env(), "tensor records must be an array");
+  Napi::Array array = value.As<Napi::Array>();
+  std::vector<TensorRecord> records;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Object o = requireObject(array.Get(i), "tensor record");
+    TensorRecord r;
+    r.name = getString(o, "name", "record");
+    r.file = getString(o, "file", "record");
+    r.dtype = scalarTypeFromSafetensors(getString(o, "dtype", "record"));
+    r.shape = getIntVector(requireKey(o, "shape", "record"), "record.shape");
+    r.offset = getInt(o, "offset", "record");
+    r.byteLength = getInt(o, "byteLength", "record");
+    records.push_back(std::move(r));
+  }
+  return records;
+}
+
+SamplingParams toSamplingParams(const Napi::Value& value) {
+  Napi::Object o = requireObject(value, "sampling params");
+  const char* owner = "params";
+  SamplingParams p;
+  p.temperature = getNumber(o, "temperature", owner);
+  p.topP = getNumber(o, "topP", owner);
+  p.topK = getInt(o, "topK", owner);
+  p.minP = getNumber(o, "minP", owner);
+  p.maxNewTokens = getInt(o, "maxNewTokens", owner);
+  p.eosTokenIds = getIntVector(requireKey(o, "eosTokenIds", owner), "params.eosTokenIds");
+  return p;
+}
+
+Napi::Array shapeToJs(Napi::Env env, at::IntArrayRef shape) {
+  Napi::Array out = Napi::Array::New(env, shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) out.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(shape[i])));
+  return out;
+}
+
+}  // namespace octo::binding

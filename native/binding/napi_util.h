@@ -1,0 +1,97 @@
+// Helpers of the N-API glue: JS values <-> core structs, and promises for heavy calls.
+//
+// Every heavy call runs on libuv's thread pool through PromiseWorker and never blocks the
+// JS thread. C++ exceptions become JS Errors carrying the short message only (no backtrace).
+#pragma once
+
+#include <napi.h>
+
+#include <functional>
+
+#include "core/model.h"
+#include "core/sampler.h"
+#include "core/safetensors.h"
+
+namespace octo::binding {
+
+// The message of a C++ exception as a JS user should see it.
+inline std::string shortMessage(const std::exception& e) {
+  if (auto* torchError = dynamic_cast<const c10::Error*>(&e)) return torchError->what_without_backtrace();
+  return e.what();
+}
+
+// Runs `body` and turns any C++ exception into a thrown JS Error.
+template <typename Body>
+auto guarded(Napi::Env env, Body&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, shortMessage(e));
+  }
+}
+
+// Work on the thread pool, then `convert` its result to JS on the main thread.
+template <typename Result>
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<Result()>;
+  using Convert = std::function<Napi::Value(Napi::Env, Result&)>;
+
+  static Napi::Promise start(Napi::Env env, Work work, Convert convert) {
+    auto* worker = new PromiseWorker(env, std::move(work), std::move(convert));
+    Napi::Promise promise = worker->deferred_.Promise();
+    worker->Queue();  // the worker deletes itself after OnOK/OnError
+    return promise;
+  }
+
+ protected:
+  void Execute() override {
+    try {
+      result_ = work_();
+    } catch (const std::exception& e) {
+      SetError(shortMessage(e));
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(convert_(env, result_));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    } catch (const std::exception& e) {
+      deferred_.Reject(Napi::Error::New(env, shortMessage(e)).Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  PromiseWorker(Napi::Env env, Work work, Convert convert)
+      : Napi::AsyncWorker(env, "octo-native"), deferred_(Napi::Promise::Deferred::New(env)),
+        work_(std::move(work)), convert_(std::move(convert)) {}
+
+  Napi::Promise::Deferred deferred_;
+  Work work_;
+  Convert convert_;
+  Result result_{};
+};
+
+// --- reading JS values (the TS layer validated them; these checks catch programming errors) ---
+Napi::Object requireObject(const Napi::Value& value, const char* what);
+Napi::Value requireKey(const Napi::Object& object, const char* key, const char* owner);
+int64_t getInt(const Napi::Object& object, const char* key, const char* owner);
+double getNumber(const Napi::Object& object, const char* key, const char* owner);
+bool getBool(const Napi::Object& object, const char* key, const char* owner);
+std::string getString(const Napi::Object& object, const char* key, const char* owner);
+std::string getOptionalString(const Napi::Object& object, const char* key, const std::string& fallback);
+std::vector<int64_t> getIntVector(const Napi::Value& value, const char* what);
+std::vector<int64_t> int32ArrayToVector(const Napi::Value& value, const char* what);
+
+ModelSpec toModelSpec(const Napi::Value& value);
+std::vector<TensorRecord> toTensorRecords(const Napi::Value& value);
+SamplingParams toSamplingParams(const Napi::Value& value);
+
+Napi::Array shapeToJs(Napi::Env env, at::IntArrayRef shape);
+
+}  // namespace octo::binding

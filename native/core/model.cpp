@@ -1,0 +1,241 @@
+#include "core/model.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <cmath>
+
+namespace octo {
+
+namespace {
+
+std::string layerPrefix(int64_t i) { return "model.layers." + std::to_string(i) + "."; }
+
+at::Tensor rotateHalf(const at::Tensor& x) {  // [..., D] -> [-x2, x1]
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// Inverse RoPE frequencies as transformers computes them (fp32), with rope_scaling applied.
+at::Tensor ropeInverseFrequencies(const ModelSpec& spec) {
+  const int64_t d = spec.headDim;
+  at::Tensor exponents = at::arange(0, d, 2, at::kLong).to(at::kFloat) / static_cast<float>(d);
+  at::Tensor invFreq = 1.0 / at::pow(static_cast<float>(spec.ropeTheta), exponents);  // [D/2]
+  if (spec.ropeType == "linear") return invFreq / spec.ropeFactor;
+  if (spec.ropeType != "llama3") return invFreq;
+  // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, the band between smoothed.
+  const double oldContext = static_cast<double>(spec.ropeOriginalMaxPositions);
+  const double lowFreqWavelength = oldContext / spec.ropeLowFreqFactor;
+  const double highFreqWavelength = oldContext / spec.ropeHighFreqFactor;
+  at::Tensor wavelength = 2.0 * M_PI / invFreq;
+  at::Tensor scaled = at::where(wavelength > lowFreqWavelength, invFreq / spec.ropeFactor, invFreq);
+  at::Tensor smooth = (oldContext / wavelength - spec.ropeLowFreqFactor) /
+                      (spec.ropeHighFreqFactor - spec.ropeLowFreqFactor);
+  at::Tensor smoothed = (1 - smooth) * scaled / spec.ropeFactor + smooth * scaled;
+  at::Tensor isMedium = (wavelength >= highFreqWavelength).logical_and(wavelength <= lowFreqWavelength);
+  return at::where(isMedium, smoothed, scaled);
+}
+
+}  // namespace
+
+std::vector<ParameterInfo> expectedParameters(const ModelSpec& s) {
+  const int64_t C = s.hiddenSize, D = s.headDim, q = s.numHeads * D, kv = s.numKvHeads * D;
+  std::vector<ParameterInfo> out;
+  out.push_back({"model.embed_tokens.weight", {s.vocabSize, C}});
+  for (int64_t i = 0; i < s.numLayers; ++i) {
+    const std::string p = layerPrefix(i);
+    out.push_back({p + "input_layernorm.weight", {C}});
+    out.push_back({p + "self_attn.q_proj.weight", {q, C}});
+    if (s.attentionBias) out.push_back({p + "self_attn.q_proj.bias", {q}});
+    out.push_back({p + "self_attn.k_proj.weight", {kv, C}});
+    if (s.attentionBias) out.push_back({p + "self_attn.k_proj.bias", {kv}});
+    out.push_back({p + "self_attn.v_proj.weight", {kv, C}});
+    if (s.attentionBias) out.push_back({p + "self_attn.v_proj.bias", {kv}});
+    out.push_back({p + "self_attn.o_proj.weight", {C, q}});
+    if (s.outputBias) out.push_back({p + "self_attn.o_proj.bias", {C}});
+    if (s.qkNorm) {
+      out.push_back({p + "self_attn.q_norm.weight", {D}});
+      out.push_back({p + "self_attn.k_norm.weight", {D}});
+    }
+    out.push_back({p + "post_attention_layernorm.weight", {C}});
+    out.push_back({p + "mlp.gate_proj.weight", {s.intermediateSize, C}});
+    if (s.mlpBias) out.push_back({p + "mlp.gate_proj.bias", {s.intermediateSize}});
+    out.push_back({p + "mlp.up_proj.weight", {s.intermediateSize, C}});
+    if (s.mlpBias) out.push_back({p + "mlp.up_proj.bias", {s.intermediateSize}});
+    out.push_back({p + "mlp.down_proj.weight", {C, s.intermediateSize}});
+    if (s.mlpBias) out.push_back({p + "mlp.down_proj.bias", {C}});
+  }
+  out.push_back({"model.norm.weight", {C}});
+  if (!s.tieWordEmbeddings) out.push_back({"lm_head.weight", {s.vocabSize, C}});
+  return out;
+}
+
+std::unordered_map<std::string, at::Tensor> initialParameters(const ModelSpec& spec, uint64_t seed) {
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  std::unordered_map<std::string, at::Tensor> weights;
+  for (const auto& p : expectedParameters(spec)) {
+    const bool isNorm = p.name.find("norm.weight") != std::string::npos;
+    const bool isBias = p.name.size() > 5 && p.name.compare(p.name.size() - 5, 5, ".bias") == 0;
+    at::Tensor t = isNorm ? at::ones(p.shape) : isBias ? at::zeros(p.shape) : at::empty(p.shape).normal_(0.0, 0.02, generator);
+    weights.emplace(p.name, t);
+  }
+  return weights;
+}
+
+DecoderModel::DecoderModel(ModelSpec spec, std::unordered_map<std::string, at::Tensor> weights, at::Device device,
+                           at::ScalarType dtype)
+    : spec_(std::move(spec)), device_(device), dtype_(dtype) {
+  TORCH_CHECK(spec_.numHeads % spec_.numKvHeads == 0, "num_attention_heads (", spec_.numHeads,
+              ") must be a multiple of num_key_value_heads (", spec_.numKvHeads, ")");
+  for (const auto& p : expectedParameters(spec_)) {
+    auto it = weights.find(p.name);
+    TORCH_CHECK(it != weights.end(), "missing parameter '", p.name, "'");
+    TORCH_CHECK(it->second.sizes() == at::IntArrayRef(p.shape), "parameter '", p.name, "' has shape ",
+                it->second.sizes(), " but the config needs ", at::IntArrayRef(p.shape));
+    parameterIndex_[p.name] = parameters_.size();
+    parameters_.emplace_back(p.name, it->second.to(device_, dtype_).contiguous());
+  }
+  auto get = [&](const std::string& name) { return parameters_[parameterIndex_.at(name)].second; };
+  auto getIf = [&](bool present, const std::string& name) { return present ? get(name) : at::Tensor(); };
+  embed_ = get("model.embed_tokens.weight");
+  finalNorm_ = get("model.norm.weight");
+  lmHead_ = spec_.tieWordEmbeddings ? embed_ : get("lm_head.weight");
+  for (int64_t i = 0; i < spec_.numLayers; ++i) {
+    const std::string p = layerPrefix(i) ;
+    Layer l;
+    l.inputNorm = get(p + "input_layernorm.weight");
+    l.postAttentionNorm = get(p + "post_attention_layernorm.weight");
+    l.q = get(p + "self_attn.q_proj.weight");
+    l.k = get(p + "self_attn.k_proj.weight");
+    l.v = get(p + "self_attn.v_proj.weight");
+    l.o = get(p + "self_attn.o_proj.weight");
+    l.qBias = getIf(spec_.attentionBias, p + "self_attn.q_proj.bias");
+    l.kBias = getIf(spec_.attentionBias, p + "self_attn.k_proj.bias");
+    l.vBias = getIf(spec_.attentionBias, p + "self_attn.v_proj.bias");
+    l.oBias = getIf(spec_.outputBias, p + "self_attn.o_proj.bias");
+    l.qNorm = getIf(spec_.qkNorm, p + "self_attn.q_norm.weight");
+    l.kNorm = getIf(spec_.qkNorm, p + "self_attn.k_norm.weight");
+    l.gate = get(p + "mlp.gate_proj.weight");
+    l.up = get(p + "mlp.up_proj.weight");
+    l.down = get(p + "mlp.down_proj.weight");
+    l.gateBias = getIf(spec_.mlpBias, p + "mlp.gate_proj.bias");
+    l.upBias = getIf(spec_.mlpBias, p + "mlp.up_proj.bias");
+    l.downBias = getIf(spec_.mlpBias, p + "mlp.down_proj.bias");
+    layers_.push_back(std::move(l));
+  }
+  invFreq_ = ropeInverseFrequencies(spec_).to(device_);
+}
+
+const at::Tensor& DecoderModel::parameter(const std::string& name) const {
+  auto it = parameterIndex_.find(name);
+  TORCH_CHECK(it != parameterIndex_.end(), "no parameter named '", name, "'");
+  return parameters_[it->second].second;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> DecoderModel::namedParameters() const { return parameters_; }
+
+int64_t DecoderModel::parameterBytes() const {
+  int64_t bytes = 0;
+  for (const auto& [name, t] : parameters_) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  return bytes;
+}
+
+KVCache DecoderModel::newCache(int64_t batch, int64_t maxLength) const {
+  KVCache cache;
+  cache.maxLength = maxLength;
+  const auto options = at::TensorOptions().device(device_).dtype(dtype_);
+  for (int64_t i = 0; i < spec_.numLayers; ++i) {
+    cache.keys.push_back(at::empty({batch, spec_.numKvHeads, maxLength, spec_.headDim}, options));
+    cache.values.push_back(at::empty({batch, spec_.numKvHeads, maxLength, spec_.headDim}, options));
+  }
+  cache.keyValid = at::zeros({batch, maxLength}, at::TensorOptions().device(device_).dtype(at::kBool));
+  return cache;
+}
+
+at::Tensor DecoderModel::rmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
+  // Normalise in fp32 whatever the activation dtype, as transformers does.
+  at::Tensor x32 = x.to(at::kFloat);
+  at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + spec_.rmsNormEps);
+  return weight * normed.to(x.scalar_type());
+}
+
+at::Tensor DecoderModel::mlp(const Layer& l, const at::Tensor& x) const {
+  return at::linear(at::silu(at::linear(x, l.gate, l.gateBias)) * at::linear(x, l.up, l.upBias), l.down, l.downBias);
+}
+
+at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                   KVCache* cache, int64_t layerIndex, const at::Tensor& attendable) const {
+  const int64_t B = x.size(0), T = x.size(1), H = spec_.numHeads, Hkv = spec_.numKvHeads, D = spec_.headDim;
+  at::Tensor q = at::linear(x, l.q, l.qBias).view({B, T, H, D});
+  at::Tensor k = at::linear(x, l.k, l.kBias).view({B, T, Hkv, D});
+  at::Tensor v = at::linear(x, l.v, l.vBias).view({B, T, Hkv, D}).transpose(1, 2);  // [B, Hkv, T, D]
+  if (spec_.qkNorm) {
+    q = rmsNorm(q, l.qNorm);
+    k = rmsNorm(k, l.kNorm);
+  }
+  q = q.transpose(1, 2);  // [B, H, T, D]
+  k = k.transpose(1, 2);  // [B, Hkv, T, D]
+  q = q * cos + rotateHalf(q) * sin;
+  k = k * cos + rotateHalf(k) * sin;
+  if (cache) {
+    const int64_t past = cache->length;
+    cache->keys[layerIndex].narrow(2, past, T).copy_(k);
+    cache->values[layerIndex].narrow(2, past, T).copy_(v);
+    k = cache->keys[layerIndex].narrow(2, 0, past + T);  // [B, Hkv, S, D]
+    v = cache->values[layerIndex].narrow(2, 0, past + T);
+  }
+  const int64_t S = k.size(2), groups = H / Hkv;
+  at::Tensor out;
+#if OCTO_HAS_SDPA
+  at::Tensor kExpanded = k.unsqueeze(2).expand({B, Hkv, groups, S, D}).reshape({B, H, S, D});
+  at::Tensor vExpanded = v.unsqueeze(2).expand({B, Hkv, groups, S, D}).reshape({B, H, S, D});
+  out = at::scaled_dot_product_attention(q, kExpanded, vExpanded, attendable, 0.0, false);  // [B, H, T, D]
+#else
+  // Query head h reads key/value head h / groups (transformers' repeat_kv), done by broadcasting.
+  at::Tensor qGrouped = q.view({B, Hkv, groups, T, D});
+  at::Tensor scores = at::matmul(qGrouped, k.unsqueeze(2).transpose(-1, -2)) * (1.0 / std::sqrt(static_cast<double>(D)));
+  scores = scores.masked_fill(attendable.unsqueeze(1).logical_not(), -std::numeric_limits<float>::infinity());
+  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());  // [B, Hkv, groups, T, S]
+  out = at::matmul(probs, v.unsqueeze(2)).view({B, H, T, D});
+#endif
+  return at::linear(out.transpose(1, 2).reshape({B, T, H * D}), l.o, l.oBias);
+}
+
+at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tensor& positions, KVCache* cache,
+                                      const at::Tensor& keyValid) const {
+  TORCH_CHECK(inputIds.dim() == 2 && positions.sizes() == inputIds.sizes(), "inputIds and positions must both be [B, T]");
+  const int64_t B = inputIds.size(0), T = inputIds.size(1);
+  const int64_t past = cache ? cache->length : 0, S = past + T;
+  TORCH_CHECK(!cache || S <= cache->maxLength, "KV cache overflow: ", S, " tokens for a cache of ", cache->maxLength);
+  const auto onDevice = at::TensorOptions().device(device_);
+
+  // Which keys each query may read: earlier-or-same slot and not padding. A query always
+  // reads itself, so padding rows stay finite (nothing reads them back).
+  at::Tensor valid = keyValid.defined() ? keyValid.to(device_, at::kBool) : at::ones({B, T}, onDevice.dtype(at::kBool));
+  at::Tensor allValid = valid;
+  if (cache) {
+    cache->keyValid.narrow(1, past, T).copy_(valid);
+    allValid = cache->keyValid.narrow(1, 0, S);
+  }
+  at::Tensor querySlot = at::arange(past, S, onDevice.dtype(at::kLong)).unsqueeze(1);  // [T, 1]
+  at::Tensor keySlot = at::arange(0, S, onDevice.dtype(at::kLong)).unsqueeze(0);       // [1, S]
+  at::Tensor attendable = (keySlot <= querySlot).unsqueeze(0).logical_and(allValid.unsqueeze(1))
+                              .logical_or(keySlot == querySlot)
+                              .unsqueeze(1);  // [B, 1, T, S]
+
+  at::Tensor freqs = positions.to(device_, at::kFloat).unsqueeze(-1) * invFreq_;  // [B, T, D/2]
+  at::Tensor angles = at::cat({freqs, freqs}, -1);                                  // [B, T, D]
+  at::Tensor cos = angles.cos().to(dtype_).unsqueeze(1);                            // [B, 1, T, D]
+  at::Tensor sin = angles.sin().to(dtype_).unsqueeze(1);
+
+  at::Tensor x = at::embedding(embed_, inputIds.to(device_, at::kLong));  // [B, T, C]
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    x = x + attention(l, rmsNorm(x, l.inputNorm), cos, sin, cache, static_cast<int64_t>(i), attendable);
+    x = x + mlp(l, rmsNorm(x, l.postAttentionNorm));
+  }
+  if (cache) cache->length = S;
+  return rmsNorm(x, finalNorm_);
+}
+
+at::Tensor DecoderModel::logits(const at::Tensor& hidden) const { return at::linear(hidden, lmHead_).to(at::kFloat); }
+
+}  // namespace octo

@@ -1,0 +1,103 @@
+// Decoder-only transformer in the Hugging Face layout: Llama 3.x, Qwen2/2.5, Qwen3.
+//
+// Shape legend: B = batch, T = new tokens this call, S = cached + new keys,
+// C = hidden size, H = query heads, Hkv = key/value heads, D = head dim, V = vocab, I = MLP width.
+//
+// Parameters are held under their Hugging Face names so load and save are name-for-name.
+#pragma once
+
+#include "core/torch_prelude.h"
+
+namespace octo {
+
+// Everything the forward needs from config.json, already validated and defaulted by
+// lib/model-config.ts (the one place that reads Hugging Face configs).
+struct ModelSpec {
+  std::string architecture;     // "LlamaForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM"
+  int64_t vocabSize = 0;
+  int64_t hiddenSize = 0;
+  int64_t intermediateSize = 0;
+  int64_t numLayers = 0;
+  int64_t numHeads = 0;
+  int64_t numKvHeads = 0;
+  int64_t headDim = 0;
+  double rmsNormEps = 1e-6;
+  double ropeTheta = 10000.0;
+  bool tieWordEmbeddings = false;
+  bool attentionBias = false;   // bias on q/k/v (Qwen2: true)
+  bool outputBias = false;      // bias on o_proj (Llama attention_bias=true sets both)
+  bool mlpBias = false;
+  bool qkNorm = false;          // per-head RMSNorm on q and k before RoPE (Qwen3)
+  // rope_scaling: "default" | "linear" | "llama3"
+  std::string ropeType = "default";
+  double ropeFactor = 1.0;
+  double ropeLowFreqFactor = 1.0;
+  double ropeHighFreqFactor = 4.0;
+  int64_t ropeOriginalMaxPositions = 8192;
+};
+
+struct ParameterInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+// The tensors a checkpoint of this spec must hold, in Hugging Face order.
+std::vector<ParameterInfo> expectedParameters(const ModelSpec& spec);
+
+// Preallocated keys and values for incremental decoding: per layer [B, Hkv, maxLength, D].
+struct KVCache {
+  std::vector<at::Tensor> keys, values;
+  at::Tensor keyValid;   // [B, maxLength] bool: false for padding slots
+  int64_t length = 0;    // slots filled so far (same for every row)
+  int64_t maxLength = 0;
+};
+
+class DecoderModel {
+ public:
+  // `weights` maps every name of expectedParameters(spec) to a tensor of that shape.
+  DecoderModel(ModelSpec spec, std::unordered_map<std::string, at::Tensor> weights,
+               at::Device device, at::ScalarType dtype);
+
+  const ModelSpec& spec() const { return spec_; }
+  at::Device device() const { return device_; }
+  at::ScalarType dtype() const { return dtype_; }
+  const at::Tensor& parameter(const std::string& name) const;
+  std::vector<std::pair<std::string, at::Tensor>> namedParameters() const;
+  int64_t parameterBytes() const;
+
+  KVCache newCache(int64_t batch, int64_t maxLength) const;
+
+  // Final hidden states [B, T, C] for `inputIds` [B, T] at absolute `positions` [B, T].
+  // With a cache, the new keys are appended after cache->length and attention covers the
+  // cached prefix. `keyValid` [B, T] marks padding tokens (false) that no query may attend to.
+  at::Tensor hiddenStates(const at::Tensor& inputIds, const at::Tensor& positions, KVCache* cache,
+                          const at::Tensor& keyValid = {}) const;
+  at::Tensor logits(const at::Tensor& hidden) const;  // [..., C] -> [..., V] (fp32)
+
+ private:
+  struct Layer {
+    at::Tensor inputNorm, postAttentionNorm;
+    at::Tensor q, k, v, o, qBias, kBias, vBias, oBias, qNorm, kNorm;
+    at::Tensor gate, up, down, gateBias, upBias, downBias;
+  };
+
+  at::Tensor attention(const Layer& layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                       KVCache* cache, int64_t layerIndex, const at::Tensor& attendable) const;
+  at::Tensor mlp(const Layer& layer, const at::Tensor& x) const;
+  at::Tensor rmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
+
+  ModelSpec spec_;
+  at::Device device_;
+  at::ScalarType dtype_;
+  std::vector<std::pair<std::string, at::Tensor>> parameters_;  // HF order
+  std::unordered_map<std::string, size_t> parameterIndex_;
+  at::Tensor embed_, finalNorm_, lmHead_;
+  std::vector<Layer> layers_;
+  at::Tensor invFreq_;  // [D/2] fp32, rope scaling applied
+};
+
+// Random weights in the Hugging Face initialisation (normal(0, 0.02), norms at 1), for the
+// built-in demo model and benches.
+std::unordered_map<std::string, at::Tensor> initialParameters(const ModelSpec& spec, uint64_t seed);
+
+}  // namespace octo
