@@ -115,6 +115,11 @@ export function inspectCheckpoint(dir: string): Checkpoint {
   return { dir, config, spec, records };
 }
 
+export interface ForwardOptions {
+  positions?: Int32Array;
+  attentionMask?: Uint8Array;
+}
+
 export interface SaveOptions {
   /** largest shard in bytes before splitting into model-0000i-of-0000n files (default 5 GB, as transformers) */
   maxShardBytes?: number;
@@ -151,10 +156,18 @@ export class Model {
     return this.handle.device;
   }
 
-  /** Logits [batch, length, vocab] (fp32) for token ids [batch, length]. */
-  forward(inputIds: Int32Array, batch: number, length: number): Promise<Float32Array> {
-    if (inputIds.length !== batch * length) throw new RangeError(`inputIds has ${inputIds.length} ids, expected batch*length = ${batch * length}`);
-    return this.handle.forward(inputIds, batch, length);
+  /**
+   * Logits [batch, length, vocab] (fp32) for token ids [batch, length]. With padding, pass
+   * `attentionMask` (1 = token, 0 = padding that nothing attends to) and the real
+   * `positions`; by default positions are 0..length-1 in every row.
+   */
+  forward(inputIds: Int32Array, batch: number, length: number, options: ForwardOptions = {}): Promise<Float32Array> {
+    const n = batch * length;
+    if (inputIds.length !== n) throw new RangeError(`inputIds has ${inputIds.length} ids, expected batch*length = ${n}`);
+    if (options.positions && options.positions.length !== n) throw new RangeError(`positions has ${options.positions.length} entries, expected ${n}`);
+    if (options.attentionMask && options.attentionMask.length !== n)
+      throw new RangeError(`attentionMask has ${options.attentionMask.length} entries, expected ${n}`);
+    return this.handle.forward(inputIds, batch, length, options.positions, options.attentionMask);
   }
 
   async generate(requests: GenerationRequest[], params: Partial<SamplingParams> = {}): Promise<GenerationResult[]> {

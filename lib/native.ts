@@ -3,6 +3,7 @@
  * TypeScript validates and shapes arguments before they cross; C++ computes.
  * Every heavy call returns a Promise and runs on libuv's thread pool.
  */
+import os from "node:os";
 import path from "node:path";
 
 /** Model hyper-parameters as the engine takes them (made by lib/model-config.ts). */
@@ -100,7 +101,10 @@ export interface NativeAddon {
   createModel(spec: ModelSpec, seed: number, options: DeviceOptions): Promise<NativeModel>;
   expectedParameters(spec: ModelSpec): ParameterShape[];
   info(): EngineInfo;
+  /** intra-op threads of engine calls (default: OCTO_NATIVE_THREADS, OMP_NUM_THREADS or all cores) */
   setNumThreads(threads: number): void;
+  /** seconds per [m, k] x [k, n] matmul (bench baseline) */
+  timeMatmul(m: number, k: number, n: number, iterations: number, options: DeviceOptions): Promise<number>;
 }
 
 const packageRoot = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? "../.." : "..");
@@ -113,6 +117,9 @@ export function native(): NativeAddon {
   try {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     addon = require("node-gyp-build")(packageRoot) as NativeAddon;
+    // libtorch's OpenMP default here can be 1 thread; use the cores we are given unless told.
+    const threads = Number(process.env.OCTO_NATIVE_THREADS ?? process.env.OMP_NUM_THREADS ?? os.availableParallelism());
+    if (Number.isInteger(threads) && threads > 0) addon.setNumThreads(threads);
   } catch (error) {
     const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
     throw new Error(

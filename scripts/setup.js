@@ -5,8 +5,8 @@
 //   1. LIBTORCH (a libtorch root) or Torch_DIR (a folder holding TorchConfig.cmake)
 //   2. the libtorch inside a Python `torch` wheel (CUDA builds: the GPU path)
 //   3. Debian's libtorch-dev (CPU, 1.13)
-// When none is found and apt-get is usable (root), Debian's libtorch-dev is installed;
-// otherwise it prints what to do. Nothing is downloaded by the build itself.
+// When none is found and apt-get is usable (root), Debian's libtorch-dev is installed (with
+// OpenBLAS); otherwise it prints what to do. Nothing is downloaded by the build itself.
 //
 //   node scripts/setup.js            find (install if missing) + build
 //   node scripts/setup.js --find     print the libtorch that would be used, as JSON
@@ -63,12 +63,33 @@ function aptUsable() {
   return isRoot && spawnSync("apt-get", ["--version"]).status === 0;
 }
 
-function installDebianLibtorch() {
-  console.log("octo-native: no libtorch found; installing Debian's libtorch-dev with apt-get …");
+function aptInstall(packages) {
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  for (const args of [["update", "-qq"], ["install", "-y", "-qq", "libtorch-dev"]]) {
+  for (const args of [["update", "-qq"], ["install", "-y", "-qq", ...packages]]) {
     const r = spawnSync("apt-get", args, { stdio: "inherit", env });
     if (r.status !== 0) fail(`'apt-get ${args.join(" ")}' failed (exit ${r.status}).`);
+  }
+}
+
+// Debian's libtorch calls whatever libblas.so.3 the alternatives system points at; the
+// default is the netlib reference BLAS, ~20x slower at matmul than OpenBLAS on the same CPU.
+const OPENBLAS_PACKAGE = "libopenblas0-openmp"; // OpenMP flavour: shares libtorch's thread pool
+
+function usesReferenceBlas() {
+  for (const lib of ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"]) {
+    const blas = path.join(lib, "libblas.so.3");
+    if (fs.existsSync(blas)) return fs.realpathSync(blas).includes(`${path.sep}blas${path.sep}`);
+  }
+  return false;
+}
+
+function ensureFastBlas() {
+  if (!usesReferenceBlas()) return;
+  if (aptUsable()) {
+    console.log(`octo-native: libblas.so.3 is the slow reference BLAS; installing ${OPENBLAS_PACKAGE} …`);
+    aptInstall([OPENBLAS_PACKAGE]);
+  } else {
+    console.warn(`octo-native: warning: libtorch will use the reference BLAS (slow matmuls). Run: sudo apt-get install ${OPENBLAS_PACKAGE}`);
   }
 }
 
@@ -101,10 +122,12 @@ function main() {
   }
   if (!found) {
     if (!aptUsable()) fail(HOW_TO_GET_LIBTORCH);
-    installDebianLibtorch();
+    console.log("octo-native: no libtorch found; installing Debian's libtorch-dev with apt-get …");
+    aptInstall(["libtorch-dev", OPENBLAS_PACKAGE]);
     found = findLibtorch();
     if (!found) fail("libtorch-dev was installed but its TorchConfig.cmake was not found under /usr/lib/*/cmake/Torch.");
   }
+  if (found.source === "Debian libtorch-dev") ensureFastBlas();
   build(found);
 }
 

@@ -1,9 +1,9 @@
 // Module entry of the native addon: the functions lib/native.ts describes.
 #include "binding/addon_data.h"
 #include "binding/model_handle.h"
+#include "core/bench_kernels.h"
 #include "core/engine_info.h"
 
-#include <ATen/Parallel.h>
 
 namespace octo::binding {
 
@@ -97,8 +97,23 @@ Napi::Value infoJs(const Napi::CallbackInfo& info) {
 Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    at::set_num_threads(static_cast<int>(info[0].As<Napi::Number>().Int32Value()));
+    const int threads = info[0].As<Napi::Number>().Int32Value();
+    if (threads < 1) throw Napi::RangeError::New(env, "setNumThreads needs a thread count >= 1");
+    setEngineThreads(threads);
     return env.Undefined();
+  });
+}
+
+// timeMatmul(m, k, n, iterations, {device, dtype}) -> Promise<seconds per matmul>
+Napi::Value timeMatmulJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const int64_t m = info[0].As<Napi::Number>().Int64Value(), k = info[1].As<Napi::Number>().Int64Value();
+    const int64_t n = info[2].As<Napi::Number>().Int64Value(), iterations = info[3].As<Napi::Number>().Int64Value();
+    LoadOptions options = toLoadOptions(info[4]);
+    return PromiseWorker<double>::start(
+        env, [=]() { return timeMatmul(m, k, n, iterations, options.device, options.dtype); },
+        [](Napi::Env env, double& seconds) -> Napi::Value { return Napi::Number::New(env, seconds); });
   });
 }
 
@@ -111,6 +126,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("createModel", Napi::Function::New<createModel>(env, "createModel"));
   exports.Set("expectedParameters", Napi::Function::New<expectedParametersJs>(env, "expectedParameters"));
   exports.Set("info", Napi::Function::New<infoJs>(env, "info"));
+  exports.Set("timeMatmul", Napi::Function::New<timeMatmulJs>(env, "timeMatmul"));
   exports.Set("setNumThreads", Napi::Function::New<setNumThreads>(env, "setNumThreads"));
   return exports;
 }

@@ -1,6 +1,23 @@
 #include "binding/napi_util.h"
 
+#include <ATen/Parallel.h>
+#include <atomic>
+
 namespace octo::binding {
+
+namespace {
+std::atomic<int> engineThreads{0};
+}
+
+void setEngineThreads(int threads) {
+  engineThreads = threads;
+  applyEngineThreads();
+}
+
+void applyEngineThreads() {
+  const int threads = engineThreads.load();
+  if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
+}
 
 Napi::Object requireObject(const Napi::Value& value, const char* what) {
   if (!value.IsObject()) throw Napi::TypeError::New(value.Env(), std::string(what) + " must be an object");

@@ -32,6 +32,11 @@ auto guarded(Napi::Env env, Body&& body) -> decltype(body()) {
   }
 }
 
+// Intra-op threads for engine work (0 = leave libtorch's default). OpenMP keeps its thread
+// count per calling thread, so each pool thread applies it before it computes.
+void setEngineThreads(int threads);
+void applyEngineThreads();
+
 // Work on the thread pool, then `convert` its result to JS on the main thread.
 template <typename Result>
 class PromiseWorker : public Napi::AsyncWorker {
@@ -49,6 +54,7 @@ class PromiseWorker : public Napi::AsyncWorker {
  protected:
   void Execute() override {
     try {
+      applyEngineThreads();
       result_ = work_();
     } catch (const std::exception& e) {
       SetError(shortMessage(e));

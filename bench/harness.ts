@@ -1,0 +1,54 @@
+/**
+ * Bench harness: every bench measures its subject and a baseline in the same run and
+ * reports their ratio, with the device and versions, as one JSON object (SPEC §11).
+ */
+import os from "node:os";
+
+import { installInfo } from "../lib/info";
+
+export interface BenchResult {
+  bench: string;
+  /** what `ratio` means, e.g. "load time / raw read time (lower is better)" */
+  ratioMeaning: string;
+  ratio: number;
+  [measurement: string]: unknown;
+}
+
+export interface Bench {
+  description: string;
+  run(options: BenchOptions): Promise<BenchResult>;
+}
+
+export interface BenchOptions {
+  device: string;
+  /** smaller sizes for a quick check */
+  quick: boolean;
+}
+
+/** Environment recorded with every result, so numbers are only compared like for like. */
+export function benchEnvironment(): Record<string, unknown> {
+  const info = installInfo();
+  return {
+    package: info.package.version,
+    node: info.node,
+    libtorch: info.libtorch.version,
+    cuda: info.cuda,
+    cpu: os.cpus()[0]?.model ?? "unknown",
+    cpuCount: os.cpus().length,
+    threads: info.threads,
+    date: new Date().toISOString(),
+  };
+}
+
+/** Median of `repeats` timings (seconds) of `fn` after one warm-up call. */
+export async function medianSeconds(repeats: number, fn: () => Promise<unknown> | unknown): Promise<number> {
+  await fn();
+  const times: number[] = [];
+  for (let i = 0; i < repeats; i++) {
+    const start = process.hrtime.bigint();
+    await fn();
+    times.push(Number(process.hrtime.bigint() - start) / 1e9);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)];
+}

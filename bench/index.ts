@@ -1,0 +1,10 @@
+/** The registry of benches run by `octo-native bench NAME`. */
+import type { Bench } from "./harness";
+import { forwardBench, safetensorsLoadBench } from "./model-benches";
+
+export const BENCHES: Record<string, Bench> = {
+  "safetensors-load": safetensorsLoadBench,
+  forward: forwardBench,
+};
+
+export type { Bench, BenchOptions, BenchResult } from "./harness";

@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+/** The `octo-native` command line (SPEC §9). */
+import yargs from "yargs";
+import { hideBin } from "yargs/helpers";
+
+import { BENCHES } from "../bench";
+import { generateFromPrompt } from "./generate";
+import { formatInstallInfo, installInfo } from "./info";
+
+function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + "\n");
+}
+
+async function main(argv: string[]): Promise<void> {
+  await yargs(argv)
+    .scriptName("octo-native")
+    .strict()
+    .demandCommand(1, "name a command (see --help)")
+    .command(
+      "info",
+      "versions of the package, Node and libtorch; CUDA devices; build flags",
+      (y) => y.option("json", { type: "boolean", default: false, describe: "print JSON" }),
+      (args) => {
+        const info = installInfo();
+        if (args.json) printJson(info);
+        else console.log(formatInstallInfo(info));
+      },
+    )
+    .command(
+      "generate",
+      "sample completions of a prompt (default model: the built-in demo model)",
+      (y) =>
+        y
+          .option("model", { type: "string", describe: "Hugging Face model directory (config.json + model.safetensors + tokenizer.json)" })
+          .option("prompt", { type: "string", demandOption: true, describe: "prompt text" })
+          .option("chat", { type: "boolean", default: false, describe: "wrap the prompt in the tokenizer's chat template" })
+          .option("n", { type: "number", default: 1, describe: "samples" })
+          .option("max-tokens", { type: "number", default: 64, describe: "new tokens per sample at most" })
+          .option("temperature", { type: "number", default: 1.0, describe: "0 = greedy" })
+          .option("top-p", { type: "number", default: 1.0 })
+          .option("top-k", { type: "number", default: 0, describe: "0 = off" })
+          .option("min-p", { type: "number", default: 0, describe: "0 = off" })
+          .option("seed", { type: "number", default: 0, describe: "sample i uses seed + i" })
+          .option("device", { type: "string", default: "auto", describe: "auto | cpu | cuda | cuda:N" })
+          .option("json", { type: "boolean", default: false, describe: "print JSON with token ids and log-probs" }),
+      async (args) => {
+        const report = await generateFromPrompt({
+          model: args.model,
+          prompt: args.prompt,
+          chat: args.chat,
+          samples: args.n,
+          device: args.device,
+          sampling: {
+            maxNewTokens: args["max-tokens"],
+            temperature: args.temperature,
+            topP: args["top-p"],
+            topK: args["top-k"],
+            minP: args["min-p"],
+            seed: args.seed,
+          },
+        });
+        if (args.json) return printJson(report);
+        if (report.builtInModel)
+          console.log(`(built-in demo model at ${report.model}: random weights until it is trained, so expect noise)`);
+        report.samples.forEach((s, i) => console.log(`--- sample ${i} (${s.tokens.length} tokens, ${s.finishReason})\n${args.prompt}${s.text}`));
+        console.log(`--- ${report.tokensPerSecond.toFixed(1)} tokens/s on ${report.device}`);
+      },
+    )
+    .command(
+      "bench <name>",
+      `performance benches printing JSON ratios against a same-run baseline (${Object.keys(BENCHES).join(", ")})`,
+      (y) =>
+        y
+          .positional("name", { type: "string", choices: [...Object.keys(BENCHES), "all"], demandOption: true })
+          .option("device", { type: "string", default: "auto" })
+          .option("quick", { type: "boolean", default: false, describe: "small sizes, for a smoke test" })
+          .option("json", { type: "boolean", default: false, describe: "JSON only (default: JSON plus a one-line summary)" }),
+      async (args) => {
+        const names = args.name === "all" ? Object.keys(BENCHES) : [args.name as string];
+        for (const name of names) {
+          const result = await BENCHES[name].run({ device: args.device, quick: args.quick });
+          printJson(result);
+          if (!args.json) console.error(`${name}: ratio ${result.ratio.toFixed(3)} — ${result.ratioMeaning}`);
+        }
+      },
+    )
+    .fail((message, error) => {
+      throw error ?? new Error(message);
+    })
+    .help()
+    .parseAsync();
+}
+
+main(hideBin(process.argv)).catch((error: unknown) => {
+  const message = error instanceof Error ? error.message : String(error);
+  console.error(`octo-native: ${message}`);
+  if (process.env.OCTO_NATIVE_DEBUG && error instanceof Error) console.error(error.stack);
+  process.exitCode = 1;
+});

@@ -1,0 +1,73 @@
+/** `octo-native generate`: sample completions of one prompt from a model directory. */
+import { ensureDemoModel } from "./demo-model";
+import { Model } from "./model";
+import type { SamplingParams } from "./sampling";
+import { TextTokenizer } from "./tokenizer";
+
+export interface GenerateOptions {
+  /** Hugging Face model directory; the built-in demo model when absent */
+  model?: string;
+  prompt: string;
+  /** wrap the prompt as a user message in the tokenizer's chat template */
+  chat: boolean;
+  samples: number;
+  device: string;
+  sampling: Partial<SamplingParams>;
+}
+
+export interface GeneratedSample {
+  text: string;
+  tokens: number[];
+  logprobs: number[];
+  finishReason: string;
+}
+
+export interface GenerateReport {
+  model: string;
+  builtInModel: boolean;
+  device: string;
+  promptTokens: number;
+  samples: GeneratedSample[];
+  seconds: number;
+  tokensPerSecond: number;
+}
+
+export async function generateFromPrompt(options: GenerateOptions): Promise<GenerateReport> {
+  const builtInModel = options.model === undefined;
+  const dir = options.model ?? (await ensureDemoModel());
+  const tokenizer = TextTokenizer.fromDir(dir);
+  const model = await Model.load(dir, { device: options.device });
+  try {
+    if (tokenizer.vocabSize > model.spec.vocabSize)
+      throw new Error(
+        `${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${model.spec.vocabSize}; ` +
+          `tokenizer.json and config.json do not belong together`,
+      );
+    const promptIds = options.chat
+      ? tokenizer.encodeChat([{ role: "user", content: options.prompt }], { addGenerationPrompt: true })
+      : tokenizer.encode(options.prompt);
+    const eosTokenIds = options.sampling.eosTokenIds ?? tokenizer.eosTokenIds;
+    const seed = options.sampling.seed ?? 0;
+    const requests = Array.from({ length: options.samples }, (_, i) => ({ promptIds, seed: seed + i }));
+    const start = process.hrtime.bigint();
+    const results = await model.generate(requests, { ...options.sampling, eosTokenIds });
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    const generated = results.reduce((n, r) => n + r.tokens.length, 0);
+    return {
+      model: dir,
+      builtInModel,
+      device: model.device,
+      promptTokens: promptIds.length,
+      samples: results.map((r) => ({
+        text: tokenizer.decode(r.tokens, { skipSpecialTokens: true }),
+        tokens: Array.from(r.tokens),
+        logprobs: Array.from(r.logprobs),
+        finishReason: r.finishReason,
+      })),
+      seconds,
+      tokensPerSecond: generated / seconds,
+    };
+  } finally {
+    model.dispose();
+  }
+}
