@@ -33,14 +33,17 @@ function parameterCount(spec: ModelSpec): number {
   return native().expectedParameters(spec).reduce((sum, p) => sum + p.shape.reduce((a, b) => a * b, 1), 0);
 }
 
-/** Reads `file` whole into memory with plain fs reads: the floor for any loader. */
+/**
+ * Reads `file` whole into newly allocated memory with plain fs reads: the floor for any
+ * loader, which must also fault in fresh pages for the weights it returns.
+ */
 function rawRead(file: string): number {
   const fd = fs.openSync(file, "r");
   try {
     const size = fs.fstatSync(fd).size;
-    const buffer = Buffer.allocUnsafe(Math.min(size, 64 << 20));
+    const buffer = Buffer.allocUnsafeSlow(size);
     let total = 0;
-    while (total < size) total += fs.readSync(fd, buffer, 0, Math.min(buffer.length, size - total), total);
+    while (total < size) total += fs.readSync(fd, buffer, total, size - total, total);
     return total;
   } finally {
     fs.closeSync(fd);

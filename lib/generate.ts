@@ -35,9 +35,9 @@ export interface GenerateReport {
 export async function generateFromPrompt(options: GenerateOptions): Promise<GenerateReport> {
   const builtInModel = options.model === undefined;
   const dir = options.model ?? (await ensureDemoModel());
-  const tokenizer = TextTokenizer.fromDir(dir);
   const model = await Model.load(dir, { device: options.device });
   try {
+    const tokenizer = TextTokenizer.fromDir(dir);
     if (tokenizer.vocabSize > model.spec.vocabSize)
       throw new Error(
         `${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${model.spec.vocabSize}; ` +

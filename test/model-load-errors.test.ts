@@ -213,8 +213,8 @@ describe("weights that do not match the config", () => {
     await expectLoadError(dir, ModelLoadError, [path.join(dir, "model.safetensors"), `'${extra}'`], /unexpected tensor/);
   });
 
-  test("an extra lm_head.weight in an untied model is not silently ignored", async () => {
-    // Untied: lm_head.weight is expected; here it is present, plus an unexpected second head.
+  test("an untied model with an unexpected lm_head.bias is rejected", async () => {
+    // Untied: lm_head.weight is expected and present; lm_head.bias is not part of the model.
     const untied: ModelSpec = { ...SPEC, tieWordEmbeddings: false };
     const names = native().expectedParameters(untied);
     expect(names.map((p) => p.name)).toContain("lm_head.weight");

@@ -146,6 +146,20 @@ describe("sampling", () => {
 });
 
 describe("handles", () => {
+  test("heavy calls run off the JS thread: timers keep firing during a generate", async () => {
+    const model = await Model.create({ ...TINY_SPECS.qwen3, hiddenSize: 256, intermediateSize: 768, numLayers: 4 }, 1, { device: "cpu" });
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    const start = Date.now();
+    await model.generate([{ promptIds: Int32Array.from([1, 2, 3]) }], { temperature: 0, maxNewTokens: 200 });
+    const elapsed = Date.now() - start;
+    clearInterval(timer);
+    model.dispose();
+    // A blocked event loop would see no tick until the call returned.
+    expect(elapsed).toBeGreaterThan(20);
+    expect(ticks).toBeGreaterThan(elapsed / 20);
+  });
+
   test("a disposed model refuses work with a clear error; calls in flight finish", async () => {
     const model = await Model.create(TINY_SPECS.qwen3, 1, { device: "cpu" });
     const inFlight = model.forward(ids, 2, 9);
