@@ -48,8 +48,10 @@ function weightFiles(dir: string): string[] {
     if (!index || typeof index.weight_map !== "object" || index.weight_map === null)
       throw new ModelLoadError(`${indexPath}: has no 'weight_map' object`);
     const files = [...new Set(Object.values(index.weight_map as Record<string, unknown>))];
-    if (!files.every((f) => typeof f === "string" && !f.includes("/") && !f.includes("\\")))
-      throw new ModelLoadError(`${indexPath}: 'weight_map' values must be file names in the same directory`);
+    const isShardName = (f: unknown) => typeof f === "string" && f.endsWith(".safetensors") && !f.includes("/") && !f.includes("\\");
+    const bad = files.find((f) => !isShardName(f));
+    if (bad !== undefined)
+      throw new ModelLoadError(`${indexPath}: 'weight_map' names ${JSON.stringify(bad)}; values must be .safetensors file names in the same directory`);
     for (const f of files as string[])
       if (!fs.existsSync(path.join(dir, f))) throw new ModelLoadError(`${indexPath}: names shard '${f}', which is missing from ${dir}`);
     return (files as string[]).sort().map((f) => path.join(dir, f));

@@ -33,6 +33,17 @@ export interface SafetensorsFile {
   fileSize: number;
 }
 
+/** A short rendering of a header value for an error message (values can be hostile: deep, huge). */
+function brief(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? "a deeply nested array" : "a deeply nested value";
+  }
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
 function isNonNegativeInteger(value: unknown): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
 }
@@ -57,7 +68,7 @@ export function parseSafetensorsHeader(prefix: Uint8Array, fileSize: number, fil
 
   let json: unknown;
   try {
-    const text = new TextDecoder("utf-8", { fatal: true }).decode(prefix.subarray(8, 8 + headerLength));
+    const text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(prefix.subarray(8, 8 + headerLength));
     if (!text.startsWith("{")) fail("header does not start with '{'");
     json = JSON.parse(text);
   } catch (error) {
@@ -68,7 +79,8 @@ export function parseSafetensorsHeader(prefix: Uint8Array, fileSize: number, fil
 
   const dataStart = 8 + headerLength;
   const dataSize = fileSize - dataStart;
-  const metadata: Record<string, string> = {};
+  // No prototype: a "__proto__" metadata key must stay an ordinary key.
+  const metadata: Record<string, string> = Object.create(null);
   const tensors: (TensorRecord & { begin: number; end: number })[] = [];
   for (const [name, entry] of Object.entries(json as Record<string, unknown>)) {
     if (name === "__metadata__") {
@@ -84,10 +96,10 @@ export function parseSafetensorsHeader(prefix: Uint8Array, fileSize: number, fil
     const { dtype, shape, data_offsets: offsets, ...rest } = entry as Record<string, unknown>;
     const extra = Object.keys(rest);
     if (extra.length > 0) fail(`${where} has unknown field(s) ${extra.join(", ")}`);
-    if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) fail(`${where} has unsupported dtype ${JSON.stringify(dtype)}`);
-    if (!Array.isArray(shape) || !shape.every(isNonNegativeInteger)) fail(`${where} has an invalid shape ${JSON.stringify(shape)}`);
+    if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) fail(`${where} has unsupported dtype ${brief(dtype)}`);
+    if (!Array.isArray(shape) || !shape.every(isNonNegativeInteger)) fail(`${where} has an invalid shape ${brief(shape)}`);
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegativeInteger))
-      fail(`${where} has invalid data_offsets ${JSON.stringify(offsets)}`);
+      fail(`${where} has invalid data_offsets ${brief(offsets)}`);
     const [begin, end] = offsets as number[];
     if (begin > end) fail(`${where} has data_offsets [${begin}, ${end}] that run backwards`);
     if (end > dataSize) fail(`${where} ends at byte ${end} of the data section, but the file holds only ${dataSize} data bytes (truncated?)`);
@@ -119,7 +131,9 @@ export function readSafetensorsHeader(file: string): SafetensorsFile {
     throw new SafetensorsError(file, `cannot open (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
   }
   try {
-    const fileSize = fs.fstatSync(fd).size;
+    const stat = fs.fstatSync(fd);
+    if (!stat.isFile()) throw new SafetensorsError(file, "is not a regular file");
+    const fileSize = stat.size;
     const lengthBytes = Buffer.alloc(8);
     fs.readSync(fd, lengthBytes, 0, Math.min(8, fileSize), 0);
     const declared = fileSize >= 8 ? lengthBytes.readBigUInt64LE(0) : 0n;
@@ -133,6 +147,9 @@ export function readSafetensorsHeader(file: string): SafetensorsFile {
       return parseSafetensorsHeader(stub, fileSize, file);
     }
     return parseSafetensorsHeader(prefix, fileSize, file);
+  } catch (error) {
+    if (error instanceof SafetensorsError) throw error;
+    throw new SafetensorsError(file, `cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
   } finally {
     fs.closeSync(fd);
   }

@@ -277,6 +277,18 @@ describe("sharded checkpoints", () => {
     model.dispose();
   });
 
+  test.each(["..", ".", "", "model.bin"])("an index whose weight_map names %j is rejected naming the index", async (bad) => {
+    const dir = copyOfSaved("bad-shard-name");
+    fs.renameSync(path.join(dir, "model.safetensors"), path.join(dir, "model-00001-of-00001.safetensors"));
+    const weightMap = Object.fromEntries(expected.map((p) => [p.name, "model-00001-of-00001.safetensors"]));
+    weightMap[expected[0].name] = bad;
+    writeJson(path.join(dir, "model.safetensors.index.json"), { metadata: {}, weight_map: weightMap });
+    const error = await Model.load(dir).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ModelLoadError);
+    expect((error as Error).message).toContain("model.safetensors.index.json");
+    expect((error as Error).message).toContain(JSON.stringify(bad));
+  });
+
   test("an index that names a missing shard", async () => {
     const { dir, shards, index } = await shardedDir("sharded-missing");
     fs.rmSync(path.join(dir, shards[1]));

@@ -684,3 +684,32 @@ describe("native reader on a file truncated after its header was validated", () 
     }
   });
 });
+
+describe("hostile headers found by fuzzing stay SafetensorsErrors", () => {
+  test("deeply nested JSON in shape, dtype and data_offsets", () => {
+    const deep = "[".repeat(10000) + "]".repeat(10000);
+    for (const field of ["shape", "dtype", "data_offsets"]) {
+      const entry: Record<string, string> = { dtype: '"F32"', shape: "[]", data_offsets: "[0,4]" };
+      entry[field] = deep;
+      const json = `{"t":{${Object.entries(entry).map(([k, v]) => `"${k}":${v}`).join(",")}}}`;
+      const file = writeTmp(rawFile(json, 4), `deep-${field}`);
+      expectSafetensorsError(() => readSafetensorsHeader(file), [file, "'t'"]);
+    }
+  });
+
+  test("a directory where a file is expected", () => {
+    expectSafetensorsError(() => readSafetensorsHeader(root), [root, "not a regular file"]);
+  });
+
+  test("a UTF-8 byte-order mark before the JSON is rejected, as the format has none", () => {
+    const file = writeTmp(rawFile(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from("{}")])), "bom");
+    expectSafetensorsError(() => readSafetensorsHeader(file), [file, "'{'"]);
+  });
+
+  test("a '__proto__' metadata key is kept as an ordinary key", () => {
+    const file = writeTmp(rawFile('{"__metadata__":{"__proto__":"x","format":"pt"}}'), "proto");
+    const { metadata } = readSafetensorsHeader(file);
+    expect(Object.keys(metadata).sort()).toEqual(["__proto__", "format"]);
+    expect(metadata["__proto__"]).toBe("x");
+  });
+});

@@ -56,13 +56,19 @@ SafetensorsReader::OpenFile& SafetensorsReader::open(const std::string& path) {
 
 at::Tensor SafetensorsReader::read(const TensorRecord& r) {
   OpenFile& file = open(r.file);
-  at::Tensor tensor = at::empty(r.shape, at::TensorOptions().dtype(r.dtype));
-  const int64_t expected = tensor.numel() * static_cast<int64_t>(tensor.element_size());
+  // Check the record against the file before allocating: a lying shape must not allocate.
+  int64_t expected = static_cast<int64_t>(c10::elementSize(r.dtype));
+  for (int64_t dim : r.shape) {
+    TORCH_CHECK(dim >= 0 && (dim == 0 || expected <= std::numeric_limits<int64_t>::max() / dim), r.file, ": tensor '",
+                r.name, "' has an impossible shape ", at::IntArrayRef(r.shape));
+    expected *= dim;
+  }
   TORCH_CHECK(expected == r.byteLength, r.file, ": tensor '", r.name, "' has ", r.byteLength,
               " bytes but its shape and dtype need ", expected);
   TORCH_CHECK(r.offset >= 0 && r.offset + r.byteLength <= file.size, r.file, " is truncated: tensor '", r.name,
               "' needs bytes [", r.offset, ", ", r.offset + r.byteLength, ") but the file has ", file.size,
               " bytes. Re-download or re-save the checkpoint.");
+  at::Tensor tensor = at::empty(r.shape, at::TensorOptions().dtype(r.dtype));
   auto* dst = static_cast<char*>(tensor.data_ptr());
   int64_t done = 0;
   while (done < r.byteLength) {
