@@ -33,23 +33,6 @@ function parameterCount(spec: ModelSpec): number {
   return native().expectedParameters(spec).reduce((sum, p) => sum + p.shape.reduce((a, b) => a * b, 1), 0);
 }
 
-/**
- * Reads `file` whole into newly allocated memory with plain fs reads: the floor for any
- * loader, which must also fault in fresh pages for the weights it returns.
- */
-function rawRead(file: string): number {
-  const fd = fs.openSync(file, "r");
-  try {
-    const size = fs.fstatSync(fd).size;
-    const buffer = Buffer.allocUnsafeSlow(size);
-    let total = 0;
-    while (total < size) total += fs.readSync(fd, buffer, total, size - total, total);
-    return total;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 export const safetensorsLoadBench: Bench = {
   description: "load a ~50M-parameter checkpoint vs a raw read of the same bytes (page cache warm)",
   async run({ device, quick }) {
@@ -62,7 +45,10 @@ export const safetensorsLoadBench: Bench = {
       const file = path.join(dir, "model.safetensors");
       const bytes = fs.statSync(file).size;
       const repeats = quick ? 3 : 5;
-      const rawSeconds = await medianSeconds(repeats, () => rawRead(file));
+      // Baseline: pread of the same bytes into fresh memory, in C++ like the loader itself.
+      const rawTimes: number[] = [];
+      for (let i = 0; i <= repeats; i++) rawTimes.push(await native().timeFileRead(file));
+      const rawSeconds = rawTimes.slice(1).sort((a, b) => a - b)[Math.floor(repeats / 2)];
       const loadSeconds = await medianSeconds(repeats, async () => (await Model.load(dir, { device })).dispose());
       return {
         bench: "safetensors-load",

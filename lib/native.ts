@@ -104,6 +104,8 @@ export interface NativeAddon {
   /** intra-op threads of engine calls (default: OCTO_NATIVE_THREADS, OMP_NUM_THREADS or all cores) */
   setNumThreads(threads: number): void;
   /** seconds per [m, k] x [k, n] matmul (bench baseline) */
+  /** seconds to pread a whole file into fresh memory (bench baseline) */
+  timeFileRead(file: string): Promise<number>;
   timeMatmul(m: number, k: number, n: number, iterations: number, options: DeviceOptions): Promise<number>;
 }
 

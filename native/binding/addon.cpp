@@ -117,6 +117,17 @@ Napi::Value timeMatmulJs(const Napi::CallbackInfo& info) {
   });
 }
 
+// timeFileRead(path) -> Promise<seconds to pread the whole file into fresh memory>
+Napi::Value timeFileReadJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const std::string path = info[0].As<Napi::String>().Utf8Value();
+    return PromiseWorker<double>::start(
+        env, [path]() { return timeFileRead(path); },
+        [](Napi::Env env, double& seconds) -> Napi::Value { return Napi::Number::New(env, seconds); });
+  });
+}
+
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->modelConstructor = Napi::Persistent(ModelHandle::define(env));
@@ -126,6 +137,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("createModel", Napi::Function::New<createModel>(env, "createModel"));
   exports.Set("expectedParameters", Napi::Function::New<expectedParametersJs>(env, "expectedParameters"));
   exports.Set("info", Napi::Function::New<infoJs>(env, "info"));
+  exports.Set("timeFileRead", Napi::Function::New<timeFileReadJs>(env, "timeFileRead"));
   exports.Set("timeMatmul", Napi::Function::New<timeMatmulJs>(env, "timeMatmul"));
   exports.Set("setNumThreads", Napi::Function::New<setNumThreads>(env, "setNumThreads"));
   return exports;

@@ -9,4 +9,8 @@ namespace octo {
 // after one warm-up: the GEMM rate that bounds a forward pass of the same shapes.
 double timeMatmul(int64_t m, int64_t k, int64_t n, int64_t iterations, at::Device device, at::ScalarType dtype);
 
+// Seconds to read all of `path` into newly allocated memory with pread: the floor for a
+// checkpoint loader, which must also fault in fresh pages for the weights it returns.
+double timeFileRead(const std::string& path);
+
 }  // namespace octo
