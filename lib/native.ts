@@ -81,9 +81,159 @@ export interface NativeModel {
   forward(inputIds: Int32Array, batch: number, length: number, positions?: Int32Array, keyValid?: Uint8Array): Promise<Float32Array>;
   generate(requests: NativeGenerationRequest[], params: NativeSamplingParams): Promise<NativeGenerationResult[]>;
   parameters(): ParameterShape[];
+  /** [batch, length] log p(token t | tokens < t), 0 at t = 0 and at padding; no gradient */
+  sequenceLogprobs(inputIds: Int32Array, batch: number, length: number, attentionMask: Uint8Array, temperature: number, chunkSize: number): Promise<Float32Array>;
   /** `header` is the full safetensors prefix; tensors are written in `names` order as `dtypes`. */
   saveSafetensors(file: string, header: Buffer, names: string[], dtypes: string[]): Promise<void>;
   dispose(): void;
+}
+
+/** Policy-loss options of the fused op (SPEC §4); absent keys take the defaults shown. */
+export interface LossOptions {
+  /** "token" (GRPO/PPO) | "sequence" (GSPO-token); default token */
+  ratioLevel?: "token" | "sequence";
+  /** ε_low, ε_high of the clipped surrogate; default 0.2 / 0.2 */
+  clipLow?: number;
+  clipHigh?: number;
+  /** dual-clip constant c for A < 0 (0 = off) */
+  dualClip?: number;
+  /** default k3 */
+  klEstimator?: "k1" | "k2" | "k3";
+  /** β of the KL term on m_kl (0 = off) */
+  klCoef?: number;
+  /** entropy bonus coefficient (0 = off) */
+  entropyCoef?: number;
+  /** default token-mean */
+  aggregation?: "token-mean" | "seq-mean-token-mean" | "seq-mean-token-sum" | "seq-mean-token-sum-norm";
+}
+
+/** Counts of the whole optimizer step that the aggregation divides by. */
+export interface LossNormalizers {
+  lossTokens: number;
+  klTokens: number;
+  sequences: number;
+  /** the constant length of seq-mean-token-sum-norm (Dr.GRPO) */
+  maxLength?: number;
+}
+
+/** Sums over a micro-batch's tokens (divide by the counts for means). */
+export interface LossStats {
+  policyLoss: number;
+  klLoss: number;
+  entropyLoss: number;
+  lossTokens: number;
+  klTokens: number;
+  clippedTokens: number;
+  dualClippedTokens: number;
+  ratioSum: number;
+  klSum: number;
+  entropySum: number;
+}
+
+/** One right-padded micro-batch; per-token arrays are [batch * length], entry t concerns token t. */
+export interface NativeMicroBatch {
+  inputIds: Int32Array;
+  batch: number;
+  length: number;
+  attentionMask: Uint8Array;
+  lossMask: Float32Array;
+  klMask: Float32Array;
+  advantages: Float32Array;
+  oldLogprobs: Float32Array;
+  refLogprobs?: Float32Array;
+}
+
+export interface NativeTrainerOptions {
+  maxGradNorm?: number;
+  activationCheckpointing?: boolean;
+  logprobChunkSize?: number;
+  temperature?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+}
+
+export interface NativeTrainer {
+  accumulate(batch: NativeMicroBatch, objective: "policy" | "supervised", loss: LossOptions, normalizers: LossNormalizers): Promise<{ loss: number; finite: boolean; stats: LossStats }>;
+  step(lr: number): Promise<{ gradNorm: number; skipped: boolean; step: number }>;
+  zeroGrad(): void;
+}
+
+export interface TokenLogprobsArgs {
+  /** [tokens, hiddenSize] */
+  hidden: Float32Array;
+  /** LM head [vocabSize, hiddenSize] */
+  weight: Float32Array;
+  targets: Int32Array;
+  tokens: number;
+  hiddenSize: number;
+  vocabSize: number;
+  temperature?: number;
+  chunkSize?: number;
+  withEntropy?: boolean;
+  /** the unfused formula on full logits (the reference) */
+  eager?: boolean;
+  /** upstream gradients: when given, gradHidden and gradWeight are returned */
+  gradLogprobs?: Float32Array;
+  gradEntropy?: Float32Array;
+}
+
+export interface TokenLogprobsResult {
+  logprobs: Float32Array;
+  entropy?: Float32Array;
+  gradHidden?: Float32Array;
+  gradWeight?: Float32Array;
+}
+
+export interface PolicyLossArgs {
+  logprobs: Float32Array;
+  oldLogprobs: Float32Array;
+  refLogprobs?: Float32Array;
+  advantages: Float32Array;
+  lossMask: Float32Array;
+  klMask: Float32Array;
+  sequenceIds: Int32Array;
+  numSequences: number;
+  entropy?: Float32Array;
+  options: LossOptions;
+  normalizers: LossNormalizers;
+  eager?: boolean;
+}
+
+export interface PolicyLossResult {
+  loss: number;
+  /** fused op only */
+  stats?: LossStats;
+  gradLogprobs: Float32Array;
+  gradEntropy?: Float32Array;
+}
+
+export interface NativeOps {
+  tokenLogprobs(args: TokenLogprobsArgs): Promise<TokenLogprobsResult>;
+  policyLoss(args: PolicyLossArgs): Promise<PolicyLossResult>;
+  adamw(args: {
+    params: Float32Array[];
+    shapes: number[][];
+    grads: Float32Array[][];
+    lrs: number[];
+    beta1?: number;
+    beta2?: number;
+    eps?: number;
+    weightDecay?: number;
+    /** libtorch's torch::optim::AdamW instead of ours */
+    reference?: boolean;
+  }): Promise<Float32Array[]>;
+  benchPolicyLoss(args: {
+    tokens: number;
+    hiddenSize: number;
+    vocabSize: number;
+    chunkSize: number;
+    eager: boolean;
+    lmHeadGrad: boolean;
+    iterations: number;
+    device?: string;
+  }): Promise<{ seconds: number; peakBytes: number; loss: number }>;
 }
 
 export interface EngineInfo {
@@ -100,6 +250,8 @@ export interface NativeAddon {
   loadModel(spec: ModelSpec, records: TensorRecord[], options: DeviceOptions): Promise<NativeModel>;
   createModel(spec: ModelSpec, seed: number, options: DeviceOptions): Promise<NativeModel>;
   expectedParameters(spec: ModelSpec): ParameterShape[];
+  Trainer: new (model: NativeModel, options: NativeTrainerOptions) => NativeTrainer;
+  ops: NativeOps;
   info(): EngineInfo;
   /** intra-op threads of engine calls (default: OCTO_NATIVE_THREADS, OMP_NUM_THREADS or all cores) */
   setNumThreads(threads: number): void;

@@ -1,6 +1,7 @@
 // Module entry of the native addon: the functions lib/native.ts describes.
 #include "binding/addon_data.h"
 #include "binding/model_handle.h"
+#include "binding/trainer_handle.h"
 #include "core/bench_kernels.h"
 #include "core/engine_info.h"
 
@@ -133,6 +134,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   data->modelConstructor = Napi::Persistent(ModelHandle::define(env));
   env.SetInstanceData(data);
   exports.Set("Model", data->modelConstructor.Value());
+  exports.Set("Trainer", TrainerHandle::define(env));
+  defineOps(env, exports);
   exports.Set("loadModel", Napi::Function::New<loadModel>(env, "loadModel"));
   exports.Set("createModel", Napi::Function::New<createModel>(env, "createModel"));
   exports.Set("expectedParameters", Napi::Function::New<expectedParametersJs>(env, "expectedParameters"));

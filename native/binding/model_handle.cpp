@@ -1,6 +1,7 @@
 #include "binding/model_handle.h"
 
 #include "binding/addon_data.h"
+#include "core/trainer.h"
 
 namespace octo::binding {
 
@@ -9,6 +10,7 @@ Napi::Function ModelHandle::define(Napi::Env env) {
                      {
                          InstanceMethod<&ModelHandle::forward>("forward"),
                          InstanceMethod<&ModelHandle::generate>("generate"),
+                         InstanceMethod<&ModelHandle::sequenceLogprobs>("sequenceLogprobs"),
                          InstanceMethod<&ModelHandle::parameters>("parameters"),
                          InstanceMethod<&ModelHandle::saveSafetensors>("saveSafetensors"),
                          InstanceMethod<&ModelHandle::dispose>("dispose"),
@@ -24,6 +26,13 @@ Napi::Object ModelHandle::wrap(Napi::Env env, std::shared_ptr<DecoderModel> mode
   Napi::External<std::shared_ptr<DecoderModel>> external = Napi::External<std::shared_ptr<DecoderModel>>::New(
       env, holder, [](Napi::Env, std::shared_ptr<DecoderModel>* p) { delete p; });
   return env.GetInstanceData<AddonData>()->modelConstructor.New({external});
+}
+
+std::shared_ptr<DecoderModel> ModelHandle::unwrap(const Napi::Value& value) {
+  Napi::Env env = value.Env();
+  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(env.GetInstanceData<AddonData>()->modelConstructor.Value()))
+    throw Napi::TypeError::New(env, "expected a native Model handle");
+  return Unwrap(value.As<Napi::Object>())->model(env);
 }
 
 ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {
@@ -146,6 +155,29 @@ Napi::Value ModelHandle::generate(const Napi::CallbackInfo& info) {
           }
           return out;
         });
+  });
+}
+
+// sequenceLogprobs(inputIds: Int32Array, batch, length, attentionMask: Uint8Array, temperature, chunkSize)
+//   -> Promise<Float32Array> [batch, length]: log p(token t | tokens < t), 0 at t = 0 and at padding
+Napi::Value ModelHandle::sequenceLogprobs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto m = model(env);
+    const int64_t batch = info[1].As<Napi::Number>().Int64Value(), length = info[2].As<Napi::Number>().Int64Value();
+    at::Tensor ids = int32ArrayToTensor(info[0], "inputIds", {batch, length}).to(at::kLong);
+    at::Tensor mask = uint8ArrayToTensor(info[3], "attentionMask", {batch, length}) != 0;
+    const double temperature = info[4].As<Napi::Number>().DoubleValue();
+    const int64_t chunkSize = info[5].As<Napi::Number>().Int64Value();
+    using Result = std::shared_ptr<at::Tensor>;
+    return PromiseWorker<Result>::start(
+        env,
+        [m, ids, mask, temperature, chunkSize]() {
+          TORCH_CHECK(ids.numel() == 0 || (ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < m->spec().vocabSize),
+                      "inputIds holds a token id outside the model's vocabulary [0, ", m->spec().vocabSize, ")");
+          return std::make_shared<at::Tensor>(octo::sequenceLogprobs(*m, ids, mask, temperature, chunkSize));
+        },
+        [](Napi::Env env, Result& lp) -> Napi::Value { return tensorToFloat32Array(env, *lp); });
   });
 }
 

@@ -11,6 +11,9 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
   // Wraps `model` in a new JS handle (constructor stored in the addon's instance data).
   static Napi::Object wrap(Napi::Env env, std::shared_ptr<DecoderModel> model);
 
+  // The model behind a JS handle (throws a TypeError for anything else, or once disposed).
+  static std::shared_ptr<DecoderModel> unwrap(const Napi::Value& value);
+
   explicit ModelHandle(const Napi::CallbackInfo& info);
   void Finalize(Napi::Env env) override;
 
@@ -20,6 +23,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
 
   Napi::Value forward(const Napi::CallbackInfo& info);
   Napi::Value generate(const Napi::CallbackInfo& info);
+  Napi::Value sequenceLogprobs(const Napi::CallbackInfo& info);
   Napi::Value parameters(const Napi::CallbackInfo& info);
   Napi::Value saveSafetensors(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);

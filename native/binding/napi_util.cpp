@@ -80,6 +80,50 @@ std::vector<int64_t> int32ArrayToVector(const Napi::Value& value, const char* wh
   return std::vector<int64_t>(array.Data(), array.Data() + array.ElementLength());
 }
 
+namespace {
+template <typename TypedArray>
+at::Tensor typedArrayToTensor(const Napi::Value& value, napi_typedarray_type type, const char* typeName, const char* what,
+                              at::IntArrayRef shape, at::ScalarType dtype) {
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != type)
+    throw Napi::TypeError::New(value.Env(), std::string(what) + " must be a " + typeName);
+  TypedArray array = value.As<TypedArray>();
+  const int64_t expected = c10::multiply_integers(shape);
+  if (static_cast<int64_t>(array.ElementLength()) != expected)
+    throw Napi::RangeError::New(value.Env(), std::string(what) + " has " + std::to_string(array.ElementLength()) +
+                                                 " elements; expected " + std::to_string(expected));
+  return at::from_blob(array.Data(), shape, at::TensorOptions().dtype(dtype)).clone();
+}
+}  // namespace
+
+at::Tensor float32ArrayToTensor(const Napi::Value& value, const char* what, at::IntArrayRef shape) {
+  return typedArrayToTensor<Napi::Float32Array>(value, napi_float32_array, "Float32Array", what, shape, at::kFloat);
+}
+
+at::Tensor int32ArrayToTensor(const Napi::Value& value, const char* what, at::IntArrayRef shape) {
+  return typedArrayToTensor<Napi::Int32Array>(value, napi_int32_array, "Int32Array", what, shape, at::kInt);
+}
+
+at::Tensor uint8ArrayToTensor(const Napi::Value& value, const char* what, at::IntArrayRef shape) {
+  return typedArrayToTensor<Napi::Uint8Array>(value, napi_uint8_array, "Uint8Array", what, shape, at::kByte);
+}
+
+Napi::Float32Array tensorToFloat32Array(Napi::Env env, const at::Tensor& tensor) {
+  at::Tensor t = tensor.detach().to(at::kCPU, at::kFloat).contiguous();
+  Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(t.numel()));
+  if (t.numel() > 0) std::memcpy(out.Data(), t.data_ptr<float>(), static_cast<size_t>(t.numel()) * sizeof(float));
+  return out;
+}
+
+double getOptionalNumber(const Napi::Object& object, const char* key, double fallback) {
+  Napi::Value value = object.Get(key);
+  return value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : fallback;
+}
+
+bool getOptionalBool(const Napi::Object& object, const char* key, bool fallback) {
+  Napi::Value value = object.Get(key);
+  return value.IsBoolean() ? value.As<Napi::Boolean>().Value() : fallback;
+}
+
 ModelSpec toModelSpec(const Napi::Value& value) {
   Napi::Object o = requireObject(value, "model spec");
   const char* owner = "spec";

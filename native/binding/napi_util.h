@@ -94,6 +94,14 @@ std::string getOptionalString(const Napi::Object& object, const char* key, const
 std::vector<int64_t> getIntVector(const Napi::Value& value, const char* what);
 std::vector<int64_t> int32ArrayToVector(const Napi::Value& value, const char* what);
 
+// Typed arrays <-> CPU tensors (copied: the JS buffer may be collected while a worker runs).
+at::Tensor float32ArrayToTensor(const Napi::Value& value, const char* what, at::IntArrayRef shape);
+at::Tensor int32ArrayToTensor(const Napi::Value& value, const char* what, at::IntArrayRef shape);
+at::Tensor uint8ArrayToTensor(const Napi::Value& value, const char* what, at::IntArrayRef shape);
+Napi::Float32Array tensorToFloat32Array(Napi::Env env, const at::Tensor& tensor);
+double getOptionalNumber(const Napi::Object& object, const char* key, double fallback);
+bool getOptionalBool(const Napi::Object& object, const char* key, bool fallback);
+
 ModelSpec toModelSpec(const Napi::Value& value);
 std::vector<TensorRecord> toTensorRecords(const Napi::Value& value);
 SamplingParams toSamplingParams(const Napi::Value& value);

@@ -1,5 +1,11 @@
 #include "core/bench_kernels.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "core/logprobs.h"
+#include "core/memory_tracker.h"
+#include "core/policy_loss.h"
+
 #include <cerrno>
 #include <chrono>
 #include <fcntl.h>
@@ -25,6 +31,54 @@ double timeMatmul(int64_t m, int64_t k, int64_t n, int64_t iterations, at::Devic
   for (int64_t i = 0; i < iterations; ++i) at::matmul_out(out, a, b);
   synchronize(device);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / static_cast<double>(iterations);
+}
+
+LossBenchResult benchPolicyLoss(int64_t tokens, int64_t hidden, int64_t vocab, int64_t chunkSize, bool eager,
+                                bool lmHeadGrad, int64_t iterations, at::Device device) {
+  installCpuMemoryTracker();
+  const auto options = at::TensorOptions().device(device).dtype(device.is_cuda() ? at::kBFloat16 : at::kFloat);
+  at::Generator generator = at::detail::createCPUGenerator(0);
+  at::Tensor h = at::randn({tokens, hidden}, generator).to(options).requires_grad_(true);
+  at::Tensor w = (at::randn({vocab, hidden}, generator) * 0.02).to(options).requires_grad_(lmHeadGrad);
+  at::Tensor targets = at::randint(vocab, {tokens}, generator).to(device);
+  PolicyLossInputs in;
+  in.oldLogprobs = (at::randn({tokens}, generator) * 0.1 - 12.0).to(device);
+  in.refLogprobs = (at::randn({tokens}, generator) * 0.1 - 12.0).to(device);
+  in.advantages = at::randn({tokens}, generator).to(device);
+  in.lossMask = at::ones({tokens}, at::TensorOptions().device(device));
+  in.klMask = in.lossMask;
+  in.sequenceIds = at::div(at::arange(tokens, at::kLong), std::max<int64_t>(tokens / 8, 1), "floor").to(device);
+  in.numSequences = in.sequenceIds.max().item<int64_t>() + 1;
+  PolicyLossOptions lossOptions;
+  lossOptions.klCoef = 0.01;
+  LossNormalizers normalizers;
+  normalizers.lossTokens = normalizers.klTokens = static_cast<double>(tokens);
+  normalizers.sequences = static_cast<double>(in.numSequences);
+  TokenLogprobsOptions lpOptions;
+  lpOptions.chunkSize = chunkSize;
+
+  LossBenchResult result;
+  auto run = [&]() {
+    h.mutable_grad() = at::Tensor();
+    w.mutable_grad() = at::Tensor();
+    TokenLogprobs lp = eager ? tokenLogprobsEager(h, w, targets, lpOptions) : tokenLogprobs(h, w, targets, lpOptions);
+    in.logprobs = lp.logprobs;
+    at::Tensor loss = eager ? policyLossEager(in, lossOptions, normalizers) : policyLoss(in, lossOptions, normalizers).loss;
+    loss.backward();
+    in.logprobs = at::Tensor();
+    result.loss = loss.item<double>();
+  };
+  run();  // warm-up (allocator caches, lazy init)
+  synchronize(device);
+  h.mutable_grad() = at::Tensor();
+  w.mutable_grad() = at::Tensor();
+  const int64_t before = resetCpuPeakBytes();
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iterations; ++i) run();
+  synchronize(device);
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / static_cast<double>(iterations);
+  result.peakBytes = device.is_cpu() ? cpuPeakBytes() - before : -1;
+  return result;
 }
 
 double timeFileRead(const std::string& path) {

@@ -13,4 +13,16 @@ double timeMatmul(int64_t m, int64_t k, int64_t n, int64_t iterations, at::Devic
 // checkpoint loader, which must also fault in fresh pages for the weights it returns.
 double timeFileRead(const std::string& path);
 
+struct LossBenchResult {
+  double seconds = 0;        // forward + backward, mean over iterations
+  int64_t peakBytes = -1;    // peak CPU bytes above what was held before (-1: not measured on this device)
+  double loss = 0;
+};
+
+// Token log-probs + policy loss (+ backward) at [tokens x hidden] hidden states and a
+// [vocab x hidden] LM head: the chunked, fused path or the eager formula on full logits.
+// `lmHeadGrad` false keeps the LM head frozen, isolating the memory that scales with tokens.
+LossBenchResult benchPolicyLoss(int64_t tokens, int64_t hidden, int64_t vocab, int64_t chunkSize, bool eager,
+                                bool lmHeadGrad, int64_t iterations, at::Device device);
+
 }  // namespace octo

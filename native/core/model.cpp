@@ -2,6 +2,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <cmath>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 namespace octo {
 
@@ -35,6 +37,43 @@ at::Tensor ropeInverseFrequencies(const ModelSpec& spec) {
 }
 
 }  // namespace
+
+// Activation checkpointing of one decoder layer: forward keeps only the layer's input;
+// backward recomputes the layer with autograd on and differentiates it. libtorch's C++ API
+// has no torch.utils.checkpoint, hence this Function.
+struct DecoderModel::CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos,
+                            const at::Tensor& sin, const at::Tensor& attendable, at::TensorList weights,
+                            const DecoderModel* model, int64_t layerIndex) {
+    ctx->save_for_backward({x, cos, sin, attendable});
+    ctx->saved_data["model"] = reinterpret_cast<int64_t>(model);
+    ctx->saved_data["layer"] = layerIndex;
+    return model->layerForward(layerIndex, x, cos, sin, nullptr, attendable);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list gradOutputs) {
+    auto saved = ctx->get_saved_variables();
+    const auto* model = reinterpret_cast<const DecoderModel*>(ctx->saved_data["model"].toInt());
+    const int64_t layerIndex = ctx->saved_data["layer"].toInt();
+    const std::vector<at::Tensor> weights = model->layers_[layerIndex].tensors();
+    at::Tensor x = saved[0].detach().requires_grad_(true);
+    at::Tensor out;
+    {
+      at::AutoGradMode enable(true);
+      out = model->layerForward(layerIndex, x, saved[1], saved[2], nullptr, saved[3]);
+    }
+    std::vector<at::Tensor> inputs{x};
+    for (const auto& w : weights) inputs.push_back(w);
+    auto grads = torch::autograd::grad({out}, inputs, {gradOutputs[0]}, /*retain_graph=*/false,
+                                       /*create_graph=*/false, /*allow_unused=*/true);
+    torch::autograd::variable_list result{grads[0], at::Tensor(), at::Tensor(), at::Tensor()};
+    for (size_t i = 1; i < grads.size(); ++i) result.push_back(grads[i]);
+    result.push_back(at::Tensor());  // model
+    result.push_back(at::Tensor());  // layerIndex
+    return result;
+  }
+};
 
 std::vector<ParameterInfo> expectedParameters(const ModelSpec& s) {
   const int64_t C = s.hiddenSize, D = s.headDim, q = s.numHeads * D, kv = s.numKvHeads * D;
@@ -200,7 +239,7 @@ at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at
 }
 
 at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tensor& positions, KVCache* cache,
-                                      const at::Tensor& keyValid) const {
+                                      const at::Tensor& keyValid, bool checkpointLayers) const {
   TORCH_CHECK(inputIds.dim() == 2 && positions.sizes() == inputIds.sizes(), "inputIds and positions must both be [B, T]");
   const int64_t B = inputIds.size(0), T = inputIds.size(1);
   const int64_t past = cache ? cache->length : 0, S = past + T;
@@ -227,13 +266,36 @@ at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tens
   at::Tensor sin = angles.sin().to(dtype_).unsqueeze(1);
 
   at::Tensor x = at::embedding(embed_, inputIds.to(device_, at::kLong));  // [B, T, C]
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& l = layers_[i];
-    x = x + attention(l, rmsNorm(x, l.inputNorm), cos, sin, cache, static_cast<int64_t>(i), attendable);
-    x = x + mlp(l, rmsNorm(x, l.postAttentionNorm));
+  const bool checkpoint = checkpointLayers && !cache && at::GradMode::is_enabled();
+  for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i) {
+    if (checkpoint) {
+      const std::vector<at::Tensor> weights = layers_[i].tensors();
+      x = CheckpointedLayer::apply(x, cos, sin, attendable, at::TensorList(weights), this, i);
+    } else {
+      x = layerForward(i, x, cos, sin, cache, attendable);
+    }
   }
   if (cache) cache->length = S;
   return rmsNorm(x, finalNorm_);
+}
+
+at::Tensor DecoderModel::layerForward(int64_t i, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                      KVCache* cache, const at::Tensor& attendable) const {
+  const Layer& l = layers_[i];
+  at::Tensor h = x + attention(l, rmsNorm(x, l.inputNorm), cos, sin, cache, i, attendable);
+  return h + mlp(l, rmsNorm(h, l.postAttentionNorm));
+}
+
+std::vector<at::Tensor> DecoderModel::Layer::tensors() const {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor* t : {&inputNorm, &postAttentionNorm, &q, &k, &v, &o, &qBias, &kBias, &vBias, &oBias, &qNorm,
+                              &kNorm, &gate, &up, &down, &gateBias, &upBias, &downBias})
+    if (t->defined()) out.push_back(*t);
+  return out;
+}
+
+void DecoderModel::setTrainable(bool trainable) {
+  for (auto& [name, tensor] : parameters_) tensor.requires_grad_(trainable);
 }
 
 at::Tensor DecoderModel::logits(const at::Tensor& hidden) const { return at::linear(hidden, lmHead_).to(at::kFloat); }

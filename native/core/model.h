@@ -70,16 +70,29 @@ class DecoderModel {
   // Final hidden states [B, T, C] for `inputIds` [B, T] at absolute `positions` [B, T].
   // With a cache, the new keys are appended after cache->length and attention covers the
   // cached prefix. `keyValid` [B, T] marks padding tokens (false) that no query may attend to.
+  // With `checkpointLayers`, each decoder layer keeps only its input for backward and
+  // recomputes the rest (training memory; SPEC §2). Only meaningful without a cache.
   at::Tensor hiddenStates(const at::Tensor& inputIds, const at::Tensor& positions, KVCache* cache,
-                          const at::Tensor& keyValid = {}) const;
+                          const at::Tensor& keyValid = {}, bool checkpointLayers = false) const;
   at::Tensor logits(const at::Tensor& hidden) const;  // [..., C] -> [..., V] (fp32)
+  const at::Tensor& lmHead() const { return lmHead_; }  // [V, C] (the embedding when tied)
 
- private:
+  // Parameters take gradients (and keep them in .grad) while trainable.
+  void setTrainable(bool trainable);
+
   struct Layer {
     at::Tensor inputNorm, postAttentionNorm;
     at::Tensor q, k, v, o, qBias, kBias, vBias, oBias, qNorm, kNorm;
     at::Tensor gate, up, down, gateBias, upBias, downBias;
+    std::vector<at::Tensor> tensors() const;  // the defined ones
   };
+
+  // One decoder layer: x [B, T, C] -> [B, T, C].
+  at::Tensor layerForward(int64_t layerIndex, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                          KVCache* cache, const at::Tensor& attendable) const;
+
+ private:
+  struct CheckpointedLayer;
 
   at::Tensor attention(const Layer& layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                        KVCache* cache, int64_t layerIndex, const at::Tensor& attendable) const;

@@ -1,0 +1,223 @@
+/**
+ * Training steps on the native engine (SPEC §2, §4): sequences in, one optimizer step out.
+ *
+ * A step takes ragged sequences, packs them into right-padded micro-batches, computes the
+ * aggregation counts over the whole step (so k micro-batches give exactly the gradient of
+ * one batch), accumulates gradients through the fused loss, then clips and applies AdamW.
+ */
+import type { Model } from "./model";
+import { learningRate, type LrSchedule } from "./lr-schedule";
+import { native, type LossNormalizers, type LossOptions, type LossStats, type NativeMicroBatch, type NativeTrainer } from "./native";
+
+/** One sequence (prompt + response). Per-token arrays are aligned with `tokens`: entry t concerns token t. */
+export interface TrainSequence {
+  tokens: Int32Array;
+  /** 1 where token t gets the policy (or supervised) loss; entry 0 must be 0 */
+  lossMask: ArrayLike<number>;
+  /** 1 where token t gets the KL penalty (default: the loss mask) */
+  klMask?: ArrayLike<number>;
+  /** the sequence advantage, or one per token (per-turn rewards) */
+  advantage?: number | Float32Array;
+  /** log π_old per token (policy objective) */
+  oldLogprobs?: Float32Array;
+  /** log π_ref per token (when klCoef != 0) */
+  refLogprobs?: Float32Array;
+}
+
+export interface TrainerOptions {
+  schedule: LrSchedule;
+  /** AdamW */
+  weightDecay?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** global-norm clip (0 = off; default 1) */
+  maxGradNorm?: number;
+  /** sequences per micro-batch (memory); the step's result does not depend on it */
+  microBatchSize?: number;
+  activationCheckpointing?: boolean;
+  logprobChunkSize?: number;
+  /** sampling temperature the log-probs are taken at */
+  temperature?: number;
+}
+
+export interface StepOptions {
+  objective: "policy" | "supervised";
+  loss?: LossOptions;
+  /** the constant of seq-mean-token-sum-norm (default: the longest sequence of the step) */
+  maxLength?: number;
+}
+
+export interface StepReport {
+  step: number;
+  lr: number;
+  loss: number;
+  gradNorm: number;
+  /** non-finite loss or gradients: nothing was updated */
+  skipped: boolean;
+  stats: LossStats;
+  /** derived means */
+  clipFraction: number;
+  meanRatio: number;
+  meanKl: number;
+  meanEntropy: number;
+  tokens: number;
+  seconds: number;
+}
+
+function emptyStats(): LossStats {
+  return { policyLoss: 0, klLoss: 0, entropyLoss: 0, lossTokens: 0, klTokens: 0, clippedTokens: 0, dualClippedTokens: 0, ratioSum: 0, klSum: 0, entropySum: 0 };
+}
+
+function sum(values: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < values.length; i++) s += values[i];
+  return s;
+}
+
+function validateSequence(s: TrainSequence, i: number, objective: StepOptions["objective"], needRef: boolean): void {
+  const n = s.tokens.length;
+  const where = `sequence ${i}`;
+  if (n < 2) throw new RangeError(`${where}: needs at least 2 tokens`);
+  const sameLength = (name: string, a: ArrayLike<number> | undefined) => {
+    if (a !== undefined && a.length !== n) throw new RangeError(`${where}: ${name} has ${a.length} entries for ${n} tokens`);
+  };
+  sameLength("lossMask", s.lossMask);
+  sameLength("klMask", s.klMask);
+  sameLength("oldLogprobs", s.oldLogprobs);
+  sameLength("refLogprobs", s.refLogprobs);
+  if (typeof s.advantage !== "number") sameLength("advantage", s.advantage);
+  if (s.lossMask[0] !== 0 || (s.klMask && s.klMask[0] !== 0))
+    throw new RangeError(`${where}: token 0 has no prefix to predict it from; its lossMask/klMask entry must be 0`);
+  if (objective === "policy" && !s.oldLogprobs) throw new RangeError(`${where}: the policy objective needs oldLogprobs (see PolicyTrainer.logprobs)`);
+  if (needRef && !s.refLogprobs) throw new RangeError(`${where}: klCoef != 0 needs refLogprobs`);
+}
+
+/** Right-pads `sequences` into one native micro-batch. */
+function packMicroBatch(sequences: TrainSequence[], useKl: boolean): NativeMicroBatch {
+  const batch = sequences.length;
+  const length = Math.max(...sequences.map((s) => s.tokens.length));
+  const n = batch * length;
+  const mb: NativeMicroBatch = {
+    inputIds: new Int32Array(n),
+    batch,
+    length,
+    attentionMask: new Uint8Array(n),
+    lossMask: new Float32Array(n),
+    klMask: new Float32Array(n),
+    advantages: new Float32Array(n),
+    oldLogprobs: new Float32Array(n),
+    refLogprobs: useKl ? new Float32Array(n) : undefined,
+  };
+  sequences.forEach((s, b) => {
+    const offset = b * length;
+    mb.inputIds.set(s.tokens, offset);
+    mb.attentionMask.fill(1, offset, offset + s.tokens.length);
+    for (let t = 0; t < s.tokens.length; t++) {
+      mb.lossMask[offset + t] = s.lossMask[t];
+      mb.klMask[offset + t] = (s.klMask ?? s.lossMask)[t];
+      mb.advantages[offset + t] = typeof s.advantage === "number" ? s.advantage : (s.advantage?.[t] ?? 0);
+    }
+    if (s.oldLogprobs) mb.oldLogprobs.set(s.oldLogprobs, offset);
+    if (useKl && s.refLogprobs) mb.refLogprobs!.set(s.refLogprobs, offset);
+  });
+  return mb;
+}
+
+/** Trains one model: an AdamW optimizer with fp32 master weights, on the engine. */
+export class PolicyTrainer {
+  private readonly trainer: NativeTrainer;
+  private stepsTaken = 0;
+
+  constructor(readonly model: Model, readonly options: TrainerOptions) {
+    this.trainer = new (native().Trainer)(model.handle, {
+      maxGradNorm: options.maxGradNorm ?? 1.0,
+      activationCheckpointing: options.activationCheckpointing ?? false,
+      logprobChunkSize: options.logprobChunkSize ?? 1024,
+      temperature: options.temperature ?? 1.0,
+      weightDecay: options.weightDecay ?? 0.01,
+      beta1: options.beta1,
+      beta2: options.beta2,
+      eps: options.eps,
+    });
+  }
+
+  get step(): number {
+    return this.stepsTaken;
+  }
+
+  /**
+   * log p(token t | tokens < t) for every token of every sequence (0 for token 0), without
+   * gradient: the old log-probs of the policy, or the reference log-probs of a frozen model.
+   */
+  static async logprobs(model: Model, sequences: Int32Array[], options: { microBatchSize?: number; temperature?: number; chunkSize?: number } = {}): Promise<Float32Array[]> {
+    const size = options.microBatchSize ?? 8;
+    const out: Float32Array[] = [];
+    for (let start = 0; start < sequences.length; start += size) {
+      const group = sequences.slice(start, start + size);
+      const length = Math.max(...group.map((s) => s.length));
+      const ids = new Int32Array(group.length * length);
+      const mask = new Uint8Array(group.length * length);
+      group.forEach((s, b) => {
+        ids.set(s, b * length);
+        mask.fill(1, b * length, b * length + s.length);
+      });
+      const lp = await model.handle.sequenceLogprobs(ids, group.length, length, mask, options.temperature ?? 1.0, options.chunkSize ?? 1024);
+      group.forEach((s, b) => out.push(lp.slice(b * length, b * length + s.length)));
+    }
+    return out;
+  }
+
+  /** One optimizer step over `sequences` (all of them: the step's batch). */
+  async trainStep(sequences: TrainSequence[], options: StepOptions): Promise<StepReport> {
+    const start = process.hrtime.bigint();
+    if (sequences.length === 0) throw new RangeError("trainStep needs at least one sequence");
+    const loss = options.loss ?? {};
+    const useKl = options.objective === "policy" && (loss.klCoef ?? 0) !== 0;
+    sequences.forEach((s, i) => validateSequence(s, i, options.objective, useKl));
+
+    // Counts over the whole step: what makes micro-batching exact.
+    const normalizers: LossNormalizers = {
+      lossTokens: sequences.reduce((n, s) => n + sum(s.lossMask), 0),
+      klTokens: useKl ? sequences.reduce((n, s) => n + sum(s.klMask ?? s.lossMask), 0) : 0,
+      sequences: sequences.length,
+      maxLength: options.maxLength ?? Math.max(...sequences.map((s) => s.tokens.length)),
+    };
+    const microBatchSize = this.options.microBatchSize ?? sequences.length;
+    const stats = emptyStats();
+    let totalLoss = 0;
+    let finite = true;
+    for (let i = 0; i < sequences.length; i += microBatchSize) {
+      const mb = packMicroBatch(sequences.slice(i, i + microBatchSize), useKl);
+      const r = await this.trainer.accumulate(mb, options.objective, loss, normalizers);
+      finite &&= r.finite;
+      totalLoss += r.loss;
+      for (const key of Object.keys(stats) as (keyof LossStats)[]) stats[key] += r.stats[key];
+    }
+    const lr = learningRate(this.options.schedule, this.stepsTaken);
+    let gradNorm = NaN;
+    let skipped = true;
+    if (finite) {
+      const r = await this.trainer.step(lr);
+      gradNorm = r.gradNorm;
+      skipped = r.skipped;
+    } else {
+      this.trainer.zeroGrad(); // a NaN/Inf loss: drop whatever the other micro-batches accumulated
+    }
+    if (!skipped) this.stepsTaken++;
+    return {
+      step: this.stepsTaken,
+      lr,
+      loss: totalLoss,
+      gradNorm,
+      skipped,
+      stats,
+      clipFraction: stats.lossTokens > 0 ? stats.clippedTokens / stats.lossTokens : 0,
+      meanRatio: stats.lossTokens > 0 ? stats.ratioSum / stats.lossTokens : 0,
+      meanKl: stats.klTokens > 0 ? stats.klSum / stats.klTokens : 0,
+      meanEntropy: stats.lossTokens > 0 ? stats.entropySum / stats.lossTokens : 0,
+      tokens: sequences.reduce((n, s) => n + s.tokens.length, 0),
+      seconds: Number(process.hrtime.bigint() - start) / 1e9,
+    };
+  }
+}

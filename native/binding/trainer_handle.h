@@ -1,0 +1,31 @@
+// JS handle of a native Trainer (class `Trainer` in lib/native.ts), and the low-level
+// `ops` (token log-probs, policy loss, AdamW) that take and return plain typed arrays.
+#pragma once
+
+#include "binding/napi_util.h"
+#include "core/trainer.h"
+
+namespace octo::binding {
+
+class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
+ public:
+  static Napi::Function define(Napi::Env env);
+  explicit TrainerHandle(const Napi::CallbackInfo& info);  // new Trainer(model, options)
+
+ private:
+  Napi::Value accumulate(const Napi::CallbackInfo& info);
+  Napi::Value step(const Napi::CallbackInfo& info);
+  Napi::Value zeroGrad(const Napi::CallbackInfo& info);
+
+  // Calls of one trainer run one at a time, whatever order JS issues them in.
+  struct State {
+    std::mutex mutex;
+    std::unique_ptr<Trainer> trainer;
+  };
+  std::shared_ptr<State> state_;
+};
+
+// Adds ops.tokenLogprobs, ops.policyLoss, ops.adamw and ops.benchPolicyLoss to `exports`.
+void defineOps(Napi::Env env, Napi::Object exports);
+
+}  // namespace octo::binding

@@ -1,0 +1,109 @@
+#include "core/logprobs.h"
+
+#include <torch/csrc/autograd/custom_function.h>
+
+namespace octo {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Scaled logits of one chunk in fp32: [n, V].
+at::Tensor chunkLogits(const at::Tensor& hidden, const at::Tensor& lmHead, double temperature) {
+  at::Tensor logits = at::matmul(hidden, lmHead.t()).to(at::kFloat);
+  return temperature == 1.0 ? logits : logits / temperature;
+}
+
+struct ChunkedLogprobs : public torch::autograd::Function<ChunkedLogprobs> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& lmHead,
+                               const at::Tensor& targets, double temperature, int64_t chunkSize, bool withEntropy) {
+    const int64_t N = hidden.size(0);
+    at::Tensor logprobs = at::empty({N}, hidden.options().dtype(at::kFloat));
+    at::Tensor entropy = withEntropy ? at::empty({N}, logprobs.options()) : at::zeros({0}, logprobs.options());
+    at::Tensor logNormalizers = at::empty({N}, logprobs.options());  // logsumexp per token, reused in backward
+    for (int64_t start = 0; start < N; start += chunkSize) {
+      const int64_t n = std::min(chunkSize, N - start);
+      at::Tensor logits = chunkLogits(hidden.narrow(0, start, n), lmHead, temperature);  // [n, V]
+      at::Tensor lse = at::logsumexp(logits, -1);                                         // [n]
+      logNormalizers.narrow(0, start, n).copy_(lse);
+      logprobs.narrow(0, start, n).copy_(logits.gather(1, targets.narrow(0, start, n).unsqueeze(1)).squeeze(1) - lse);
+      if (withEntropy) {
+        // H = lse - sum_j p_j z_j
+        at::Tensor probs = at::exp(logits - lse.unsqueeze(1));
+        entropy.narrow(0, start, n).copy_(lse - (probs * logits).sum(-1));
+      }
+    }
+    ctx->save_for_backward({hidden, lmHead, targets, logNormalizers, entropy});
+    ctx->saved_data["temperature"] = temperature;
+    ctx->saved_data["chunkSize"] = chunkSize;
+    ctx->saved_data["withEntropy"] = withEntropy;
+    return {logprobs, entropy};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list gradOutputs) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &hidden = saved[0], &lmHead = saved[1], &targets = saved[2], &logNormalizers = saved[3],
+                     &entropy = saved[4];
+    const double temperature = ctx->saved_data["temperature"].toDouble();
+    const int64_t chunkSize = ctx->saved_data["chunkSize"].toInt();
+    const bool withEntropy = ctx->saved_data["withEntropy"].toBool();
+    const at::Tensor& gradLogprobs = gradOutputs[0];  // [N]
+    const at::Tensor& gradEntropy = gradOutputs[1];   // [N] or undefined
+    const bool useEntropyGrad = withEntropy && gradEntropy.defined();
+
+    const int64_t N = hidden.size(0);
+    at::Tensor gradHidden = at::empty_like(hidden);
+    at::Tensor gradWeight = at::zeros(lmHead.sizes(), lmHead.options().dtype(at::kFloat));
+    for (int64_t start = 0; start < N; start += chunkSize) {
+      const int64_t n = std::min(chunkSize, N - start);
+      at::Tensor h = hidden.narrow(0, start, n);
+      at::Tensor logits = chunkLogits(h, lmHead, temperature);                       // [n, V], recomputed
+      at::Tensor logp = logits - logNormalizers.narrow(0, start, n).unsqueeze(1);    // [n, V]
+      at::Tensor probs = at::exp(logp);
+      // d lp / d z = onehot(target) - p
+      at::Tensor g = gradLogprobs.defined() ? gradLogprobs.narrow(0, start, n).unsqueeze(1) : at::zeros({n, 1}, probs.options());
+      at::Tensor gradLogits = probs * (-g);
+      gradLogits.scatter_add_(1, targets.narrow(0, start, n).unsqueeze(1), g);
+      if (useEntropyGrad) {
+        // d H / d z_k = -p_k (log p_k + H)
+        at::Tensor gh = gradEntropy.narrow(0, start, n).unsqueeze(1);
+        gradLogits -= gh * probs * (logp + entropy.narrow(0, start, n).unsqueeze(1));
+      }
+      if (temperature != 1.0) gradLogits /= temperature;
+      gradLogits = gradLogits.to(hidden.scalar_type());
+      gradHidden.narrow(0, start, n).copy_(at::matmul(gradLogits, lmHead));
+      gradWeight.add_(at::matmul(gradLogits.t(), h).to(at::kFloat));
+    }
+    return {gradHidden, gradWeight.to(lmHead.scalar_type()), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+TokenLogprobs tokenLogprobs(const at::Tensor& hidden, const at::Tensor& lmHead, const at::Tensor& targets,
+                            const TokenLogprobsOptions& options) {
+  TORCH_CHECK(hidden.dim() == 2 && lmHead.dim() == 2 && hidden.size(1) == lmHead.size(1),
+              "tokenLogprobs: hidden must be [N, C] and lmHead [V, C]; got ", hidden.sizes(), " and ", lmHead.sizes());
+  TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0), "tokenLogprobs: targets must be [N]");
+  TORCH_CHECK(options.chunkSize > 0 && options.temperature > 0, "tokenLogprobs: chunkSize and temperature must be positive");
+  at::Tensor targetIds = targets.to(at::kLong);
+  if (targetIds.numel() > 0) {
+    TORCH_CHECK(targetIds.min().item<int64_t>() >= 0 && targetIds.max().item<int64_t>() < lmHead.size(0),
+                "tokenLogprobs: a target id is outside the vocabulary [0, ", lmHead.size(0), ")");
+  }
+  auto outputs = ChunkedLogprobs::apply(hidden, lmHead, targetIds, options.temperature, options.chunkSize, options.withEntropy);
+  return {outputs[0], options.withEntropy ? outputs[1] : at::Tensor()};
+}
+
+TokenLogprobs tokenLogprobsEager(const at::Tensor& hidden, const at::Tensor& lmHead, const at::Tensor& targets,
+                                 const TokenLogprobsOptions& options) {
+  at::Tensor logits = at::matmul(hidden, lmHead.t()).to(at::kFloat) / options.temperature;  // [N, V]
+  at::Tensor logp = at::log_softmax(logits, -1);
+  TokenLogprobs out;
+  out.logprobs = logp.gather(1, targets.to(at::kLong).unsqueeze(1)).squeeze(1);
+  if (options.withEntropy) out.entropy = -(at::exp(logp) * logp).sum(-1);
+  return out;
+}
+
+}  // namespace octo

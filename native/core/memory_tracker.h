@@ -1,0 +1,18 @@
+// Counts the bytes of CPU memory libtorch holds, current and peak, by wrapping its CPU
+// allocator. The loss bench reads the peak of the fused op and of the eager formula.
+#pragma once
+
+#include "core/torch_prelude.h"
+
+namespace octo {
+
+// Installs the counting allocator once (later calls do nothing). Tensors allocated before
+// keep their own deleters, so installing late is safe; they are just not counted.
+void installCpuMemoryTracker();
+
+// Resets the peak to the current usage and returns the current usage in bytes.
+int64_t resetCpuPeakBytes();
+int64_t cpuPeakBytes();
+int64_t cpuCurrentBytes();
+
+}  // namespace octo

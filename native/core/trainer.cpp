@@ -1,0 +1,148 @@
+#include "core/trainer.h"
+
+#include <cmath>
+
+namespace octo {
+
+namespace {
+
+// Right padding: positions are 0..T-1 in every row.
+at::Tensor rowPositions(const at::Tensor& inputIds) {
+  const int64_t B = inputIds.size(0), T = inputIds.size(1);
+  return at::arange(T, inputIds.options().dtype(at::kLong)).expand({B, T});
+}
+
+struct SelectedTokens {
+  at::Tensor hidden;   // [N, C]: hidden state before each selected token
+  at::Tensor targets;  // [N]
+  at::Tensor flatIndex;  // [N] index into the [B, T-1] grid of predicted tokens
+  at::Tensor rows;     // [N] row of each token
+};
+
+// The tokens that take part (need[b, t] for t >= 1) and the hidden states that predict them.
+SelectedTokens selectTokens(const at::Tensor& hidden, const at::Tensor& inputIds, const at::Tensor& need) {
+  const int64_t B = hidden.size(0), T = hidden.size(1), C = hidden.size(2);
+  SelectedTokens s;
+  at::Tensor predicted = need.narrow(1, 1, T - 1).reshape({-1});                              // [B*(T-1)]
+  s.flatIndex = predicted.nonzero().squeeze(1);                                               // [N]
+  s.hidden = hidden.narrow(1, 0, T - 1).reshape({B * (T - 1), C}).index_select(0, s.flatIndex);  // [N, C]
+  s.targets = inputIds.narrow(1, 1, T - 1).reshape({-1}).index_select(0, s.flatIndex);
+  s.rows = at::div(s.flatIndex, T - 1, "floor");
+  return s;
+}
+
+at::Tensor predictedSlice(const at::Tensor& perToken, const at::Tensor& flatIndex) {  // [B, T] -> [N]
+  const int64_t T = perToken.size(1);
+  return perToken.narrow(1, 1, T - 1).reshape({-1}).index_select(0, flatIndex);
+}
+
+}  // namespace
+
+Trainer::Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options)
+    : model_(std::move(model)), options_(options) {
+  model_->setTrainable(true);
+  for (const auto& [name, tensor] : model_->namedParameters()) {
+    modelParams_.push_back(tensor);
+    // fp32 master weights when the model computes in a lower precision.
+    masters_.push_back(tensor.scalar_type() == at::kFloat ? tensor : tensor.detach().to(at::kFloat).clone());
+  }
+  optimizer_ = std::make_unique<AdamW>(masters_, options_.adamw);
+}
+
+AccumulateResult Trainer::accumulate(const MicroBatch& batch, Objective objective, const PolicyLossOptions& lossOptions,
+                                     const LossNormalizers& normalizers) {
+  const at::Device device = model_->device();
+  const auto floats = at::TensorOptions().device(device).dtype(at::kFloat);
+  const at::Tensor ids = batch.inputIds.to(device, at::kLong);
+  const at::Tensor attention = batch.attentionMask.to(device, at::kBool);
+  const at::Tensor lossMask = batch.lossMask.to(floats), klMask = batch.klMask.to(floats);
+  TORCH_CHECK(ids.dim() == 2 && ids.size(1) >= 2, "a micro-batch needs [B, T] token ids with T >= 2");
+
+  at::Tensor hidden = model_->hiddenStates(ids, rowPositions(ids), nullptr, attention, options_.activationCheckpointing);
+  const bool needKl = objective == Objective::Policy && lossOptions.klCoef != 0;
+  at::Tensor need = needKl ? (lossMask + klMask) > 0 : lossMask > 0;
+  SelectedTokens tokens = selectTokens(hidden, ids, need);
+
+  TokenLogprobsOptions lpOptions;
+  lpOptions.temperature = options_.temperature;
+  lpOptions.chunkSize = options_.logprobChunkSize;
+  lpOptions.withEntropy = objective == Objective::Policy && lossOptions.entropyCoef != 0;
+  TokenLogprobs lp = tokenLogprobs(tokens.hidden, model_->lmHead(), tokens.targets, lpOptions);
+
+  AccumulateResult result;
+  at::Tensor loss;
+  if (objective == Objective::Supervised) {
+    // Token-mean negative log-likelihood over the step's loss tokens.
+    const at::Tensor mask = predictedSlice(lossMask, tokens.flatIndex);
+    loss = -(lp.logprobs * mask).sum() / std::max(normalizers.lossTokens, 1.0);
+    result.stats.lossTokens = mask.sum().item<double>();
+  } else {
+    PolicyLossInputs in;
+    in.logprobs = lp.logprobs;
+    in.entropy = lp.entropy;
+    in.oldLogprobs = predictedSlice(batch.oldLogprobs.to(floats), tokens.flatIndex);
+    if (needKl) in.refLogprobs = predictedSlice(batch.refLogprobs.to(floats), tokens.flatIndex);
+    in.advantages = predictedSlice(batch.advantages.to(floats), tokens.flatIndex);
+    in.lossMask = predictedSlice(lossMask, tokens.flatIndex);
+    in.klMask = needKl ? predictedSlice(klMask, tokens.flatIndex) : at::zeros_like(in.lossMask);
+    in.sequenceIds = tokens.rows;
+    in.numSequences = ids.size(0);
+    PolicyLossResult policy = policyLoss(in, lossOptions, normalizers);
+    loss = policy.loss;
+    result.stats = policy.stats;
+  }
+  result.loss = loss.item<double>();
+  result.finite = std::isfinite(result.loss);
+  if (result.finite && loss.requires_grad()) loss.backward();
+  return result;
+}
+
+void Trainer::zeroGrad() {
+  for (auto& p : modelParams_)
+    if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+  for (auto& m : masters_)
+    if (m.grad().defined()) m.mutable_grad() = at::Tensor();
+}
+
+StepResult Trainer::step(double lr) {
+  at::NoGradGuard noGrad;
+  // Lower-precision models: gradients move to the fp32 masters first.
+  for (size_t i = 0; i < masters_.size(); ++i) {
+    if (masters_[i].is_same(modelParams_[i]) || !modelParams_[i].grad().defined()) continue;
+    masters_[i].mutable_grad() = modelParams_[i].grad().to(at::kFloat);
+  }
+  StepResult result;
+  result.gradNorm = clipGradNorm(masters_, options_.maxGradNorm);
+  if (!std::isfinite(result.gradNorm)) {
+    result.skipped = true;
+  } else {
+    optimizer_->step(lr);
+    for (size_t i = 0; i < masters_.size(); ++i)
+      if (!masters_[i].is_same(modelParams_[i])) modelParams_[i].copy_(masters_[i]);
+  }
+  zeroGrad();
+  result.step = optimizer_->steps();
+  return result;
+}
+
+at::Tensor sequenceLogprobs(const DecoderModel& model, const at::Tensor& inputIds, const at::Tensor& attentionMask,
+                            double temperature, int64_t chunkSize) {
+  c10::InferenceMode inference;
+  const at::Device device = model.device();
+  const at::Tensor ids = inputIds.to(device, at::kLong);
+  const at::Tensor attention = attentionMask.to(device, at::kBool);
+  const int64_t B = ids.size(0), T = ids.size(1);
+  at::Tensor out = at::zeros({B, T}, at::TensorOptions().device(device).dtype(at::kFloat));
+  if (T < 2) return out.cpu();
+  at::Tensor hidden = model.hiddenStates(ids, rowPositions(ids), nullptr, attention);
+  SelectedTokens tokens = selectTokens(hidden, ids, attention);
+  TokenLogprobsOptions options;
+  options.temperature = temperature;
+  options.chunkSize = chunkSize;
+  at::Tensor lp = tokenLogprobs(tokens.hidden, model.lmHead(), tokens.targets, options).logprobs;
+  at::Tensor predicted = at::zeros({B * (T - 1)}, out.options()).index_copy_(0, tokens.flatIndex, lp);
+  out.narrow(1, 1, T - 1).copy_(predicted.view({B, T - 1}));
+  return out.cpu();
+}
+
+}  // namespace octo

@@ -1,0 +1,74 @@
+// One optimizer step of policy-gradient (or supervised) training on a DecoderModel:
+// micro-batch forward + fused loss + backward with gradient accumulation, then clip + AdamW.
+//
+// Per-token tensors are aligned with the input ids: entry [b, t] concerns token t of row b,
+// predicted from the tokens before it (so entry [b, 0] is never trained).
+#pragma once
+
+#include "core/logprobs.h"
+#include "core/model.h"
+#include "core/optimizer.h"
+#include "core/policy_loss.h"
+
+namespace octo {
+
+struct MicroBatch {
+  at::Tensor inputIds;       // [B, T] int64, right-padded
+  at::Tensor attentionMask;  // [B, T] bool: real tokens
+  at::Tensor lossMask;       // [B, T] float 0/1 (m_loss)
+  at::Tensor klMask;         // [B, T] float 0/1 (m_kl)
+  at::Tensor advantages;     // [B, T] float
+  at::Tensor oldLogprobs;    // [B, T] float (policy objective)
+  at::Tensor refLogprobs;    // [B, T] float (when klCoef != 0)
+};
+
+enum class Objective { Policy, Supervised };
+
+struct TrainerOptions {
+  AdamWOptions adamw;
+  double maxGradNorm = 1.0;            // global-norm clipping (0 = off)
+  bool activationCheckpointing = false;
+  int64_t logprobChunkSize = 1024;     // tokens per chunk of the log-prob op
+  double temperature = 1.0;            // log-probs of softmax(logits / T), as at sampling time
+};
+
+struct AccumulateResult {
+  PolicyLossStats stats;   // policy objective
+  double loss = 0;         // the micro-batch's contribution to the step loss
+  bool finite = true;      // false: the loss was NaN/Inf and no gradient was accumulated
+};
+
+struct StepResult {
+  double gradNorm = 0;  // before clipping
+  bool skipped = false; // non-finite gradients: no update, gradients dropped
+  int64_t step = 0;     // optimizer steps taken so far
+};
+
+class Trainer {
+ public:
+  Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options);
+
+  // Forward + loss + backward of one micro-batch; gradients add up until step().
+  AccumulateResult accumulate(const MicroBatch& batch, Objective objective, const PolicyLossOptions& loss,
+                              const LossNormalizers& normalizers);
+  StepResult step(double lr);
+  void zeroGrad();
+
+  const std::shared_ptr<DecoderModel>& model() const { return model_; }
+  AdamW& optimizer() { return *optimizer_; }
+  const std::vector<at::Tensor>& masterWeights() const { return masters_; }
+
+ private:
+  std::shared_ptr<DecoderModel> model_;
+  TrainerOptions options_;
+  std::vector<at::Tensor> modelParams_;  // the tensors the forward uses
+  std::vector<at::Tensor> masters_;      // fp32 copies (the same tensors when the model is fp32)
+  std::unique_ptr<AdamW> optimizer_;
+};
+
+// log p(token t | tokens < t) for every real token t >= 1 of each row, no gradient, chunked:
+// [B, T] fp32 with 0 at t = 0 and at padding (old and reference log-probs).
+at::Tensor sequenceLogprobs(const DecoderModel& model, const at::Tensor& inputIds, const at::Tensor& attentionMask,
+                            double temperature, int64_t chunkSize);
+
+}  // namespace octo
