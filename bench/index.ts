@@ -1,10 +1,13 @@
 /** The registry of benches run by `octo-native bench NAME`. */
 import type { Bench } from "./harness";
 import { forwardBench, safetensorsLoadBench } from "./model-benches";
+import { lossBench, trainStepBench } from "./training-benches";
 
 export const BENCHES: Record<string, Bench> = {
   "safetensors-load": safetensorsLoadBench,
   forward: forwardBench,
+  loss: lossBench,
+  "train-step": trainStepBench,
 };
 
 export type { Bench, BenchOptions, BenchResult } from "./harness";

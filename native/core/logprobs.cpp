@@ -9,12 +9,19 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Scaled logits of one chunk in fp32: [n, V].
+// Scaled logits of one chunk in fp32: [n, V] (a fresh tensor: callers may modify it in place).
 at::Tensor chunkLogits(const at::Tensor& hidden, const at::Tensor& lmHead, double temperature) {
-  at::Tensor logits = at::matmul(hidden, lmHead.t()).to(at::kFloat);
-  return temperature == 1.0 ? logits : logits / temperature;
+  at::Tensor logits = at::matmul(hidden, lmHead.t());
+  if (logits.scalar_type() != at::kFloat) logits = logits.to(at::kFloat);
+  return temperature == 1.0 ? logits : logits.div_(temperature);
 }
 
+// Row-wise dot product of two [n, V] tensors without an [n, V] temporary.
+at::Tensor rowDot(const at::Tensor& a, const at::Tensor& b) {
+  return at::bmm(a.unsqueeze(1), b.unsqueeze(2)).view({a.size(0)});
+}
+
+// Memory: at most two [chunk, V] fp32 buffers are alive at a time, in forward and backward.
 struct ChunkedLogprobs : public torch::autograd::Function<ChunkedLogprobs> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& lmHead,
                                const at::Tensor& targets, double temperature, int64_t chunkSize, bool withEntropy) {
@@ -30,8 +37,8 @@ struct ChunkedLogprobs : public torch::autograd::Function<ChunkedLogprobs> {
       logprobs.narrow(0, start, n).copy_(logits.gather(1, targets.narrow(0, start, n).unsqueeze(1)).squeeze(1) - lse);
       if (withEntropy) {
         // H = lse - sum_j p_j z_j
-        at::Tensor probs = at::exp(logits - lse.unsqueeze(1));
-        entropy.narrow(0, start, n).copy_(lse - (probs * logits).sum(-1));
+        at::Tensor probs = (logits - lse.unsqueeze(1)).exp_();
+        entropy.narrow(0, start, n).copy_(lse - rowDot(probs, logits));
       }
     }
     ctx->save_for_backward({hidden, lmHead, targets, logNormalizers, entropy});
@@ -51,31 +58,38 @@ struct ChunkedLogprobs : public torch::autograd::Function<ChunkedLogprobs> {
     const at::Tensor& gradLogprobs = gradOutputs[0];  // [N]
     const at::Tensor& gradEntropy = gradOutputs[1];   // [N] or undefined
     const bool useEntropyGrad = withEntropy && gradEntropy.defined();
+    const bool needHidden = ctx->needs_input_grad(0), needWeight = ctx->needs_input_grad(1);
 
     const int64_t N = hidden.size(0);
-    at::Tensor gradHidden = at::empty_like(hidden);
-    at::Tensor gradWeight = at::zeros(lmHead.sizes(), lmHead.options().dtype(at::kFloat));
-    for (int64_t start = 0; start < N; start += chunkSize) {
+    at::Tensor gradHidden = needHidden ? at::empty_like(hidden) : at::Tensor();
+    at::Tensor gradWeight = needWeight ? at::zeros(lmHead.sizes(), lmHead.options().dtype(at::kFloat)) : at::Tensor();
+    for (int64_t start = 0; start < N && (needHidden || needWeight); start += chunkSize) {
       const int64_t n = std::min(chunkSize, N - start);
       at::Tensor h = hidden.narrow(0, start, n);
-      at::Tensor logits = chunkLogits(h, lmHead, temperature);                       // [n, V], recomputed
-      at::Tensor logp = logits - logNormalizers.narrow(0, start, n).unsqueeze(1);    // [n, V]
-      at::Tensor probs = at::exp(logp);
-      // d lp / d z = onehot(target) - p
-      at::Tensor g = gradLogprobs.defined() ? gradLogprobs.narrow(0, start, n).unsqueeze(1) : at::zeros({n, 1}, probs.options());
-      at::Tensor gradLogits = probs * (-g);
-      gradLogits.scatter_add_(1, targets.narrow(0, start, n).unsqueeze(1), g);
+      // Recomputed, then turned in place into log p: [n, V].
+      at::Tensor logp = chunkLogits(h, lmHead, temperature).sub_(logNormalizers.narrow(0, start, n).unsqueeze(1));
+      at::Tensor gradLogits = at::exp(logp);  // p, then d loss / d z in place
+      at::Tensor g = gradLogprobs.defined() ? gradLogprobs.narrow(0, start, n).unsqueeze(1)
+                                            : at::zeros({n, 1}, gradLogits.options());
       if (useEntropyGrad) {
-        // d H / d z_k = -p_k (log p_k + H)
+        // d H / d z_k = -p_k (log p_k + H); logp is not needed afterwards, so it holds the term.
         at::Tensor gh = gradEntropy.narrow(0, start, n).unsqueeze(1);
-        gradLogits -= gh * probs * (logp + entropy.narrow(0, start, n).unsqueeze(1));
+        logp.add_(entropy.narrow(0, start, n).unsqueeze(1)).mul_(gradLogits).mul_(gh);
+        gradLogits.mul_(-g).sub_(logp);
+      } else {
+        gradLogits.mul_(-g);  // d lp / d z = onehot(target) - p
       }
-      if (temperature != 1.0) gradLogits /= temperature;
-      gradLogits = gradLogits.to(hidden.scalar_type());
-      gradHidden.narrow(0, start, n).copy_(at::matmul(gradLogits, lmHead));
-      gradWeight.add_(at::matmul(gradLogits.t(), h).to(at::kFloat));
+      gradLogits.scatter_add_(1, targets.narrow(0, start, n).unsqueeze(1), g);
+      if (temperature != 1.0) gradLogits.div_(temperature);
+      if (gradLogits.scalar_type() != hidden.scalar_type()) gradLogits = gradLogits.to(hidden.scalar_type());
+      if (needHidden) {
+        at::Tensor gradHiddenChunk = gradHidden.narrow(0, start, n);  // contiguous rows: written in place
+        at::matmul_out(gradHiddenChunk, gradLogits, lmHead);
+      }
+      if (needWeight) gradWeight.addmm_(gradLogits.t().to(at::kFloat), h.to(at::kFloat));  // in place: no [V, C] temporary
     }
-    return {gradHidden, gradWeight.to(lmHead.scalar_type()), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {gradHidden, needWeight ? gradWeight.to(lmHead.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor()};
   }
 };
 

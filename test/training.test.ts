@@ -1,0 +1,196 @@
+// Training step behaviour: AdamW vs libtorch's, LR schedule, exact micro-batching,
+// activation checkpointing, non-finite steps, and a supervised run that learns.
+import { learningRate } from "../lib/lr-schedule";
+import type { LossOptions } from "../lib/native";
+import { Model } from "../lib/model";
+import { ops } from "../lib/ops";
+import { PolicyTrainer, type TrainSequence } from "../lib/training";
+import { maxAbsDiff, mulberry32 } from "./helpers/random";
+import { TINY_SPECS } from "./helpers/tiny-models";
+
+describe("AdamW", () => {
+  test("matches libtorch's torch::optim::AdamW over several steps (decay on >= 2-D weights only)", async () => {
+    const rand = mulberry32(9);
+    const shapes = [[6, 5], [5], [3, 4, 2]];
+    const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
+    const params = shapes.map((s) => Float32Array.from({ length: numel(s) }, () => rand() - 0.5));
+    const lrs = [1e-3, 5e-3, 2e-3, 1e-2, 3e-3];
+    const grads = lrs.map(() => shapes.map((s) => Float32Array.from({ length: numel(s) }, () => (rand() - 0.5) * 2)));
+    const options = { params, shapes, grads, lrs, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
+    const ours = await ops.adamw(options);
+    const reference = await ops.adamw({ ...options, reference: true });
+    ours.forEach((p, i) => expect(maxAbsDiff(p, reference[i])).toBeLessThan(1e-6));
+    // The update did something, and the 1-D weight saw no decay: both are needed for the check to mean anything.
+    expect(maxAbsDiff(ours[0], params[0])).toBeGreaterThan(1e-3);
+    const noDecay = await ops.adamw({ ...options, weightDecay: 0 });
+    expect(maxAbsDiff(noDecay[1], ours[1])).toBe(0);
+    expect(maxAbsDiff(noDecay[0], ours[0])).toBeGreaterThan(0);
+  });
+});
+
+describe("learning-rate schedule", () => {
+  test("linear warm-up, then constant", () => {
+    const s = { lr: 1e-6, warmupSteps: 10, kind: "constant" as const };
+    expect(learningRate(s, 0)).toBeCloseTo(1e-7, 15);
+    expect(learningRate(s, 4)).toBeCloseTo(5e-7, 15);
+    expect(learningRate(s, 9)).toBeCloseTo(1e-6, 15);
+    expect(learningRate(s, 500)).toBe(1e-6);
+  });
+
+  test("cosine from the end of warm-up to the floor at totalSteps", () => {
+    const s = { lr: 1e-3, warmupSteps: 2, kind: "cosine" as const, totalSteps: 12, minLrRatio: 0.1 };
+    expect(learningRate(s, 1)).toBeCloseTo(1e-3, 12);
+    expect(learningRate(s, 2)).toBeCloseTo(1e-3, 12);
+    expect(learningRate(s, 7)).toBeCloseTo(1e-4 + 0.9e-3 * 0.5, 12); // halfway: cos = 0
+    expect(learningRate(s, 12)).toBeCloseTo(1e-4, 12);
+    expect(learningRate(s, 50)).toBeCloseTo(1e-4, 12);
+    expect(() => learningRate({ ...s, totalSteps: undefined }, 5)).toThrow(/totalSteps/);
+  });
+});
+
+/** Ragged sequences with prompt tokens masked out, as RL produces them. */
+function makeSequences(seed: number, count: number, vocab: number): TrainSequence[] {
+  const rand = mulberry32(seed);
+  return Array.from({ length: count }, (_, i) => {
+    const promptLength = 3 + (i % 3);
+    const length = promptLength + 4 + ((i * 5) % 7);
+    const tokens = Int32Array.from({ length }, () => Math.floor(rand() * vocab));
+    const lossMask = Uint8Array.from({ length }, (_, t) => (t >= promptLength ? 1 : 0));
+    // KL on part of the prompt-free tokens only, and on some tokens without policy loss.
+    const klMask = Uint8Array.from({ length }, (_, t) => (t >= 1 && (t < promptLength || t % 2 === 0) ? 1 : 0));
+    return { tokens, lossMask, klMask, advantage: rand() * 2 - 1 };
+  });
+}
+
+async function withLogprobs(model: Model, reference: Model, sequences: TrainSequence[]): Promise<TrainSequence[]> {
+  const tokens = sequences.map((s) => s.tokens);
+  // Old log-probs slightly off the current policy so ratios differ from 1 and clipping happens.
+  const old = (await PolicyTrainer.logprobs(model, tokens)).map((lp, i) => lp.map((x, t) => x + 0.3 * Math.sin(i + t)));
+  const ref = await PolicyTrainer.logprobs(reference, tokens);
+  return sequences.map((s, i) => ({ ...s, oldLogprobs: old[i], refLogprobs: ref[i] }));
+}
+
+const probe = Int32Array.from({ length: 2 * 10 }, (_, i) => (i * 13 + 1) % 96);
+
+describe("a training step", () => {
+  const spec = TINY_SPECS.qwen3;
+  const loss: LossOptions = { ratioLevel: "sequence" as const, clipLow: 0.2, clipHigh: 0.28, klCoef: 0.1, klEstimator: "k3" as const, aggregation: "seq-mean-token-mean" as const, entropyCoef: 0.01 };
+
+  async function stepWith(options: { microBatchSize: number; activationCheckpointing?: boolean }, lossOptions: LossOptions = loss): Promise<Float32Array> {
+    const model = await Model.create(spec, 21, { device: "cpu" });
+    const reference = await Model.create(spec, 22, { device: "cpu" });
+    const sequences = await withLogprobs(model, reference, makeSequences(5, 6, spec.vocabSize));
+    // eps = 1 keeps Adam's first update linear in the gradient (lr·g/(|g|+1)); with a small eps
+    // it is lr·sign(g), which turns rounding-level gradient differences into full-size steps.
+    const trainer = new PolicyTrainer(model, { schedule: { lr: 1e-2, warmupSteps: 0, kind: "constant" }, weightDecay: 0.1, maxGradNorm: 0.5, eps: 1, ...options });
+    const report = await trainer.trainStep(sequences, { objective: "policy", loss: lossOptions });
+    expect(report.skipped).toBe(false);
+    expect(report.clipFraction).toBeGreaterThanOrEqual(0);
+    const logits = await model.forward(probe, 2, 10);
+    model.dispose();
+    reference.dispose();
+    return logits;
+  }
+
+  test("k micro-batches give the same update as one batch", async () => {
+    const whole = await stepWith({ microBatchSize: 6 });
+    for (const size of [1, 2, 4]) expect(maxAbsDiff(await stepWith({ microBatchSize: size }), whole)).toBeLessThan(1e-6);
+  });
+
+  test("the same holds for token-mean GRPO with k1 and for Dr.GRPO's sequence-sum-norm", async () => {
+    for (const variant of [
+      { ...loss, ratioLevel: "token" as const, aggregation: "token-mean" as const, klEstimator: "k1" as const },
+      { ...loss, ratioLevel: "token" as const, aggregation: "seq-mean-token-sum-norm" as const, dualClip: 3 },
+    ]) {
+      const whole = await stepWith({ microBatchSize: 6 }, variant);
+      expect(maxAbsDiff(await stepWith({ microBatchSize: 2 }, variant), whole)).toBeLessThan(1e-6);
+    }
+  });
+
+  test("activation checkpointing on and off give the same update", async () => {
+    const plain = await stepWith({ microBatchSize: 3 });
+    const checkpointed = await stepWith({ microBatchSize: 3, activationCheckpointing: true });
+    expect(maxAbsDiff(checkpointed, plain)).toBeLessThan(1e-6);
+  });
+
+  test("the step moves the model, and old log-probs equal to the current ones give ratio 1", async () => {
+    const model = await Model.create(spec, 21, { device: "cpu" });
+    const before = await model.forward(probe, 2, 10);
+    const sequences = makeSequences(5, 4, spec.vocabSize);
+    const old = await PolicyTrainer.logprobs(model, sequences.map((s) => s.tokens));
+    const trainer = new PolicyTrainer(model, { schedule: { lr: 1e-2, warmupSteps: 0, kind: "constant" } });
+    const report = await trainer.trainStep(sequences.map((s, i) => ({ ...s, oldLogprobs: old[i] })), { objective: "policy" });
+    expect(Math.abs(report.meanRatio - 1)).toBeLessThan(1e-5);
+    expect(report.clipFraction).toBe(0);
+    expect(report.gradNorm).toBeGreaterThan(0);
+    expect(maxAbsDiff(await model.forward(probe, 2, 10), before)).toBeGreaterThan(1e-4);
+    model.dispose();
+  });
+
+  test("a non-finite loss skips the step: nothing changes and it is reported", async () => {
+    const model = await Model.create(spec, 21, { device: "cpu" });
+    const before = await model.forward(probe, 2, 10);
+    const sequences = makeSequences(5, 3, spec.vocabSize);
+    const old = await PolicyTrainer.logprobs(model, sequences.map((s) => s.tokens));
+    const trainer = new PolicyTrainer(model, { schedule: { lr: 1e-2, warmupSteps: 0, kind: "constant" }, microBatchSize: 1 });
+    const poisoned = sequences.map((s, i) => ({ ...s, oldLogprobs: old[i], advantage: i === 2 ? NaN : 1 }));
+    const report = await trainer.trainStep(poisoned, { objective: "policy" });
+    expect(report.skipped).toBe(true);
+    expect(trainer.step).toBe(0);
+    expect(maxAbsDiff(await model.forward(probe, 2, 10), before)).toBe(0);
+    // The next good step starts from clean gradients and works.
+    const good = await trainer.trainStep(poisoned.map((s) => ({ ...s, advantage: 1 })), { objective: "policy" });
+    expect(good.skipped).toBe(false);
+    expect(trainer.step).toBe(1);
+    model.dispose();
+  });
+
+  test("bad sequences are rejected with a message naming the sequence", async () => {
+    const model = await Model.create(spec, 1, { device: "cpu" });
+    const trainer = new PolicyTrainer(model, { schedule: { lr: 1e-3, warmupSteps: 0, kind: "constant" } });
+    const [s] = makeSequences(1, 1, spec.vocabSize);
+    await expect(trainer.trainStep([s], { objective: "policy" })).rejects.toThrow(/sequence 0: the policy objective needs oldLogprobs/);
+    await expect(trainer.trainStep([{ ...s, lossMask: Uint8Array.from(s.lossMask).fill(1) }], { objective: "supervised" })).rejects.toThrow(/token 0 has no prefix/);
+    await expect(trainer.trainStep([{ ...s, lossMask: Uint8Array.from(s.lossMask).slice(0, 2) }], { objective: "supervised" })).rejects.toThrow(/lossMask has 2 entries/);
+    model.dispose();
+  });
+});
+
+test("old/reference log-probs equal log_softmax of a full forward at each token", async () => {
+  const spec = TINY_SPECS.llama3;
+  const model = await Model.create(spec, 4, { device: "cpu" });
+  const sequences = [Int32Array.from([5, 9, 2, 77, 31]), Int32Array.from([8, 1, 60])];
+  const lps = await PolicyTrainer.logprobs(model, sequences);
+  for (const [i, tokens] of sequences.entries()) {
+    const logits = await model.forward(tokens, 1, tokens.length);
+    expect(lps[i][0]).toBe(0);
+    for (let t = 1; t < tokens.length; t++) {
+      const row = logits.subarray((t - 1) * spec.vocabSize, t * spec.vocabSize);
+      const max = Math.max(...row);
+      const lse = max + Math.log(row.reduce((a, x) => a + Math.exp(x - max), 0));
+      expect(Math.abs(lps[i][t] - (row[tokens[t]] - lse))).toBeLessThan(1e-5);
+    }
+  }
+  model.dispose();
+});
+
+test("a few hundred supervised steps on a tiny model drive the loss down", async () => {
+  // Task: continue an arithmetic progression of token ids, e.g. 7 10 13 16 ...
+  const spec = { ...TINY_SPECS.qwen3, numLayers: 2 };
+  const model = await Model.create(spec, 3, { device: "cpu" });
+  const trainer = new PolicyTrainer(model, { schedule: { lr: 3e-3, warmupSteps: 10, kind: "cosine", totalSteps: 200, minLrRatio: 0.1 }, weightDecay: 0.0 });
+  const rand = mulberry32(77);
+  const batch = () =>
+    Array.from({ length: 8 }, () => {
+      const start = Math.floor(rand() * 20), stride = 1 + Math.floor(rand() * 4);
+      const tokens = Int32Array.from({ length: 16 }, (_, t) => (start + stride * t) % spec.vocabSize);
+      return { tokens, lossMask: Uint8Array.from({ length: 16 }, (_, t) => (t >= 3 ? 1 : 0)) };
+    });
+  const losses: number[] = [];
+  for (let step = 0; step < 200; step++) losses.push((await trainer.trainStep(batch(), { objective: "supervised" })).loss);
+  const first = losses.slice(0, 10).reduce((a, b) => a + b) / 10;
+  const last = losses.slice(-10).reduce((a, b) => a + b) / 10;
+  expect(first).toBeGreaterThan(Math.log(spec.vocabSize) - 0.5); // starts near uniform
+  expect(last).toBeLessThan(0.25 * first);
+  model.dispose();
+});
