@@ -194,3 +194,38 @@ test("a few hundred supervised steps on a tiny model drive the loss down", async
   expect(last).toBeLessThan(0.25 * first);
   model.dispose();
 });
+
+describe("bf16 models train through fp32 master weights", () => {
+  const spec = { ...TINY_SPECS.qwen3, numLayers: 1 };
+  const sequences = Array.from({ length: 4 }, (_, i) => ({
+    tokens: Int32Array.from({ length: 10 }, (_, k) => (i * 5 + k * 3) % spec.vocabSize),
+    lossMask: Uint8Array.from({ length: 10 }, (_, k) => (k >= 2 ? 1 : 0)),
+  }));
+
+  test("updates far below bf16 resolution still add up", async () => {
+    // Pure weight decay (no loss tokens): each step scales every matrix by 1 - 1e-4, a relative
+    // change 20x below bf16's resolution (2^-9). Rounded into bf16 alone, no weight would ever
+    // move; accumulated in fp32 masters, 100 steps shrink the weights by 1% and the logits move.
+    const model = await Model.create(spec, 8, { device: "cpu", dtype: "bfloat16" });
+    expect(model.handle.dtype).toBe("BFloat16");
+    const before = await model.forward(probe, 2, 10);
+    const trainer = new PolicyTrainer(model, { schedule: { lr: 1e-2, warmupSteps: 0, kind: "constant" }, weightDecay: 1e-2, maxGradNorm: 0 });
+    const noLoss = sequences.map((s) => ({ ...s, lossMask: new Uint8Array(s.tokens.length) }));
+    await trainer.trainStep(noLoss, { objective: "supervised" });
+    expect(maxAbsDiff(await model.forward(probe, 2, 10), before)).toBe(0);
+    for (let i = 0; i < 99; i++) await trainer.trainStep(noLoss, { objective: "supervised" });
+    expect(trainer.step).toBe(100);
+    expect(maxAbsDiff(await model.forward(probe, 2, 10), before)).toBeGreaterThan(0);
+    model.dispose();
+  });
+
+  test("a bf16 model learns a supervised task", async () => {
+    const model = await Model.create(spec, 8, { device: "cpu", dtype: "bfloat16" });
+    const trainer = new PolicyTrainer(model, { schedule: { lr: 3e-3, warmupSteps: 5, kind: "constant" }, weightDecay: 0 });
+    const first = await trainer.trainStep(sequences, { objective: "supervised" });
+    let last = first;
+    for (let i = 0; i < 40; i++) last = await trainer.trainStep(sequences, { objective: "supervised" });
+    expect(last.loss).toBeLessThan(0.3 * first.loss);
+    model.dispose();
+  });
+});
