@@ -54,9 +54,18 @@ export const trainStepBench: Bench = {
       }));
       const old = await PolicyTrainer.logprobs(model, sequences.map((s) => s.tokens));
       sequences.forEach((s, i) => (s.oldLogprobs = old[i]));
-      const trainer = new PolicyTrainer(model, { schedule: { lr: 1e-6, warmupSteps: 0, kind: "constant" } });
       const loss = { ratioLevel: "sequence" as const, clipLow: 3e-4, clipHigh: 4e-4, aggregation: "seq-mean-token-mean" as const };
-      const seconds = await medianSeconds(quick ? 2 : 3, () => trainer.trainStep(sequences, { objective: "policy", loss }));
+      const memory = native().ops;
+      const measure = async (activationCheckpointing: boolean) => {
+        const trainer = new PolicyTrainer(model, { schedule: { lr: 1e-6, warmupSteps: 0, kind: "constant" }, activationCheckpointing });
+        await trainer.trainStep(sequences, { objective: "policy", loss }); // optimizer state allocated
+        const base = memory.cpuMemory({ resetPeak: true }).currentBytes;
+        const seconds = await medianSeconds(quick ? 2 : 3, () => trainer.trainStep(sequences, { objective: "policy", loss }));
+        return { seconds, peakActivationMiB: (memory.cpuMemory().peakBytes - base) / 2 ** 20 };
+      };
+      const plain = await measure(false);
+      const checkpointed = await measure(true);
+      const seconds = plain.seconds;
       const tokens = batch * length;
       const params = native().expectedParameters(spec).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
       // 6 FLOPs per parameter per token (forward 2, backward 4) plus attention (x3 of its forward).
@@ -72,6 +81,13 @@ export const trainStepBench: Bench = {
         length,
         tokensPerSecond: tokens / seconds,
         stepSeconds: seconds,
+        peakStepMiB: plain.peakActivationMiB,
+        activationCheckpointing: {
+          stepSeconds: checkpointed.seconds,
+          peakStepMiB: checkpointed.peakActivationMiB,
+          memoryRatio: checkpointed.peakActivationMiB / plain.peakActivationMiB,
+          timeRatio: checkpointed.seconds / plain.seconds,
+        },
         trainGflops: flops / seconds / 1e9,
         gemmGflops: gemmFlopsPerSecond / 1e9,
         device: model.device,

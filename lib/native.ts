@@ -224,6 +224,8 @@ export interface NativeOps {
     /** libtorch's torch::optim::AdamW instead of ours */
     reference?: boolean;
   }): Promise<Float32Array[]>;
+  /** libtorch's CPU memory, counted from the first call on */
+  cpuMemory(options?: { resetPeak?: boolean }): { currentBytes: number; peakBytes: number };
   benchPolicyLoss(args: {
     tokens: number;
     hiddenSize: number;

@@ -4,6 +4,7 @@
 #include "binding/model_handle.h"
 #include "core/bench_kernels.h"
 #include "core/engine_info.h"
+#include "core/memory_tracker.h"
 #include "core/reference_optimizer.h"
 
 namespace octo::binding {
@@ -333,6 +334,18 @@ Napi::Value benchPolicyLossOp(const Napi::CallbackInfo& info) {
   });
 }
 
+// ops.cpuMemory({resetPeak?}) -> {currentBytes, peakBytes}: libtorch's CPU allocations, counted
+// from the first call on (the counting allocator is installed then).
+Napi::Value cpuMemoryOp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  installCpuMemoryTracker();
+  if (info.Length() > 0 && info[0].IsObject() && getOptionalBool(info[0].As<Napi::Object>(), "resetPeak", false)) resetCpuPeakBytes();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("currentBytes", static_cast<double>(cpuCurrentBytes()));
+  out.Set("peakBytes", static_cast<double>(cpuPeakBytes()));
+  return out;
+}
+
 }  // namespace
 
 void defineOps(Napi::Env env, Napi::Object exports) {
@@ -340,6 +353,7 @@ void defineOps(Napi::Env env, Napi::Object exports) {
   ops.Set("tokenLogprobs", Napi::Function::New<tokenLogprobsOp>(env, "tokenLogprobs"));
   ops.Set("policyLoss", Napi::Function::New<policyLossOp>(env, "policyLoss"));
   ops.Set("adamw", Napi::Function::New<adamwOp>(env, "adamw"));
+  ops.Set("cpuMemory", Napi::Function::New<cpuMemoryOp>(env, "cpuMemory"));
   ops.Set("benchPolicyLoss", Napi::Function::New<benchPolicyLossOp>(env, "benchPolicyLoss"));
   exports.Set("ops", ops);
 }
