@@ -1,0 +1,198 @@
+/**
+ * Run configuration (SPEC §9): one zod schema gives validation, defaults and the
+ * documentation of every key. YAML recipes live in configs/; `--set a.b=c` overrides.
+ * Unknown keys and wrong types are errors that name the key.
+ */
+import fs from "node:fs";
+
+import YAML from "yaml";
+import { z } from "zod";
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+const positiveInt = z.number().int().positive();
+const probability = z.number().min(0).max(1);
+
+const datasetSchema = z.strictObject({
+  /** .jsonl / .json / .parquet file */
+  path: z.string().min(1),
+  /** row layout: gsm8k, math (problem/answer), verl, or auto-detect */
+  adapter: z.enum(["gsm8k", "math", "verl", "auto"]).default("auto"),
+  /** use only the first N rows */
+  limit: positiveInt.optional(),
+});
+
+export const configSchema = z.strictObject({
+  run: z
+    .strictObject({
+      /** output directory: resolved config, metrics.jsonl, checkpoints, summary.json */
+      dir: z.string().default("runs/train"),
+      seed: z.number().int().min(0).default(0),
+      /** RL optimizer steps */
+      steps: positiveInt.default(50),
+      /** checkpoint every N steps (0 = only at the end) */
+      saveEvery: z.number().int().min(0).default(0),
+      /** evaluate on data.eval every N steps (0 = only before and after) */
+      evalEvery: z.number().int().min(0).default(0),
+      /** stop after this many skipped (NaN/Inf) steps */
+      maxSkippedSteps: positiveInt.default(5),
+    })
+    .prefault({}),
+  model: z
+    .strictObject({
+      /** Hugging Face model directory, or "demo" for the built-in model */
+      path: z.string().default("demo"),
+      device: z.string().default("auto"),
+      dtype: z.enum(["auto", "float32", "bfloat16", "float16"]).default("auto"),
+    })
+    .prefault({}),
+  data: z
+    .strictObject({
+      train: datasetSchema.optional(),
+      eval: datasetSchema.optional(),
+      /** the user message; {problem} is replaced by the problem text */
+      promptTemplate: z.string().default("{problem}\nPlease reason step by step, and put your final answer within \\boxed{}."),
+      /** wrap the prompt in the tokenizer's chat template */
+      chat: z.boolean().default(true),
+      /** extra variables for the chat template, e.g. {enable_thinking: false} */
+      chatTemplateVariables: z.record(z.string(), z.unknown()).default({}),
+    })
+    .prefault({}),
+  rollout: z
+    .strictObject({
+      /** prompts per RL step */
+      promptsPerStep: positiveInt.default(8),
+      /** samples generated per prompt (n) */
+      samplesPerPrompt: positiveInt.default(8),
+      maxNewTokens: positiveInt.default(256),
+      temperature: z.number().min(0).default(1.0),
+      topP: z.number().gt(0).max(1).default(1.0),
+      topK: z.number().int().min(0).default(0),
+      minP: probability.default(0),
+    })
+    .prefault({}),
+  advantage: z
+    .strictObject({
+      estimator: z.enum(["grpo", "rloo", "reinforce_baseline"]).default("grpo"),
+      /** divide by the group std (false = Dr.GRPO) */
+      normStd: z.boolean().default(true),
+      /** DAPO dynamic sampling: drop groups whose rewards are all equal */
+      dynamicSampling: z.boolean().default(false),
+      /** DAPO overlong shaping: soft penalty over the last `overlongCache` tokens (0 = off) */
+      overlongCache: z.number().int().min(0).default(0),
+    })
+    .prefault({}),
+  loss: z
+    .strictObject({
+      ratioLevel: z.enum(["token", "sequence"]).default("token"),
+      clipLow: z.number().min(0).default(0.2),
+      clipHigh: z.number().min(0).default(0.2),
+      dualClip: z.number().min(0).default(0),
+      klEstimator: z.enum(["k1", "k2", "k3"]).default("k3"),
+      /** β of the KL to the reference on the KL mask (0 = no reference model) */
+      klCoef: z.number().min(0).default(0),
+      entropyCoef: z.number().min(0).default(0),
+      aggregation: z.enum(["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]).default("token-mean"),
+    })
+    .prefault({}),
+  optimizer: z
+    .strictObject({
+      lr: z.number().positive().default(1e-6),
+      weightDecay: z.number().min(0).default(0.01),
+      warmupSteps: z.number().int().min(0).default(0),
+      schedule: z.enum(["constant", "cosine"]).default("constant"),
+      minLrRatio: probability.default(0),
+      maxGradNorm: z.number().min(0).default(1.0),
+      beta1: z.number().min(0).lt(1).default(0.9),
+      beta2: z.number().min(0).lt(1).default(0.999),
+      eps: z.number().positive().default(1e-8),
+    })
+    .prefault({}),
+  training: z
+    .strictObject({
+      /** sequences per micro-batch (memory only: the update does not depend on it) */
+      microBatchSize: positiveInt.default(8),
+      /** optimizer updates per RL step (the rollout batch split into this many mini-batches) */
+      miniBatches: positiveInt.default(1),
+      activationCheckpointing: z.boolean().default(false),
+      logprobChunkSize: positiveInt.default(1024),
+    })
+    .prefault({}),
+  method: z
+    .strictObject({
+      name: z.enum(["grpo", "octopus"]).default("grpo"),
+      octopus: z
+        .strictObject({
+          separator: z.string().default("\n\n<self-correction>\n</self-correction>\n\n"),
+          /** 1: learn pure correction (o1 fixed, KL on o1); 2: co-evolve */
+          stage: z.union([z.literal(1), z.literal(2)]).default(1),
+          /** β of the o1-only KL in Stage I */
+          o1KlCoef: z.number().min(0).default(0.01),
+          /** add n paired (o1, o2) samples to the n originals */
+          augment: z.boolean().default(true),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+});
+
+export type RunConfig = z.infer<typeof configSchema>;
+
+/** Validates a parsed config; errors name the key. `source` names the file. */
+export function parseConfig(raw: unknown, source = "config"): RunConfig {
+  const result = configSchema.safeParse(raw ?? {});
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => {
+      const key = issue.path.join(".") || "(root)";
+      if (issue.code === "unrecognized_keys") return `unknown key(s) ${issue.keys.map((k) => `'${[...issue.path, k].join(".")}'`).join(", ")}`;
+      return `key '${key}': ${issue.message}`;
+    });
+    throw new ConfigError(`${source}: ${lines.join("; ")}`);
+  }
+  return result.data;
+}
+
+/** Applies `a.b=c` overrides; values are parsed as YAML scalars (numbers, booleans, strings). */
+export function applyOverrides(raw: Record<string, unknown>, overrides: string[]): Record<string, unknown> {
+  const out = structuredClone(raw);
+  for (const override of overrides) {
+    const eq = override.indexOf("=");
+    if (eq <= 0) throw new ConfigError(`--set '${override}': expected key.path=value`);
+    const keys = override.slice(0, eq).split(".");
+    const value = YAML.parse(override.slice(eq + 1));
+    let node: Record<string, unknown> = out;
+    for (const key of keys.slice(0, -1)) {
+      if (node[key] === undefined) node[key] = {};
+      if (typeof node[key] !== "object" || node[key] === null || Array.isArray(node[key]))
+        throw new ConfigError(`--set '${override}': '${key}' is not a section`);
+      node = node[key] as Record<string, unknown>;
+    }
+    node[keys[keys.length - 1]] = value;
+  }
+  return out;
+}
+
+/** Reads a YAML recipe, applies overrides and validates. */
+export function loadConfig(file: string | undefined, overrides: string[] = []): RunConfig {
+  let raw: unknown = {};
+  if (file) {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, "utf8");
+    } catch (error) {
+      throw new ConfigError(`cannot read config '${file}' (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    }
+    try {
+      raw = YAML.parse(text) ?? {};
+    } catch (error) {
+      throw new ConfigError(`${file}: malformed YAML (${(error as Error).message.split("\n")[0]})`);
+    }
+    if (typeof raw !== "object" || Array.isArray(raw)) throw new ConfigError(`${file}: the top level must be a mapping of sections`);
+  }
+  return parseConfig(applyOverrides(raw as Record<string, unknown>, overrides), file ?? "config");
+}
