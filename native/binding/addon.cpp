@@ -1,6 +1,7 @@
 // Module entry of the native addon: the functions lib/native.ts describes.
 #include "binding/addon_data.h"
 #include "binding/model_handle.h"
+#include "binding/prefix_cache_handle.h"
 #include "core/bench_kernels.h"
 #include "core/engine_info.h"
 
@@ -131,6 +132,7 @@ Napi::Value timeFileReadJs(const Napi::CallbackInfo& info) {
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->modelConstructor = Napi::Persistent(ModelHandle::define(env));
+  data->prefixCacheConstructor = Napi::Persistent(PrefixCacheHandle::define(env));
   env.SetInstanceData(data);
   exports.Set("Model", data->modelConstructor.Value());
   exports.Set("loadModel", Napi::Function::New<loadModel>(env, "loadModel"));
