@@ -1,10 +1,12 @@
 /** The registry of benches run by `octo-native bench NAME`. */
 import type { Bench } from "./harness";
 import { forwardBench, safetensorsLoadBench } from "./model-benches";
+import { samplerBench } from "./sampler-bench";
 
 export const BENCHES: Record<string, Bench> = {
   "safetensors-load": safetensorsLoadBench,
   forward: forwardBench,
+  sampler: samplerBench,
 };
 
 export type { Bench, BenchOptions, BenchResult } from "./harness";

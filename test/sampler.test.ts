@@ -323,3 +323,16 @@ test("no memory growth across 100 generate calls: RSS after warm-up vs after 100
   expect(cacheBytes).toBeGreaterThan(0);
   expect(after - before).toBeLessThan(8 * 1024 * 1024);
 });
+
+test("octo-native bench sampler --quick --json: ratios against both baselines, the same tokens as recompute", () => {
+  const cli = path.join(__dirname, "..", "dist", "lib", "cli.js");
+  const run = spawnSync(process.execPath, [cli, "bench", "sampler", "--quick", "--json"], { encoding: "utf8", timeout: 120_000 });
+  expect(run.status).toBe(0);
+  const result = JSON.parse(run.stdout);
+  expect(result.bench).toBe("sampler");
+  expect(result.ratio).toBeGreaterThan(0);
+  expect(result.ratioVsOneAtATime).toBeGreaterThan(0);
+  expect(result.sameTokensAsRecompute).toBe(1);
+  expect(result.stats.generatedTokens).toBe(result.workload.rows * result.workload.newTokens);
+  expect(result.environment.libtorch).toMatch(/^\d+\.\d+/);
+});
