@@ -138,8 +138,9 @@ describe("batching, finishing, seeds", () => {
     const staticShapes = await model.generate(requests, finishing, { staticShapes: true });
     expect(summary(staticShapes)).toEqual(summary(dynamic));
     expect(maxLogprobDifference(staticShapes, dynamic)).toBeLessThan(1e-5);
-    // Three prompts in three chunks of different padding, laid out to end at the same slot.
-    const { results: chunked, stats } = await model.generateWithStats(requests, finishing, { prefillChunkTokens: 6 });
+    // Three prompts in three chunks of different padding, laid out to end at the same slot, each
+    // run in slices of 2 tokens through the cache.
+    const { results: chunked, stats } = await model.generateWithStats(requests, finishing, { prefillChunkTokens: 2 });
     expect(stats.prefillChunks).toBe(3);
     expect(summary(chunked)).toEqual(summary(dynamic));
   });
@@ -295,10 +296,11 @@ describe("stop strings", () => {
   });
 });
 
-test("no memory growth across 100 generate calls: RSS after warm-up vs after 100 more calls grows < 8 MB", () => {
-  // A fresh process, so jest's own allocations do not blur the number. Measured here: 1-3 MB
-  // of noise. One leaked decode cache per call (12 rows x 55 slots x 1 KB) would add 66 MB,
-  // prefix-cache contents kept instead of replaced (every other call) 33 MB.
+test("no memory growth across 100 generate calls: RSS after 30 warm-up calls vs after 100 more grows < 16 MB", () => {
+  // A fresh process, so jest's own allocations do not blur the number. Measured here: 2-6 MB,
+  // flat from 25 to 200 calls (allocator arenas settling). One leaked decode cache per call
+  // (12 rows x 55 slots x 1 KB) would add 66 MB, prefix-cache contents kept instead of replaced
+  // (every other call) 33 MB.
   const script = `
     const { Model } = require(${JSON.stringify(path.join(__dirname, "..", "dist", "lib", "model.js"))});
     (async () => {
@@ -310,7 +312,7 @@ test("no memory growth across 100 generate calls: RSS after warm-up vs after 100
       ];
       const call = (i) => model.generate(requests.map((r, k) => ({ ...r, seed: i * 2 + k })), { maxNewTokens: 16, eosTokenIds: [1, 2] },
                                          { prefixCache: i % 2 ? cache : undefined });
-      for (let i = 0; i < 10; i++) await call(i);
+      for (let i = 0; i < 30; i++) await call(i);
       global.gc();
       const before = process.memoryUsage().rss;
       for (let i = 0; i < 100; i++) await call(i);
@@ -321,7 +323,7 @@ test("no memory growth across 100 generate calls: RSS after warm-up vs after 100
   expect(run.stderr).toBe("");
   const { before, after, cacheBytes } = JSON.parse(run.stdout);
   expect(cacheBytes).toBeGreaterThan(0);
-  expect(after - before).toBeLessThan(8 * 1024 * 1024);
+  expect(after - before).toBeLessThan(16 * 1024 * 1024);
 });
 
 test("octo-native bench sampler --quick --json: ratios against both baselines, the same tokens as recompute", () => {

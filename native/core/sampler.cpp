@@ -105,15 +105,17 @@ at::Tensor longTensor(const std::vector<int64_t>& values, at::Device device) {
 }
 
 #if OCTO_CUDA_GRAPHS
-// UNTESTED — written and compiled without a GPU (the development machine has libtorch 1.13
-// CPU). Replays one captured static-shape decode step. The step must read and write only
-// tensors that outlive the graph (the DecodeBatch buffers and KVCache::writeSlot) and must not
-// touch host state; it is captured once per batch size and re-captured after a compaction.
+// UNTESTED — written without a GPU and never compiled: the development machine has Debian's
+// libtorch 1.13 CPU, where this block is preprocessed out. What it replays, the static-shape
+// decode step, is tested on CPU (GenerationOptions::staticShapes).
+// Replays one captured decode step. The step reads and writes only tensors that outlive the
+// graph (the Rollout's decode buffers, the cache, KVCache::writeSlot) and no host state; it
+// is captured once per batch size and re-captured after a compaction.
 class DecodeGraph {
  public:
   void invalidate() { graph_.reset(); }
 
-  void step(const std::function<void()>& decodeStep) {
+  void step(at::Device device, const std::function<void()>& decodeStep) {
     if (graph_) {
       graph_->replay();
       return;
@@ -121,8 +123,8 @@ class DecodeGraph {
     // The first step after (re)sizing runs eagerly on a side stream — lazy cuBLAS/allocator
     // work must not happen inside a capture (as torch.cuda.make_graphed_callables warms up) —
     // and the capture that follows records the next steps without running them.
-    c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream();
-    c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+    c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream(device.index());
+    c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
     at::cuda::CUDAEvent ready;
     ready.record(current);
     ready.block(side);
@@ -262,8 +264,8 @@ class Rollout {
   }
 
   void prefillChunk(const PrefillChunk& chunk, at::Tensor& firstLogits) {
-    const int64_t B = static_cast<int64_t>(chunk.requests.size()), C = chunk.reused, T = chunk.fresh;
-    KVCache chunkCache = model_.newCache(B, C + T);
+    const int64_t B = static_cast<int64_t>(chunk.requests.size()), reusedWidth = chunk.reused, T = chunk.fresh;
+    KVCache chunkCache = model_.newCache(B, chunk.slots());
     std::vector<int64_t> ids(B * T, 0), positions(B * T, 0), valid(B * T, 0), from, to;
     for (int64_t b = 0; b < B; ++b) {
       const int64_t i = chunk.requests[b], reused = reused_[i];
@@ -271,12 +273,13 @@ class Rollout {
       const int64_t fresh = static_cast<int64_t>(prompt.size()) - reused, pad = T - fresh;
       if (reused > 0) {
         const CachedSequence& source = *matches_[i].sequence;
-        at::Tensor sourceSlots = source.slots.narrow(0, 0, reused);
+        at::Tensor sourceSlots = source.slots.narrow(0, 0, reused);  // [reused]
+        const int64_t first = reusedWidth - reused;
         for (size_t l = 0; l < chunkCache.keys.size(); ++l) {
-          chunkCache.keys[l][b].narrow(1, C - reused, reused).copy_(source.rows->keys[l][source.row].index_select(1, sourceSlots));
-          chunkCache.values[l][b].narrow(1, C - reused, reused).copy_(source.rows->values[l][source.row].index_select(1, sourceSlots));
+          chunkCache.keys[l][b].narrow(1, first, reused).copy_(source.rows->keys[l][source.row].index_select(1, sourceSlots));
+          chunkCache.values[l][b].narrow(1, first, reused).copy_(source.rows->values[l][source.row].index_select(1, sourceSlots));
         }
-        chunkCache.keyValid[b].narrow(0, C - reused, reused).fill_(true);
+        chunkCache.keyValid[b].narrow(0, first, reused).fill_(true);
       }
       for (int64_t t = 0; t < fresh; ++t) {
         ids[b * T + pad + t] = prompt[reused + t];
@@ -288,10 +291,21 @@ class Rollout {
         to.push_back(firstRow_[i] + j);
       }
     }
-    chunkCache.length = C;
-    at::Tensor hidden = model_.hiddenStates(longTensor(ids, device_).view({B, T}), longTensor(positions, device_).view({B, T}),
-                                            &chunkCache, longTensor(valid, device_).view({B, T}).ne(0));  // [B, T, C]
-    at::Tensor lastLogits = model_.logits(hidden.select(1, T - 1));                                     // [B, V]
+    chunkCache.length = reusedWidth;
+    at::Tensor inputIds = longTensor(ids, device_).view({B, T}), inputPositions = longTensor(positions, device_).view({B, T});
+    at::Tensor inputValid = longTensor(valid, device_).view({B, T}).ne(0);
+    // A prompt too long for one forward goes through in slices of time, appended to the cache
+    // like decode steps: same result, activations bounded (a single row cannot be split otherwise).
+    const int64_t H = model_.spec().numHeads;
+    const int64_t slice = std::max<int64_t>(
+        1, std::min({T, options_.prefillChunkTokens / B, kPrefillScoresPerChunk / (B * H * chunk.slots())}));
+    at::Tensor hidden;  // [B, slice, hidden]
+    for (int64_t start = 0; start < T; start += slice) {
+      const int64_t width = std::min(slice, T - start);
+      hidden = model_.hiddenStates(inputIds.narrow(1, start, width).contiguous(), inputPositions.narrow(1, start, width).contiguous(),
+                                   &chunkCache, inputValid.narrow(1, start, width).contiguous());
+    }
+    at::Tensor lastLogits = model_.logits(hidden.select(1, hidden.size(1) - 1));  // [B, V]
     at::Tensor fromRows = longTensor(from, device_), toRows = longTensor(to, device_);
     copyRows(chunkCache, fromRows, cache_, toRows, promptSlots_ - chunk.slots());
     firstLogits.index_copy_(0, toRows, lastLogits.index_select(0, fromRows));
@@ -361,7 +375,7 @@ class Rollout {
     };
 #if OCTO_CUDA_GRAPHS
     if (device_.is_cuda() && cache_.writeSlot.defined()) {
-      graph_.step(step);
+      graph_.step(device_, step);
       ++slotsUsed_;
       return;
     }
