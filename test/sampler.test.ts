@@ -212,9 +212,11 @@ describe("continuation from a cached prefix (multi-turn)", () => {
   test("turn 2 reuses turn 1's keys/values and equals generating from the concatenated prompt from scratch", async () => {
     const model = await Model.create(TINY_SPECS.llama3, 4, { device: "cpu" });
     const cache = model.createPrefixCache();
-    const turn1Params = { temperature: 1, topP: 0.9, maxNewTokens: 6 };
+    // EOS ids that end some turn-1 samples early: their rows are kept when the batch is compacted.
+    const turn1Params = { temperature: 1, topP: 0.9, maxNewTokens: 8, eosTokenIds: Array.from({ length: 16 }, (_, i) => i) };
     const turn1Requests = [{ promptIds: prompts[1], n: 2, seed: 1 }, { promptIds: prompts[0], seed: 2 }];
-    const turn1 = await model.generate(turn1Requests, turn1Params, { prefixCache: cache });
+    const { results: turn1, stats: turn1Stats } = await model.generateWithStats(turn1Requests, turn1Params, { prefixCache: cache });
+    expect(turn1Stats.compactions).toBeGreaterThan(0);
     expect(cache.sequences).toBe(3);
     expect(cache.bytes).toBeGreaterThan(0);
 
@@ -232,10 +234,15 @@ describe("continuation from a cached prefix (multi-turn)", () => {
       turn1Samples.reduce((n, [prompt, s]) => n + prompt.length + s.tokens.length - 1, 0) + prompts[1].length + turn1[0][0].tokens.length - 2;
     const freshTokens = turn2.reduce((n, r) => n + r.promptIds.length, 0) - expectedReuse;
 
-    for (const params of [{ ...turn1Params, temperature: 0 }, turn1Params]) {
+    const variants = [
+      { params: { ...turn1Params, temperature: 0 }, staticShapes: false },
+      { params: turn1Params, staticShapes: false },
+      { params: turn1Params, staticShapes: true },
+    ];
+    for (const { params, staticShapes } of variants) {
       const fresh = await model.generate(turn2, params);
-      await model.generate(turn1Requests, turn1Params, { prefixCache: cache });  // same seeds: the same turn 1 again
-      const { results, stats } = await model.generateWithStats(turn2, params, { prefixCache: cache, prefillChunkTokens: 16 });
+      await model.generate(turn1Requests, turn1Params, { prefixCache: cache, staticShapes });  // same seeds: the same turn 1 again
+      const { results, stats } = await model.generateWithStats(turn2, params, { prefixCache: cache, prefillChunkTokens: 16, staticShapes });
       expect(stats.reusedPromptTokens).toBe(expectedReuse);
       expect(stats.prefillSlots).toBeLessThanOrEqual(2 * freshTokens);  // padding at most doubles it; no recompute
       expect(summary(results)).toEqual(summary(fresh));
