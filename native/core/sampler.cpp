@@ -1,6 +1,7 @@
 #include "core/sampler.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <functional>
 #include <numeric>
 
@@ -111,6 +112,15 @@ at::Tensor longTensor(const std::vector<int64_t>& values, at::Device device) {
 // Replays one captured decode step. The step reads and writes only tensors that outlive the
 // graph (the Rollout's decode buffers, the cache, KVCache::writeSlot) and no host state; it
 // is captured once per batch size and re-captured after a compaction.
+// OCTO_NATIVE_CUDA_GRAPHS=0 runs the same static-shape steps eagerly: the way out if capture fails.
+bool cudaGraphsEnabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("OCTO_NATIVE_CUDA_GRAPHS");
+    return value == nullptr || std::string(value) != "0";
+  }();
+  return enabled;
+}
+
 class DecodeGraph {
  public:
   void invalidate() { graph_.reset(); }
@@ -374,7 +384,7 @@ class Rollout {
       if (cache_.writeSlot.defined()) cache_.writeSlot.add_(1);
     };
 #if OCTO_CUDA_GRAPHS
-    if (device_.is_cuda() && cache_.writeSlot.defined()) {
+    if (device_.is_cuda() && cache_.writeSlot.defined() && cudaGraphsEnabled()) {
       graph_.step(device_, step);
       ++slotsUsed_;
       return;

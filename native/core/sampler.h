@@ -51,7 +51,7 @@ struct GenerationStats {
   int64_t reusedPromptTokens = 0;  // of those, taken from the prefix cache instead of computed
   int64_t prefillSlots = 0;        // token slots run through the model in prefill, padding included
   int64_t prefillChunks = 0;
-  int64_t decodeSteps = 0;         // forwards after the prefill
+  int64_t decodeSteps = 0;         // forwards after the prefill (recompute: every forward)
   int64_t decodeRowSteps = 0;      // Σ rows in the batch over those forwards (the compute spent)
   int64_t generatedTokens = 0;     // Σ tokens returned
   int64_t compactions = 0;         // times finished rows were dropped from the cache
@@ -67,7 +67,7 @@ struct GenerationOptions {
   // path must agree with, and the bench baseline.
   bool recompute = false;
   // Decode with the static-shape layout of KVCache::writeSlot (always on CUDA, where the step
-  // is captured in a CUDA graph; on CPU only to test that layout).
+  // is captured in a CUDA graph unless OCTO_NATIVE_CUDA_GRAPHS=0; on CPU only to test the layout).
   bool staticShapes = false;
   // Prompt tokens (padding included) run through the model at once in prefill: bounds the
   // activation memory of long or many prompts. Larger batches are split into chunks.
