@@ -2,12 +2,14 @@
 import type { Bench } from "./harness";
 import { forwardBench, safetensorsLoadBench } from "./model-benches";
 import { lossBench, trainStepBench } from "./training-benches";
+import { samplerBench } from "./sampler-bench";
 
 export const BENCHES: Record<string, Bench> = {
   "safetensors-load": safetensorsLoadBench,
   forward: forwardBench,
   loss: lossBench,
   "train-step": trainStepBench,
+  sampler: samplerBench,
 };
 
 export type { Bench, BenchOptions, BenchResult } from "./harness";

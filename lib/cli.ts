@@ -40,7 +40,8 @@ async function main(argv: string[]): Promise<void> {
           .option("top-p", { type: "number", default: 1.0 })
           .option("top-k", { type: "number", default: 0, describe: "0 = off" })
           .option("min-p", { type: "number", default: 0, describe: "0 = off" })
-          .option("seed", { type: "number", default: 0, describe: "sample i uses seed + i" })
+          .option("seed", { type: "number", default: 0, describe: "seed of the prompt; its n samples draw independent streams" })
+          .option("stop", { type: "string", array: true, default: [] as string[], describe: "text that ends a sample (repeatable)" })
           .option("device", { type: "string", default: "auto", describe: "auto | cpu | cuda | cuda:N" })
           .option("json", { type: "boolean", default: false, describe: "print JSON with token ids and log-probs" }),
       async (args) => {
@@ -49,6 +50,7 @@ async function main(argv: string[]): Promise<void> {
           prompt: args.prompt,
           chat: args.chat,
           samples: args.n,
+          stop: args.stop,
           device: args.device,
           sampling: {
             maxNewTokens: args["max-tokens"],

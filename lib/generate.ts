@@ -2,6 +2,7 @@
 import { ensureDemoModel } from "./demo-model";
 import { Model } from "./model";
 import type { SamplingParams } from "./sampling";
+import { applyStopStrings, stopSequencesFor } from "./stop-strings";
 import { TextTokenizer } from "./tokenizer";
 
 export interface GenerateOptions {
@@ -11,6 +12,8 @@ export interface GenerateOptions {
   /** wrap the prompt as a user message in the tokenizer's chat template */
   chat: boolean;
   samples: number;
+  /** text that ends a sample (finish reason "stop"); kept at the end of the sample */
+  stop?: string[];
   device: string;
   sampling: Partial<SamplingParams>;
 }
@@ -47,11 +50,14 @@ export async function generateFromPrompt(options: GenerateOptions): Promise<Gene
       ? tokenizer.encodeChat([{ role: "user", content: options.prompt }], { addGenerationPrompt: true })
       : tokenizer.encode(options.prompt);
     const eosTokenIds = options.sampling.eosTokenIds ?? tokenizer.eosTokenIds;
-    const seed = options.sampling.seed ?? 0;
-    const requests = Array.from({ length: options.samples }, (_, i) => ({ promptIds, seed: seed + i }));
+    const stops = options.stop ?? [];
+    const stopSequences = [...(options.sampling.stopSequences ?? []), ...stopSequencesFor(tokenizer, stops)];
+    // One request with n samples: the prompt is prefilled once and shared by all of them.
+    const request = { promptIds, n: options.samples, seed: options.sampling.seed ?? 0 };
     const start = process.hrtime.bigint();
-    const results = await model.generate(requests, { ...options.sampling, eosTokenIds });
+    const generatedResults = await model.generate([request], { ...options.sampling, eosTokenIds, stopSequences });
     const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    const [results] = applyStopStrings(generatedResults, stops, tokenizer);
     const generated = results.reduce((n, r) => n + r.tokens.length, 0);
     return {
       model: dir,

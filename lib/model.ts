@@ -9,7 +9,16 @@ import path from "node:path";
 import { configFromModelSpec, modelSpecFromConfig } from "./model-config";
 import { native, type DeviceOptions, type ModelSpec, type NativeModel, type TensorRecord } from "./native";
 import { buildSafetensorsHeader, DTYPE_BYTES, readSafetensorsHeader } from "./safetensors";
-import { resolveSamplingParams, type GenerationRequest, type GenerationResult, type SamplingParams } from "./sampling";
+import {
+  resolveSamplingParams,
+  type FinishReason,
+  type GenerateOptions,
+  type GenerationRequest,
+  type GenerationResult,
+  type GenerationStats,
+  type PrefixCache,
+  type SamplingParams,
+} from "./sampling";
 
 export class ModelLoadError extends Error {
   constructor(message: string) {
@@ -23,6 +32,8 @@ const INDEX_FILE = "model.safetensors.index.json";
 /** Files besides the weights that make a saved directory usable by transformers and vLLM. */
 const COMPANION_FILES = ["generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt"];
 const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
+/** native/core/sampler.h FinishReason codes. */
+const FINISH_REASONS: Record<number, FinishReason> = { 1: "eos", 2: "stop", 3: "length" };
 /** Tensors that old checkpoints carry but that are derived, not learned. */
 const DERIVED_TENSOR = /\.rotary_emb\.inv_freq$/;
 
@@ -172,17 +183,72 @@ export class Model {
     return this.handle.forward(inputIds, batch, length, options.positions, options.attentionMask);
   }
 
-  async generate(requests: GenerationRequest[], params: Partial<SamplingParams> = {}): Promise<GenerationResult[]> {
+  /**
+   * Samples `n` completions of each request's prompt (SPEC §3): batched over one KV cache, each
+   * prompt prefilled once for its n samples. Returns, per request, its n samples.
+   */
+  async generate(requests: GenerationRequest[], params: Partial<SamplingParams> = {}, options: GenerateOptions = {}): Promise<GenerationResult[][]> {
+    return (await this.generateWithStats(requests, params, options)).results;
+  }
+
+  /** generate(), plus the counters of the call (tokens prefilled, reused, decoded; compactions). */
+  async generateWithStats(
+    requests: GenerationRequest[],
+    params: Partial<SamplingParams> = {},
+    options: GenerateOptions = {},
+  ): Promise<{ results: GenerationResult[][]; stats: GenerationStats }> {
     const resolved = resolveSamplingParams(params);
+    const vocab = this.spec.vocabSize;
     for (const [i, r] of requests.entries()) {
+      if (!(r.promptIds instanceof Int32Array)) throw new TypeError(`request ${i}: promptIds must be an Int32Array`);
       if (r.promptIds.length === 0) throw new RangeError(`request ${i} has an empty prompt`);
-      const bad = r.promptIds.find((id) => id < 0 || id >= this.spec.vocabSize);
-      if (bad !== undefined) throw new RangeError(`request ${i}: token id ${bad} is outside the model's vocabulary [0, ${this.spec.vocabSize})`);
+      const bad = r.promptIds.find((id) => id < 0 || id >= vocab);
+      if (bad !== undefined) throw new RangeError(`request ${i}: token id ${bad} is outside the model's vocabulary [0, ${vocab})`);
+      if (r.n !== undefined && (!Number.isInteger(r.n) || r.n < 1)) throw new RangeError(`request ${i}: n must be an integer >= 1, not ${r.n}`);
+      if (r.seed !== undefined && (!Number.isSafeInteger(r.seed) || r.seed < 0))
+        throw new RangeError(`request ${i}: seed must be a non-negative integer, not ${r.seed}`);
     }
-    return this.handle.generate(
-      requests.map((r, i) => ({ promptIds: r.promptIds, seed: r.seed ?? resolved.seed + i })),
-      resolved,
+    for (const [i, stop] of resolved.stopSequences.entries()) {
+      const bad = stop.find((id) => id >= vocab);
+      if (bad !== undefined) throw new RangeError(`stopSequences[${i}]: token id ${bad} is outside the model's vocabulary [0, ${vocab})`);
+    }
+    if (options.recompute && options.prefixCache) throw new TypeError("recompute runs without a KV cache, so it takes no prefixCache");
+    const prefillChunkTokens = options.prefillChunkTokens ?? 8192;
+    if (!Number.isSafeInteger(prefillChunkTokens) || prefillChunkTokens < 1)
+      throw new RangeError(`prefillChunkTokens must be an integer >= 1, not ${prefillChunkTokens}`);
+    const output = await this.handle.generate(
+      requests.map((r, i) => ({ promptIds: r.promptIds, samples: r.n ?? 1, seed: r.seed ?? resolved.seed + i })),
+      {
+        temperature: resolved.temperature,
+        topP: resolved.topP,
+        topK: resolved.topK,
+        minP: resolved.minP,
+        maxNewTokens: resolved.maxNewTokens,
+        eosTokenIds: resolved.eosTokenIds,
+        stopSequences: resolved.stopSequences.map((s) => Int32Array.from(s)),
+      },
+      {
+        prefixCache: options.prefixCache,
+        recompute: options.recompute ?? false,
+        staticShapes: options.staticShapes ?? false,
+        prefillChunkTokens,
+      },
     );
+    // Views into the call's flat arrays: no copy per sample.
+    let sample = 0;
+    const results = requests.map((r) =>
+      Array.from({ length: r.n ?? 1 }, () => {
+        const start = output.sampleOffsets[sample], end = output.sampleOffsets[sample + 1];
+        const finishReason = FINISH_REASONS[output.finishReasons[sample++]];
+        return { tokens: output.tokens.subarray(start, end), logprobs: output.logprobs.subarray(start, end), finishReason };
+      }),
+    );
+    return { results, stats: output.stats };
+  }
+
+  /** A prefix cache for generate({ prefixCache }) with this model (multi-turn continuation). */
+  createPrefixCache(): PrefixCache {
+    return this.handle.createPrefixCache();
   }
 
   /**

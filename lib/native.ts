@@ -58,18 +58,68 @@ export interface NativeSamplingParams {
   minP: number;
   maxNewTokens: number;
   eosTokenIds: number[];
+  /** a sample stops once its generated tokens end with one of these */
+  stopSequences: Int32Array[];
 }
 
 export interface NativeGenerationRequest {
   promptIds: Int32Array;
+  /** n: samples sharing this prompt's prefill */
+  samples: number;
+  /** sample j draws from the counter-based stream (seed, j) */
   seed: number;
 }
 
-export interface NativeGenerationResult {
+export interface NativeGenerateOptions {
+  prefixCache?: NativePrefixCache;
+  /** no KV cache: a full forward per token (reference and bench baseline) */
+  recompute: boolean;
+  /** static-shape decode layout (always on CUDA, where it is captured in a CUDA graph) */
+  staticShapes: boolean;
+  /** prompt tokens (padding included) per prefill forward; more are split into chunks */
+  prefillChunkTokens: number;
+}
+
+/** Counters of one generate call (native/core/sampler.h GenerationStats). */
+export interface GenerationStats {
+  /** Σ prompt lengths over requests (each prompt once, not per sample) */
+  promptTokens: number;
+  /** of those, taken from the prefix cache instead of computed */
+  reusedPromptTokens: number;
+  /** token slots run through the model in prefill, padding included */
+  prefillSlots: number;
+  prefillChunks: number;
+  /** forwards after the prefill */
+  decodeSteps: number;
+  /** Σ rows in the batch over those forwards: the decode compute spent */
+  decodeRowSteps: number;
+  generatedTokens: number;
+  /** times finished rows were dropped from the cache */
+  compactions: number;
+}
+
+/**
+ * All samples of a call, flattened request-major: sample s holds tokens and log-probs
+ * [sampleOffsets[s], sampleOffsets[s + 1]); finishReasons[s] is 1 eos, 2 stop, 3 length.
+ */
+export interface NativeGenerationOutput {
   tokens: Int32Array;
   /** log-prob of each sampled token under softmax(logits / temperature), before filtering */
   logprobs: Float32Array;
-  finishReason: "eos" | "length";
+  sampleOffsets: Int32Array;
+  finishReasons: Uint8Array;
+  stats: GenerationStats;
+}
+
+/** Keys and values of the sequences of the last generate call it was passed to. */
+export interface NativePrefixCache {
+  /** sequences held (prompt + generated tokens of each sample) */
+  readonly sequences: number;
+  readonly tokens: number;
+  /** bytes of keys and values held */
+  readonly bytes: number;
+  /** frees what it holds */
+  clear(): void;
 }
 
 export interface NativeModel {
@@ -79,7 +129,8 @@ export interface NativeModel {
   readonly parameterBytes: number;
   /** logits [batch, length, vocab] fp32 */
   forward(inputIds: Int32Array, batch: number, length: number, positions?: Int32Array, keyValid?: Uint8Array): Promise<Float32Array>;
-  generate(requests: NativeGenerationRequest[], params: NativeSamplingParams): Promise<NativeGenerationResult[]>;
+  generate(requests: NativeGenerationRequest[], params: NativeSamplingParams, options: NativeGenerateOptions): Promise<NativeGenerationOutput>;
+  createPrefixCache(): NativePrefixCache;
   parameters(): ParameterShape[];
   /** [batch, length] log p(token t | tokens < t), 0 at t = 0 and at padding; no gradient */
   sequenceLogprobs(inputIds: Int32Array, batch: number, length: number, attentionMask: Uint8Array, temperature: number, chunkSize: number): Promise<Float32Array>;

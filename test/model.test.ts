@@ -84,7 +84,7 @@ describe.each(Object.entries(TINY_SPECS))("%s", (family, spec) => {
   test("greedy generation equals step-by-step argmax over full forwards, and its log-probs match", async () => {
     const model = await Model.create(spec, 11, { device: "cpu" });
     const prompt = Int32Array.from([3, 14, 15, 92, 65]);
-    const [result] = await model.generate([{ promptIds: prompt }], { temperature: 0, maxNewTokens: 12 });
+    const [[result]] = await model.generate([{ promptIds: prompt }], { temperature: 0, maxNewTokens: 12 });
     expect(result.tokens.length).toBe(12);
     expect(result.finishReason).toBe("length");
     let sequence = Array.from(prompt);
@@ -120,7 +120,7 @@ describe("sampling", () => {
     const model = await Model.create(TINY_SPECS.qwen3, 1, { device: "cpu" });
     const promptIds = Int32Array.from([1, 2, 3]);
     const params = { temperature: 1.0, topP: 0.95, maxNewTokens: 24 };
-    const [a, b, c] = await model.generate([{ promptIds, seed: 42 }, { promptIds, seed: 42 }, { promptIds, seed: 43 }], params);
+    const [[a], [b], [c]] = await model.generate([{ promptIds, seed: 42 }, { promptIds, seed: 42 }, { promptIds, seed: 43 }], params);
     expect(Array.from(a.tokens)).toEqual(Array.from(b.tokens));
     expect(Array.from(a.tokens)).not.toEqual(Array.from(c.tokens));
     model.dispose();
@@ -128,9 +128,9 @@ describe("sampling", () => {
 
   test("generation stops at an EOS id and says so", async () => {
     const model = await Model.create(TINY_SPECS.qwen2, 1, { device: "cpu" });
-    const [greedy] = await model.generate([{ promptIds: Int32Array.from([4, 5]) }], { temperature: 0, maxNewTokens: 8 });
+    const [[greedy]] = await model.generate([{ promptIds: Int32Array.from([4, 5]) }], { temperature: 0, maxNewTokens: 8 });
     const eos = greedy.tokens[2];
-    const [stopped] = await model.generate([{ promptIds: Int32Array.from([4, 5]) }], { temperature: 0, maxNewTokens: 8, eosTokenIds: [eos] });
+    const [[stopped]] = await model.generate([{ promptIds: Int32Array.from([4, 5]) }], { temperature: 0, maxNewTokens: 8, eosTokenIds: [eos] });
     expect(stopped.finishReason).toBe("eos");
     expect(Array.from(stopped.tokens)).toEqual(Array.from(greedy.tokens.subarray(0, greedy.tokens.indexOf(eos) + 1)));
     model.dispose();

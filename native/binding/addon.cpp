@@ -2,6 +2,7 @@
 #include "binding/addon_data.h"
 #include "binding/model_handle.h"
 #include "binding/trainer_handle.h"
+#include "binding/prefix_cache_handle.h"
 #include "core/bench_kernels.h"
 #include "core/engine_info.h"
 
@@ -132,6 +133,7 @@ Napi::Value timeFileReadJs(const Napi::CallbackInfo& info) {
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->modelConstructor = Napi::Persistent(ModelHandle::define(env));
+  data->prefixCacheConstructor = Napi::Persistent(PrefixCacheHandle::define(env));
   env.SetInstanceData(data);
   exports.Set("Model", data->modelConstructor.Value());
   exports.Set("Trainer", TrainerHandle::define(env));

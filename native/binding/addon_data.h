@@ -7,6 +7,7 @@ namespace octo::binding {
 
 struct AddonData {
   Napi::FunctionReference modelConstructor;
+  Napi::FunctionReference prefixCacheConstructor;
 };
 
 }  // namespace octo::binding

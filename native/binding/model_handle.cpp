@@ -2,6 +2,7 @@
 
 #include "binding/addon_data.h"
 #include "core/trainer.h"
+#include "binding/prefix_cache_handle.h"
 
 namespace octo::binding {
 
@@ -11,6 +12,7 @@ Napi::Function ModelHandle::define(Napi::Env env) {
                          InstanceMethod<&ModelHandle::forward>("forward"),
                          InstanceMethod<&ModelHandle::generate>("generate"),
                          InstanceMethod<&ModelHandle::sequenceLogprobs>("sequenceLogprobs"),
+                         InstanceMethod<&ModelHandle::createPrefixCache>("createPrefixCache"),
                          InstanceMethod<&ModelHandle::parameters>("parameters"),
                          InstanceMethod<&ModelHandle::saveSafetensors>("saveSafetensors"),
                          InstanceMethod<&ModelHandle::dispose>("dispose"),
@@ -120,7 +122,10 @@ Napi::Value ModelHandle::forward(const Napi::CallbackInfo& info) {
   });
 }
 
-// generate(requests: {promptIds: Int32Array, seed: number}[], params) -> Promise<{tokens, logprobs, finishReason}[]>
+// generate(requests: {promptIds: Int32Array, samples, seed}[], params, options: {prefixCache?, recompute, staticShapes})
+//   -> Promise<{tokens: Int32Array, logprobs: Float32Array, sampleOffsets: Int32Array, finishReasons: Uint8Array, stats}>
+// Samples are flattened request-major: sample j of request i is sample Σ_{k<i} n_k + j, its
+// tokens and log-probs lie at [sampleOffsets[s], sampleOffsets[s + 1]).
 Napi::Value ModelHandle::generate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -132,27 +137,65 @@ Napi::Value ModelHandle::generate(const Napi::CallbackInfo& info) {
       Napi::Object o = requireObject(array.Get(i), "request");
       GenerationRequest r;
       r.promptIds = int32ArrayToVector(o.Get("promptIds"), "request.promptIds");
+      r.samples = getInt(o, "samples", "request");
       r.seed = static_cast<uint64_t>(getInt(o, "seed", "request"));
       requests.push_back(std::move(r));
     }
     SamplingParams params = toSamplingParams(info[1]);
-    using Result = std::vector<GenerationResult>;
+    Napi::Object o = requireObject(info[2], "generate options");
+    std::shared_ptr<PrefixCache> prefixCache;
+    if (!o.Get("prefixCache").IsUndefined()) prefixCache = PrefixCacheHandle::unwrapFor(o.Get("prefixCache"), m);
+    GenerationOptions options;
+    options.recompute = getBool(o, "recompute", "options");
+    // CUDA always decodes in the static-shape layout its graphs need.
+    options.staticShapes = getBool(o, "staticShapes", "options") || m->device().is_cuda();
+    options.prefillChunkTokens = getInt(o, "prefillChunkTokens", "options");
+    using Result = std::shared_ptr<GenerationOutput>;
     return PromiseWorker<Result>::start(
-        env, [m, requests = std::move(requests), params]() { return octo::generate(*m, requests, params); },
-        [](Napi::Env env, Result& results) -> Napi::Value {
-          Napi::Array out = Napi::Array::New(env, results.size());
-          for (size_t i = 0; i < results.size(); ++i) {
-            const auto& r = results[i];
-            Napi::Int32Array tokens = Napi::Int32Array::New(env, r.tokens.size());
-            for (size_t t = 0; t < r.tokens.size(); ++t) tokens[t] = static_cast<int32_t>(r.tokens[t]);
-            Napi::Float32Array logprobs = Napi::Float32Array::New(env, r.logprobs.size());
-            std::copy(r.logprobs.begin(), r.logprobs.end(), logprobs.Data());
-            Napi::Object item = Napi::Object::New(env);
-            item.Set("tokens", tokens);
-            item.Set("logprobs", logprobs);
-            item.Set("finishReason", r.finishReason);
-            out.Set(static_cast<uint32_t>(i), item);
-          }
+        env,
+        [m, requests = std::move(requests), params, options, prefixCache]() mutable {
+          options.prefixCache = prefixCache.get();
+          return std::make_shared<GenerationOutput>(octo::generate(*m, requests, params, options));
+        },
+        [](Napi::Env env, Result& output) -> Napi::Value {
+          size_t samples = 0, tokens = 0;
+          for (const auto& request : output->samples)
+            for (const auto& sample : request) {
+              ++samples;
+              tokens += sample.tokens.size();
+            }
+          Napi::Int32Array tokenIds = Napi::Int32Array::New(env, tokens);
+          Napi::Float32Array logprobs = Napi::Float32Array::New(env, tokens);
+          Napi::Int32Array offsets = Napi::Int32Array::New(env, samples + 1);
+          Napi::Uint8Array reasons = Napi::Uint8Array::New(env, samples);
+          size_t s = 0, t = 0;
+          for (const auto& request : output->samples)
+            for (const auto& sample : request) {
+              offsets[s] = static_cast<int32_t>(t);
+              reasons[s] = static_cast<uint8_t>(sample.finishReason);
+              for (size_t k = 0; k < sample.tokens.size(); ++k, ++t) {
+                tokenIds[t] = static_cast<int32_t>(sample.tokens[k]);
+                logprobs[t] = sample.logprobs[k];
+              }
+              ++s;
+            }
+          offsets[s] = static_cast<int32_t>(t);
+          const GenerationStats& st = output->stats;
+          Napi::Object stats = Napi::Object::New(env);
+          stats.Set("promptTokens", static_cast<double>(st.promptTokens));
+          stats.Set("reusedPromptTokens", static_cast<double>(st.reusedPromptTokens));
+          stats.Set("prefillSlots", static_cast<double>(st.prefillSlots));
+          stats.Set("prefillChunks", static_cast<double>(st.prefillChunks));
+          stats.Set("decodeSteps", static_cast<double>(st.decodeSteps));
+          stats.Set("decodeRowSteps", static_cast<double>(st.decodeRowSteps));
+          stats.Set("generatedTokens", static_cast<double>(st.generatedTokens));
+          stats.Set("compactions", static_cast<double>(st.compactions));
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("tokens", tokenIds);
+          out.Set("logprobs", logprobs);
+          out.Set("sampleOffsets", offsets);
+          out.Set("finishReasons", reasons);
+          out.Set("stats", stats);
           return out;
         });
   });
@@ -179,6 +222,11 @@ Napi::Value ModelHandle::sequenceLogprobs(const Napi::CallbackInfo& info) {
         },
         [](Napi::Env env, Result& lp) -> Napi::Value { return tensorToFloat32Array(env, *lp); });
   });
+}
+
+// createPrefixCache() -> PrefixCache usable with this model's generate
+Napi::Value ModelHandle::createPrefixCache(const Napi::CallbackInfo& info) {
+  return PrefixCacheHandle::wrap(info.Env(), model(info.Env()));
 }
 
 // parameters() -> [{name, shape}] in Hugging Face order

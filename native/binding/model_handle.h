@@ -24,6 +24,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
   Napi::Value forward(const Napi::CallbackInfo& info);
   Napi::Value generate(const Napi::CallbackInfo& info);
   Napi::Value sequenceLogprobs(const Napi::CallbackInfo& info);
+  Napi::Value createPrefixCache(const Napi::CallbackInfo& info);
   Napi::Value parameters(const Napi::CallbackInfo& info);
   Napi::Value saveSafetensors(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);

@@ -180,6 +180,11 @@ SamplingParams toSamplingParams(const Napi::Value& value) {
   p.minP = getNumber(o, "minP", owner);
   p.maxNewTokens = getInt(o, "maxNewTokens", owner);
   p.eosTokenIds = getIntVector(requireKey(o, "eosTokenIds", owner), "params.eosTokenIds");
+  Napi::Value stops = requireKey(o, "stopSequences", owner);
+  if (!stops.IsArray()) throw Napi::TypeError::New(o.Env(), "params.stopSequences must be an array of Int32Array");
+  Napi::Array stopArray = stops.As<Napi::Array>();
+  for (uint32_t i = 0; i < stopArray.Length(); ++i)
+    p.stopSequences.push_back(int32ArrayToVector(stopArray.Get(i), "params.stopSequences[i]"));
   return p;
 }
 

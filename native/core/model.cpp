@@ -181,9 +181,11 @@ KVCache DecoderModel::newCache(int64_t batch, int64_t maxLength) const {
   KVCache cache;
   cache.maxLength = maxLength;
   const auto options = at::TensorOptions().device(device_).dtype(dtype_);
+  // Zeros, not empty: masked slots (padding, slots not written yet) still enter probs @ values
+  // with weight 0, and 0 * (NaN garbage) would be NaN.
   for (int64_t i = 0; i < spec_.numLayers; ++i) {
-    cache.keys.push_back(at::empty({batch, spec_.numKvHeads, maxLength, spec_.headDim}, options));
-    cache.values.push_back(at::empty({batch, spec_.numKvHeads, maxLength, spec_.headDim}, options));
+    cache.keys.push_back(at::zeros({batch, spec_.numKvHeads, maxLength, spec_.headDim}, options));
+    cache.values.push_back(at::zeros({batch, spec_.numKvHeads, maxLength, spec_.headDim}, options));
   }
   cache.keyValid = at::zeros({batch, maxLength}, at::TensorOptions().device(device_).dtype(at::kBool));
   return cache;
@@ -214,7 +216,12 @@ at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at
   k = k.transpose(1, 2);  // [B, Hkv, T, D]
   q = q * cos + rotateHalf(q) * sin;
   k = k * cos + rotateHalf(k) * sin;
-  if (cache) {
+  if (cache && cache->writeSlot.defined()) {
+    cache->keys[layerIndex].index_copy_(2, cache->writeSlot, k);
+    cache->values[layerIndex].index_copy_(2, cache->writeSlot, v);
+    k = cache->keys[layerIndex];  // [B, Hkv, maxLength, D]
+    v = cache->values[layerIndex];
+  } else if (cache) {
     const int64_t past = cache->length;
     cache->keys[layerIndex].narrow(2, past, T).copy_(k);
     cache->values[layerIndex].narrow(2, past, T).copy_(v);
@@ -243,22 +250,33 @@ at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tens
   TORCH_CHECK(inputIds.dim() == 2 && positions.sizes() == inputIds.sizes(), "inputIds and positions must both be [B, T]");
   const int64_t B = inputIds.size(0), T = inputIds.size(1);
   const int64_t past = cache ? cache->length : 0, S = past + T;
-  TORCH_CHECK(!cache || S <= cache->maxLength, "KV cache overflow: ", S, " tokens for a cache of ", cache->maxLength);
+  const bool staticShapes = cache && cache->writeSlot.defined();
+  TORCH_CHECK(!cache || staticShapes || S <= cache->maxLength, "KV cache overflow: ", S, " tokens for a cache of ",
+              cache->maxLength);
   const auto onDevice = at::TensorOptions().device(device_);
 
   // Which keys each query may read: earlier-or-same slot and not padding. A query always
   // reads itself, so padding rows stay finite (nothing reads them back).
   at::Tensor valid = keyValid.defined() ? keyValid.to(device_, at::kBool) : at::ones({B, T}, onDevice.dtype(at::kBool));
-  at::Tensor allValid = valid;
-  if (cache) {
-    cache->keyValid.narrow(1, past, T).copy_(valid);
-    allValid = cache->keyValid.narrow(1, 0, S);
+  at::Tensor attendable;  // [B, 1, T, S]
+  if (staticShapes) {
+    // Slots are written in order, so every valid slot is at or before the one written now.
+    TORCH_CHECK(T == 1, "static-shape decode takes one token per row, not ", T);
+    cache->keyValid.index_copy_(1, cache->writeSlot, valid);
+    at::Tensor keySlot = at::arange(cache->maxLength, onDevice.dtype(at::kLong)).unsqueeze(0);  // [1, maxLength]
+    attendable = cache->keyValid.logical_or(keySlot == cache->writeSlot).unsqueeze(1).unsqueeze(1);
+  } else {
+    at::Tensor allValid = valid;
+    if (cache) {
+      cache->keyValid.narrow(1, past, T).copy_(valid);
+      allValid = cache->keyValid.narrow(1, 0, S);
+    }
+    at::Tensor querySlot = at::arange(past, S, onDevice.dtype(at::kLong)).unsqueeze(1);  // [T, 1]
+    at::Tensor keySlot = at::arange(0, S, onDevice.dtype(at::kLong)).unsqueeze(0);       // [1, S]
+    attendable = (keySlot <= querySlot).unsqueeze(0).logical_and(allValid.unsqueeze(1))
+                     .logical_or(keySlot == querySlot)
+                     .unsqueeze(1);
   }
-  at::Tensor querySlot = at::arange(past, S, onDevice.dtype(at::kLong)).unsqueeze(1);  // [T, 1]
-  at::Tensor keySlot = at::arange(0, S, onDevice.dtype(at::kLong)).unsqueeze(0);       // [1, S]
-  at::Tensor attendable = (keySlot <= querySlot).unsqueeze(0).logical_and(allValid.unsqueeze(1))
-                              .logical_or(keySlot == querySlot)
-                              .unsqueeze(1);  // [B, 1, T, S]
 
   at::Tensor freqs = positions.to(device_, at::kFloat).unsqueeze(-1) * invFreq_;  // [B, T, D/2]
   at::Tensor angles = at::cat({freqs, freqs}, -1);                                  // [B, T, D]
@@ -275,7 +293,7 @@ at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tens
       x = layerForward(i, x, cos, sin, cache, attendable);
     }
   }
-  if (cache) cache->length = S;
+  if (cache && !staticShapes) cache->length = S;
   return rmsNorm(x, finalNorm_);
 }
 

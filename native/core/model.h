@@ -50,6 +50,11 @@ struct KVCache {
   at::Tensor keyValid;   // [B, maxLength] bool: false for padding slots
   int64_t length = 0;    // slots filled so far (same for every row)
   int64_t maxLength = 0;
+  // Static-shape decode (the CUDA-graph layout): when defined, a [1] long tensor on the
+  // cache's device naming the slot the one new token per row is written to. Attention then
+  // spans all maxLength slots (unwritten ones have keyValid false), so every step has the
+  // same shapes and reads no host state; `length` is neither read nor advanced.
+  at::Tensor writeSlot;
 };
 
 class DecoderModel {
