@@ -209,6 +209,10 @@ export interface NativeTrainer {
   accumulate(batch: NativeMicroBatch, objective: "policy" | "supervised", loss: LossOptions, normalizers: LossNormalizers): Promise<{ loss: number; finite: boolean; stats: LossStats }>;
   step(lr: number): Promise<{ gradNorm: number; skipped: boolean; step: number }>;
   zeroGrad(): void;
+  /** optimizer state (AdamW moments; fp32 masters of bf16 models) that saveState writes, in order */
+  stateTensors(): ParameterShape[];
+  saveState(file: string, header: Buffer): Promise<void>;
+  loadState(records: TensorRecord[], steps: number): Promise<void>;
 }
 
 export interface TokenLogprobsArgs {

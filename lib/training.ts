@@ -7,6 +7,7 @@
  */
 import type { Model } from "./model";
 import { learningRate, type LrSchedule } from "./lr-schedule";
+import { buildSafetensorsHeader, readSafetensorsHeader } from "./safetensors";
 import { native, type LossNormalizers, type LossOptions, type LossStats, type NativeMicroBatch, type NativeTrainer } from "./native";
 
 /** One sequence (prompt + response). Per-token arrays are aligned with `tokens`: entry t concerns token t. */
@@ -166,6 +167,25 @@ export class PolicyTrainer {
       group.forEach((s, b) => out.push(lp.slice(b * length, b * length + s.length)));
     }
     return out;
+  }
+
+  /**
+   * Writes the optimizer state (AdamW moments, fp32 masters of low-precision models, the step
+   * count) as one safetensors file; with the model's own save it is all a resumed run needs.
+   */
+  async saveState(file: string): Promise<void> {
+    const tensors = this.trainer.stateTensors().map((t) => ({ ...t, dtype: "F32" }));
+    const header = buildSafetensorsHeader(tensors, { format: "octo-native-optimizer", step: String(this.stepsTaken) });
+    await this.trainer.saveState(file, header);
+  }
+
+  /** Restores what saveState wrote, into a trainer of a model loaded from the same checkpoint. */
+  async loadState(file: string): Promise<void> {
+    const state = readSafetensorsHeader(file);
+    const steps = Number(state.metadata.step);
+    if (!Number.isInteger(steps) || steps < 0) throw new Error(`${file}: no valid 'step' in its metadata; is it an optimizer state file?`);
+    await this.trainer.loadState(state.tensors, steps);
+    this.stepsTaken = steps;
   }
 
   /** One optimizer step over `sequences` (all of them: the step's batch). */

@@ -229,3 +229,43 @@ describe("bf16 models train through fp32 master weights", () => {
     model.dispose();
   });
 });
+
+describe("resuming from a checkpoint", () => {
+  test.each(["float32", "bfloat16"])("%s: k steps, save, reload, N-k steps equals N steps straight (bit-exact)", async (dtype) => {
+    const fs = await import("node:fs");
+    const os = await import("node:os");
+    const path = await import("node:path");
+    const spec = { ...TINY_SPECS.qwen3, numLayers: 1 };
+    const schedule = { lr: 3e-3, warmupSteps: 2, kind: "cosine" as const, totalSteps: 6 };
+    const rand = mulberry32(31);
+    const batches = Array.from({ length: 4 }, () =>
+      Array.from({ length: 4 }, () => ({
+        tokens: Int32Array.from({ length: 9 }, () => Math.floor(rand() * spec.vocabSize)),
+        lossMask: Uint8Array.from({ length: 9 }, (_, t) => (t >= 2 ? 1 : 0)),
+      })),
+    );
+    const run = async (trainer: PolicyTrainer, from: number, to: number) => {
+      for (let i = from; i < to; i++) await trainer.trainStep(batches[i], { objective: "supervised" });
+    };
+    const straight = await Model.create(spec, 12, { device: "cpu", dtype });
+    await run(new PolicyTrainer(straight, { schedule, weightDecay: 0.1 }), 0, 4);
+
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "octo-resume-"));
+    const first = await Model.create(spec, 12, { device: "cpu", dtype });
+    const firstTrainer = new PolicyTrainer(first, { schedule, weightDecay: 0.1 });
+    await run(firstTrainer, 0, 2);
+    await first.save(path.join(dir, "model"));
+    await firstTrainer.saveState(path.join(dir, "optimizer.safetensors"));
+    first.dispose();
+
+    const resumed = await Model.load(path.join(dir, "model"), { device: "cpu", dtype });
+    const resumedTrainer = new PolicyTrainer(resumed, { schedule, weightDecay: 0.1 });
+    await resumedTrainer.loadState(path.join(dir, "optimizer.safetensors"));
+    expect(resumedTrainer.step).toBe(2);
+    await run(resumedTrainer, 2, 4);
+    expect(maxAbsDiff(await resumed.forward(probe, 2, 10), await straight.forward(probe, 2, 10))).toBe(0);
+    resumed.dispose();
+    straight.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});

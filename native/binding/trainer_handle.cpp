@@ -81,6 +81,9 @@ Napi::Function TrainerHandle::define(Napi::Env env) {
                          InstanceMethod<&TrainerHandle::accumulate>("accumulate"),
                          InstanceMethod<&TrainerHandle::step>("step"),
                          InstanceMethod<&TrainerHandle::zeroGrad>("zeroGrad"),
+                         InstanceMethod<&TrainerHandle::stateTensors>("stateTensors"),
+                         InstanceMethod<&TrainerHandle::saveState>("saveState"),
+                         InstanceMethod<&TrainerHandle::loadState>("loadState"),
                      });
 }
 
@@ -155,6 +158,63 @@ Napi::Value TrainerHandle::zeroGrad(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(state_->mutex);
   state_->trainer->zeroGrad();
   return info.Env().Undefined();
+}
+
+// stateTensors() -> [{name, shape}]: the optimizer state saveState writes, in order (fp32)
+Napi::Value TrainerHandle::stateTensors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  auto tensors = state_->trainer->stateTensors();
+  Napi::Array out = Napi::Array::New(env, tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    Napi::Object item = Napi::Object::New(env);
+    item.Set("name", tensors[i].first);
+    item.Set("shape", shapeToJs(env, tensors[i].second.sizes()));
+    out.Set(static_cast<uint32_t>(i), item);
+  }
+  return out;
+}
+
+// saveState(path, header: Buffer) -> Promise<void>: the stateTensors() in order, as F32
+Napi::Value TrainerHandle::saveState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const std::string path = info[0].As<Napi::String>().Utf8Value();
+    Napi::Buffer<char> headerBuffer = info[1].As<Napi::Buffer<char>>();
+    std::string header(headerBuffer.Data(), headerBuffer.Length());
+    auto state = state_;
+    return PromiseWorker<bool>::start(
+        env,
+        [state, path, header]() {
+          std::lock_guard<std::mutex> lock(state->mutex);
+          std::vector<at::Tensor> tensors;
+          for (auto& [name, tensor] : state->trainer->stateTensors()) tensors.push_back(tensor);
+          writeSafetensors(path, header, tensors, std::vector<at::ScalarType>(tensors.size(), at::kFloat));
+          return true;
+        },
+        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+  });
+}
+
+// loadState(records, steps) -> Promise<void>: records validated by lib/safetensors.ts
+Napi::Value TrainerHandle::loadState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    std::vector<TensorRecord> records = toTensorRecords(info[0]);
+    const int64_t steps = info[1].As<Napi::Number>().Int64Value();
+    auto state = state_;
+    return PromiseWorker<bool>::start(
+        env,
+        [state, records, steps]() {
+          SafetensorsReader reader;
+          std::unordered_map<std::string, at::Tensor> tensors;
+          for (const auto& r : records) tensors.emplace(r.name, reader.read(r).to(at::kFloat));
+          std::lock_guard<std::mutex> lock(state->mutex);
+          state->trainer->restoreState(tensors, steps);
+          return true;
+        },
+        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+  });
 }
 
 namespace {

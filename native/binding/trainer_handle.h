@@ -16,6 +16,9 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
   Napi::Value accumulate(const Napi::CallbackInfo& info);
   Napi::Value step(const Napi::CallbackInfo& info);
   Napi::Value zeroGrad(const Napi::CallbackInfo& info);
+  Napi::Value stateTensors(const Napi::CallbackInfo& info);
+  Napi::Value saveState(const Napi::CallbackInfo& info);
+  Napi::Value loadState(const Napi::CallbackInfo& info);
 
   // Calls of one trainer run one at a time, whatever order JS issues them in.
   struct State {

@@ -42,6 +42,7 @@ Trainer::Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options)
     : model_(std::move(model)), options_(options) {
   model_->setTrainable(true);
   for (const auto& [name, tensor] : model_->namedParameters()) {
+    names_.push_back(name);
     modelParams_.push_back(tensor);
     // fp32 master weights when the model computes in a lower precision.
     masters_.push_back(tensor.scalar_type() == at::kFloat ? tensor : tensor.detach().to(at::kFloat).clone());
@@ -123,6 +124,38 @@ StepResult Trainer::step(double lr) {
   zeroGrad();
   result.step = optimizer_->steps();
   return result;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Trainer::stateTensors() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    out.emplace_back("exp_avg." + names_[i], optimizer_->firstMoments()[i]);
+    out.emplace_back("exp_avg_sq." + names_[i], optimizer_->secondMoments()[i]);
+    if (!masters_[i].is_same(modelParams_[i])) out.emplace_back("master." + names_[i], masters_[i]);
+  }
+  return out;
+}
+
+void Trainer::restoreState(const std::unordered_map<std::string, at::Tensor>& tensors, int64_t steps) {
+  auto get = [&](const std::string& name) -> at::Tensor {
+    auto it = tensors.find(name);
+    TORCH_CHECK(it != tensors.end(), "optimizer state is missing tensor '", name, "'");
+    return it->second;
+  };
+  std::vector<at::Tensor> first, second;
+  for (const auto& name : names_) {
+    first.push_back(get("exp_avg." + name).to(masters_[0].device()));
+    second.push_back(get("exp_avg_sq." + name).to(masters_[0].device()));
+  }
+  optimizer_->restore(steps, first, second);
+  at::NoGradGuard noGrad;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    if (masters_[i].is_same(modelParams_[i])) continue;
+    const at::Tensor master = get("master." + names_[i]);
+    TORCH_CHECK(master.sizes() == masters_[i].sizes(), "master weight '", names_[i], "' has shape ", master.sizes());
+    masters_[i].copy_(master);
+    modelParams_[i].copy_(masters_[i]);
+  }
 }
 
 at::Tensor sequenceLogprobs(const DecoderModel& model, const at::Tensor& inputIds, const at::Tensor& attentionMask,

@@ -54,6 +54,12 @@ class Trainer {
   StepResult step(double lr);
   void zeroGrad();
 
+  // Everything a resumed run needs besides the model weights, by name: AdamW moments
+  // ("exp_avg.<param>", "exp_avg_sq.<param>") and, for bf16/fp16 models, the fp32 masters
+  // ("master.<param>"). The step count travels separately.
+  std::vector<std::pair<std::string, at::Tensor>> stateTensors() const;
+  void restoreState(const std::unordered_map<std::string, at::Tensor>& tensors, int64_t steps);
+
   const std::shared_ptr<DecoderModel>& model() const { return model_; }
   AdamW& optimizer() { return *optimizer_; }
   const std::vector<at::Tensor>& masterWeights() const { return masters_; }
@@ -61,6 +67,7 @@ class Trainer {
  private:
   std::shared_ptr<DecoderModel> model_;
   TrainerOptions options_;
+  std::vector<std::string> names_;        // parameter names, HF order
   std::vector<at::Tensor> modelParams_;  // the tensors the forward uses
   std::vector<at::Tensor> masters_;      // fp32 copies (the same tensors when the model is fp32)
   std::unique_ptr<AdamW> optimizer_;
