@@ -8,6 +8,8 @@ import path from "node:path";
 
 import { parquetReadObjects } from "hyparquet";
 
+import { seededPermutation } from "./random";
+
 export class DatasetError extends Error {
   constructor(message: string) {
     super(message);
@@ -118,28 +120,6 @@ export async function loadDataset(spec: DatasetSpec): Promise<Example[]> {
     );
   const limited = spec.limit !== undefined ? rows.slice(0, spec.limit) : rows;
   return limited.map((row, i) => toExample(row, adapter, i, spec.path));
-}
-
-/** mulberry32: a small seeded PRNG (the same stream on every machine). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Fisher–Yates permutation of 0..n-1 from a seed. */
-export function seededPermutation(n: number, seed: number): number[] {
-  const order = Array.from({ length: n }, (_, i) => i);
-  const random = seededRandom(seed);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [order[i], order[j]] = [order[j], order[i]];
-  }
-  return order;
 }
 
 /** Where a run is in its data: saved in checkpoints so a resumed run sees the same order. */
