@@ -1,0 +1,389 @@
+// Answer verification (SPEC §7): extraction, equivalence on the real MATH-500 / GSM8K / AIME / AMC
+// answers (reformatted copies must match, other items' answers must not), hand cases, the time
+// bound on pathological input, and the `grade` JSONL command.
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { extractAnswer, gsm8kGold, lastBoxedSpan } from "../lib/grading/extract";
+import { gradeJsonl, runGradeCommand } from "../lib/grading/grade-file";
+import { closeVerifier, gradeAnswer, isEquivalent, normalizeAnswer, numbersClose, parseNumber } from "../lib/grading/verify";
+import { mulberry32 } from "./helpers/random";
+
+const SHARED = path.resolve(__dirname, "..", "..", "shared", "data");
+
+function readJsonl<T>(relative: string): T[] {
+  return fs
+    .readFileSync(path.join(SHARED, relative), "utf8")
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .map((line) => JSON.parse(line) as T);
+}
+
+interface MathItem {
+  problem: string;
+  solution: string;
+  answer: string;
+}
+
+const math500 = readJsonl<MathItem>("math500/test.jsonl");
+const mathGolds = math500.map((item) => item.answer);
+
+beforeAll(() => {
+  // start the CAS worker outside the timed tests
+  expect(isEquivalent("\\sqrt{8}", "2\\sqrt{2}")).toBe(true);
+});
+
+afterAll(async () => {
+  await closeVerifier();
+});
+
+describe("extractAnswer", () => {
+  test.each([
+    ["nested braces", "so $\\boxed{\\frac{1}{\\sqrt{2}}}$.", "\\frac{1}{\\sqrt{2}}"],
+    ["last box wins", "first \\boxed{1}, then \\boxed{2}", "2"],
+    ["\\fbox", "answer: \\fbox{7}", "7"],
+    ["\\boxed without braces", "so $\\boxed 5$.", "5"],
+    ["a box inside a box", "\\boxed{\\boxed{5}}", "5"],
+    ["escaped braces inside", "\\boxed{\\{1,2\\}}", "\\{1,2\\}"],
+    ["an unbalanced later box is skipped", "\\boxed{3} and then \\boxed{4", "3"],
+    ["final answer phrase", "The final answer is 42.", "42"],
+    ["final answer colon with $", "final answer: $x+1$.", "x+1"],
+    ["Minerva format", "Final Answer: The final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}"],
+    ["last number with thousands separators", "we get -3.5 and then 1,234 apples", "1,234"],
+    ["last number, negative", "so the value is -7.", "-7"],
+    ["last number, fraction", "she ate 3/4 of it", "3/4"],
+  ])("%s", (_name, text, expected) => {
+    expect(extractAnswer(text)).toBe(expected);
+  });
+
+  test("no answer → undefined; broken input does not throw", () => {
+    for (const text of ["nothing here", "", "\\boxed{", "}}}{{{\\boxed", "\\boxed{}", "\\fbox{   }"]) {
+      expect(extractAnswer(text)).toBeUndefined();
+    }
+  });
+
+  test("lastBoxedSpan gives the span of the last balanced box, so text after it can be cut", () => {
+    const text = "o1 reasoning \\boxed{\\frac{1}{2}} trailing words";
+    const span = lastBoxedSpan(text)!;
+    expect(span.content).toBe("\\frac{1}{2}");
+    expect(text.slice(span.start, span.end)).toBe("\\boxed{\\frac{1}{2}}");
+    expect(text.slice(0, span.end)).toBe("o1 reasoning \\boxed{\\frac{1}{2}}");
+    expect(lastBoxedSpan("a \\boxed{} b")?.content).toBe(""); // present but empty: Octopus caps it
+    expect(lastBoxedSpan("no box \\boxed{ unbalanced")).toBeUndefined();
+  });
+
+  test("linear on adversarial text (100k unbalanced boxes)", () => {
+    const t0 = Date.now();
+    expect(extractAnswer("\\boxed{".repeat(100_000))).toBeUndefined();
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  test("every MATH-500 solution's box is equivalent to its answer", () => {
+    const misses = math500.filter((item) => !isEquivalent(item.answer, extractAnswer(item.solution) ?? "")).map((item) => item.answer);
+    expect(misses).toEqual([]);
+  });
+});
+
+describe("hand cases", () => {
+  test.each([
+    ["\\frac{1}{2}", "0.5"],
+    ["\\frac{1}{2}", "1/2"],
+    ["0.5", "1/2"],
+    ["\\sqrt{8}", "2\\sqrt{2}"],
+    ["\\pi/2", "\\frac{\\pi}{2}"],
+    ["\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt3}"],
+    ["\\{1,2\\}", "\\{2,1\\}"],
+    ["x=3", "3"],
+    ["y = 2x + 3", "3 + 2x"],
+    ["5x - 7y + 11z + 4 = 0", "-5x+7y-11z-4=0"],
+    ["10\\%", "10"],
+    ["\\$1,000", "1000"],
+    ["5\\text{ cm}", "5"],
+    ["5 cm", "5"],
+    ["18", "18 dollars"],
+    ["90^\\circ", "90"],
+    ["\\frac{270}7\\text{ degrees}", "\\frac{270}{7}"],
+    ["11,\\! 111,\\! 111,\\! 100", "11111111100"],
+    ["1\\frac{4}{5}", "1.8"],
+    ["\\dfrac{33}{100}", "0.33"],
+    ["\\begin{pmatrix} 1/5 \\\\ -18/5 \\end{pmatrix}", "\\begin{pmatrix} 0.2 \\\\ -\\frac{18}{5} \\end{pmatrix}"],
+    ["\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}", "\\begin{bmatrix} -1 & 0 \\\\ 0 & -1 \\end{bmatrix}"],
+    ["1 \\pm \\sqrt{19}", "1-\\sqrt{19}, 1+\\sqrt{19}"],
+    ["\\{1\\pm\\sqrt{5},-2\\}", "\\{-2, 1-\\sqrt5, 1+\\sqrt 5\\}"],
+    ["(a+5)(b+2)", "ab+2a+5b+10"],
+    ["\\cot x", "\\frac{\\cos x}{\\sin x}"],
+    ["2k+2", "2(k+1)"],
+    ["10", "\\binom{5}{2}"],
+    ["\\frac{\\sqrt{2}}{2}", "\\sin(\\pi/4)"],
+    ["(x+1)^2", "x^2+2x+1"],
+    ["6+9i", "9i+6"],
+    ["\\left( 3, \\frac{\\pi}{2} \\right)", "(3, \\pi/2)"],
+    ["(-\\infty, 2) \\cup (3, \\infty)", "(3,\\infty)\\cup(-\\infty,2)"],
+    ["x \\in [-2,7]", "[-2,7]"],
+    ["3, 5, 7", "7, 5, 3"],
+    ["\\text{(C)}", "C"],
+    ["\\text{Evelyn}", "evelyn"],
+    ["2516_8", "2516_{8}"],
+    ["025", "25"],
+    ["27", "27.0"],
+  ])("%s = %s", (gold, pred) => {
+    const result = gradeAnswer(gold, pred);
+    expect(result).toEqual(expect.objectContaining({ correct: true }));
+    expect(result.method).not.toBe("none");
+    expect(isEquivalent(pred, gold)).toBe(true); // symmetric
+  });
+
+  test.each([
+    ["(1,2]", "[1,2]"],
+    ["(1,2)", "(2,1)"],
+    ["(1,2)", "\\{1,2\\}"],
+    ["\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}"],
+    ["\\begin{pmatrix} 1 & 2 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"],
+    ["\\{1,2\\}", "\\{1,2,3\\}"],
+    ["\\frac{1}{2}", "\\frac{1}{3}"],
+    ["\\sqrt{8}", "3\\sqrt{2}"],
+    ["\\pi", "3.14"],
+    ["50\\%", "0.5"],
+    ["11111111100", "11111111101"],
+    ["2k", "2k+2"],
+    ["(a+5)(b+2)", "ab+2a+5b+11"],
+    ["6+9i", "6-9i"],
+    ["x^2", "x^3"],
+    ["(-\\infty, 2) \\cup (3, \\infty)", "(-\\infty, 2] \\cup (3, \\infty)"],
+    ["2516_8", "2516"],
+    ["\\text{Evelyn}", "Navin"],
+    ["\\text{(C)}", "(B)"],
+    ["1 \\pm \\sqrt{19}", "1+\\sqrt{19}"],
+    ["x<3", "x<4"],
+    ["11", "\\binom{5}{2}"],
+    ["30^\\circ", "\\frac{\\pi}{6}"], // degrees are dropped, not converted
+    ["\\frac{1}{0}", "\\frac{2}{0}"],
+    ["5", ""],
+  ])("%s ≠ %s", (gold, pred) => {
+    expect(gradeAnswer(gold, pred)).toEqual(expect.objectContaining({ correct: false, method: "none" }));
+    expect(isEquivalent(pred, gold)).toBe(false);
+  });
+
+  test("the stage that proved equality is reported", () => {
+    expect(gradeAnswer("\\dfrac{1}{2}", "$\\frac12$").method).toBe("string");
+    expect(gradeAnswer("\\frac{1}{2}", "0.5").method).toBe("numeric");
+    expect(gradeAnswer("\\sqrt{8}", "2\\sqrt{2}").method).toBe("symbolic");
+  });
+
+  test("a full response as pred is reduced to its last box", () => {
+    expect(isEquivalent("\\frac{3}{4}", "First I think \\boxed{1}. Actually 0.75, so \\boxed{\\dfrac34}.")).toBe(true);
+  });
+
+  test("weird input never throws", () => {
+    const weird = ["\\frac{", "}{", "\\left(", "$$$", "\\begin{pmatrix}", "((((", "\\sqrt", "^^__", "\\", "\\boxed{", "a,,b", "\\{", "=", "x==3", "1/0", "\\end{pmatrix}"];
+    for (const a of weird) {
+      for (const b of ["1", "x", a]) expect(() => gradeAnswer(a, b)).not.toThrow();
+      expect(gradeAnswer("1", a).correct).toBe(false);
+    }
+    const notStrings = gradeAnswer(undefined as unknown as string, 3 as unknown as string);
+    expect(notStrings.correct).toBe(false);
+    expect(notStrings.error).toMatch(/strings/);
+  });
+});
+
+describe("time bound", () => {
+  test.each([
+    ["5000 nested parentheses", "(".repeat(5000) + "1" + ")".repeat(5000), "1"],
+    ["a huge exponent", "10^{10^{10}}", "5"],
+    ["a tower of exponents", "9^{9^{9^{9}}}", "10"],
+    ["a very long string", "1+".repeat(50_000) + "1", "50001"],
+    ["200k fractions without braces", "\\frac12".repeat(200_000), "1"],
+    ["fractions just under the length limit", "\\frac12".repeat(140), "1"],
+    ["a 300-element list against another", Array.from({ length: 300 }, (_, i) => i).join(","), Array.from({ length: 300 }, (_, i) => 299 - i).join(",") + ",0"],
+    ["deep braces just under the length limit", "{".repeat(450) + "x" + "}".repeat(450), "x+1"],
+  ])("%s returns quickly with correct=false", (_name, gold, pred) => {
+    const t0 = Date.now();
+    const result = gradeAnswer(gold, pred, { timeoutMs: 1000 });
+    expect(result.correct).toBe(false);
+    expect(Date.now() - t0).toBeLessThan(1500);
+  });
+
+  test("a very long answer equal verbatim is still correct", () => {
+    const long = "1+".repeat(50_000) + "1";
+    expect(gradeAnswer(long, long)).toEqual({ correct: true, method: "string" });
+  });
+
+  test("a CAS computation past the budget is cut off, and the next call still works", () => {
+    const t0 = Date.now();
+    const result = gradeAnswer("100000!", "5", { timeoutMs: 300 }); // takes seconds in the CAS
+    const elapsed = Date.now() - t0;
+    expect(result).toEqual(expect.objectContaining({ correct: false, method: "none" }));
+    expect(result.error).toMatch(/300 ms budget/);
+    expect(elapsed).toBeGreaterThanOrEqual(290);
+    expect(elapsed).toBeLessThan(1500);
+    // a fresh worker takes over (its start-up is not part of the budget)
+    expect(gradeAnswer("\\sqrt{12}", "2\\sqrt{3}", { timeoutMs: 300 })).toEqual({ correct: true, method: "symbolic" });
+  });
+});
+
+describe("real data", () => {
+  const reformat: Record<string, (a: string) => string> = {
+    identity: (a) => a,
+    "$…$": (a) => `$${a}$`,
+    "\\boxed{} then extract": (a) => extractAnswer(`So the answer is $\\boxed{${a}}$.`) ?? "",
+    "\\frac → \\dfrac": (a) => a.replace(/\\frac/g, "\\dfrac"),
+    "\\dfrac → \\frac": (a) => a.replace(/\\dfrac/g, "\\frac"),
+    "extra spaces": (a) =>
+      a
+        .replace(/,/g, ", ")
+        .replace(/\+/g, " + ")
+        .replace(/=/g, " = ")
+        .replace(/(?<!\\)\{/g, "{ ")
+        .replace(/(?<!\\)\}/g, " }"),
+    "\\left( \\right)": (a) =>
+      a
+        .replace(/\\\{/g, "\\left\\{")
+        .replace(/\\\}/g, "\\right\\}")
+        .replace(/\(/g, "\\left(")
+        .replace(/\)/g, "\\right)")
+        .replace(/\[/g, "\\left[")
+        .replace(/\]/g, "\\right]"),
+    "text answer in \\text{}": (a) => (/^[A-Za-z]+$/.test(a) ? `\\text{${a}}` : a),
+  };
+
+  test("every MATH-500 gold answer equals itself and its reformatted copies (no false negatives)", () => {
+    const misses: string[] = [];
+    for (const gold of mathGolds) {
+      for (const [name, transform] of Object.entries(reformat)) {
+        const pred = transform(gold);
+        if (!isEquivalent(gold, pred)) misses.push(`${name}: ${gold} vs ${pred}`);
+      }
+    }
+    expect(misses).toEqual([]);
+  });
+
+  test("MATH-500 gold answers are not equivalent to other items' answers (no false positives)", () => {
+    const rand = mulberry32(500);
+    const falsePositives: string[] = [];
+    let pairs = 0;
+    mathGolds.forEach((gold, i) => {
+      for (let found = 0, tries = 0; found < 3 && tries < 200; tries++) {
+        const other = mathGolds[Math.floor(rand() * mathGolds.length)];
+        // genuinely equal pairs ("2" and "2.0") are not false positives: skip them
+        if (normalizeAnswer(other) === normalizeAnswer(gold)) continue;
+        const a = parseNumber(gold);
+        const b = parseNumber(other);
+        if (a !== undefined && b !== undefined && numbersClose(a, b)) continue;
+        found++;
+        pairs++;
+        if (isEquivalent(gold, other)) falsePositives.push(`#${i}: ${gold} vs ${other}`);
+      }
+    });
+    expect(pairs).toBe(3 * mathGolds.length);
+    expect(falsePositives).toEqual([]);
+  });
+
+  test("MATH-500 gold answers with their first digit changed are not equivalent", () => {
+    const falsePositives: string[] = [];
+    let perturbed = 0;
+    for (const gold of mathGolds) {
+      const digit = /\d/.exec(gold);
+      if (!digit) continue;
+      const changed = gold.slice(0, digit.index) + ((Number(digit[0]) + 1) % 10) + gold.slice(digit.index + 1);
+      perturbed++;
+      if (isEquivalent(gold, changed)) falsePositives.push(`${gold} vs ${changed}`);
+    }
+    expect(perturbed).toBeGreaterThan(450);
+    expect(falsePositives).toEqual([]);
+  });
+
+  test("every GSM8K test gold parses as a number and equals itself with separators, $ and units", () => {
+    const items = readJsonl<{ question: string; answer: string }>("gsm8k/test.jsonl");
+    expect(items.length).toBe(1319);
+    const problems: string[] = [];
+    for (const item of items) {
+      const gold = gsm8kGold(item.answer);
+      const value = parseNumber(gold);
+      if (value === undefined) {
+        problems.push(`unparsed: ${gold}`);
+        continue;
+      }
+      const separated = value.toLocaleString("en-US", { maximumFractionDigits: 10 });
+      for (const pred of [gold, `\\$${separated}`, `$${separated}`, `${separated} dollars`, `\\boxed{${separated}}`]) {
+        if (!isEquivalent(gold, pred)) problems.push(`${gold} vs ${pred}`);
+      }
+      if (isEquivalent(gold, String(value + 1))) problems.push(`${gold} vs ${value + 1}`);
+    }
+    expect(problems).toEqual([]);
+  });
+
+  test("gsm8kGold takes the text after ####, and names a missing one", () => {
+    expect(gsm8kGold("She makes 9 * 2 = $<<9*2=18>>18.\n#### 1,450,000")).toBe("1,450,000");
+    expect(() => gsm8kGold("no marker")).toThrow(/####/);
+  });
+
+  test("AIME 2024 and AMC 2023 golds equal their plain numbers", () => {
+    for (const file of ["aime24/test.jsonl", "amc23/test.jsonl"]) {
+      for (const item of readJsonl<{ answer: string | number }>(file)) {
+        const gold = String(item.answer); // "025" (AIME), 27.0 (AMC, a JSON float)
+        const plain = String(Number(gold));
+        expect(isEquivalent(gold, plain)).toBe(true);
+        expect(isEquivalent(gold, `The answer is $\\boxed{${plain}}$`)).toBe(true);
+        expect(isEquivalent(gold, String(Number(gold) + 1))).toBe(false);
+      }
+    }
+  });
+});
+
+describe("grade command", () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "octo-grade-"));
+  });
+  afterEach(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("adds correct and method to every line and keeps the other fields", async () => {
+    const input = path.join(dir, "cases.jsonl");
+    const output = path.join(dir, "out.jsonl");
+    const cases = [
+      { id: 1, gold: "\\frac{1}{2}", pred: "0.5" },
+      { id: 2, gold: "\\sqrt{8}", pred: "2\\sqrt{2}" },
+      { id: 3, gold: "(1,2]", pred: "[1,2]" },
+      { id: 4, gold: 27.0, pred: "The answer is \\boxed{27}." },
+    ];
+    fs.writeFileSync(input, cases.map((c) => JSON.stringify(c)).join("\n") + "\n\n");
+    const summary = await runGradeCommand({ input, output });
+    expect(summary).toEqual({ total: 4, correct: 3 });
+    const lines = fs.readFileSync(output, "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => l.correct)).toEqual([true, true, false, true]);
+    expect(lines.map((l) => l.method)).toEqual(["numeric", "symbolic", "none", "string"]);
+    expect(lines[1]).toEqual(expect.objectContaining({ id: 2, gold: "\\sqrt{8}", pred: "2\\sqrt{2}" }));
+    expect(fs.readdirSync(dir).sort()).toEqual(["cases.jsonl", "out.jsonl"]); // no temp file left behind
+  });
+
+  test("writes to stdout without --output", async () => {
+    const input = path.join(dir, "cases.jsonl");
+    fs.writeFileSync(input, JSON.stringify({ gold: "10\\%", pred: "10" }) + "\n");
+    let written = "";
+    const spy = jest.spyOn(process.stdout, "write").mockImplementation(((chunk: string, callback?: (e?: Error) => void) => {
+      written += chunk;
+      callback?.();
+      return true;
+    }) as typeof process.stdout.write);
+    try {
+      expect(await gradeJsonl(input)).toEqual({ total: 1, correct: 1 });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(JSON.parse(written)).toEqual({ gold: "10\\%", pred: "10", correct: true, method: "string" });
+  });
+
+  test("a malformed line is a clear error naming the file and line, and nothing is written", async () => {
+    const input = path.join(dir, "bad.jsonl");
+    const output = path.join(dir, "out.jsonl");
+    fs.writeFileSync(input, [JSON.stringify({ gold: "1", pred: "1" }), "{not json", JSON.stringify({ gold: "2" }), "[1,2]"].join("\n"));
+    const run = runGradeCommand({ input, output });
+    await expect(run).rejects.toThrow(`${input}:2: not valid JSON`);
+    await expect(runGradeCommand({ input, output })).rejects.toThrow(`${input}:3: missing or non-string "pred"`);
+    await expect(runGradeCommand({ input, output })).rejects.toThrow(`${input}:4: expected a JSON object`);
+    expect(fs.existsSync(output)).toBe(false);
+    await expect(runGradeCommand({ input: path.join(dir, "missing.jsonl") })).rejects.toThrow(/cannot read grade input/);
+  });
+});
