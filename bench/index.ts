@@ -1,6 +1,7 @@
 /** The registry of benches run by `octo-native bench NAME`. */
 import type { Bench } from "./harness";
 import { forwardBench, safetensorsLoadBench } from "./model-benches";
+import { octopusStepBench } from "./octopus-bench";
 import { lossBench, trainStepBench } from "./training-benches";
 import { samplerBench } from "./sampler-bench";
 
@@ -9,6 +10,7 @@ export const BENCHES: Record<string, Bench> = {
   forward: forwardBench,
   loss: lossBench,
   "train-step": trainStepBench,
+  "octopus-step": octopusStepBench,
   sampler: samplerBench,
 };
 

@@ -4,8 +4,13 @@ import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 
 import { BENCHES } from "../bench";
+import { loadConfig } from "./config";
+import { formatTable, runDemo } from "./demo/run-demo";
 import { generateFromPrompt } from "./generate";
+import { runGradeCommand } from "./grading/grade-file";
 import { formatInstallInfo, installInfo } from "./info";
+import { runSftCommand } from "./sft-command";
+import { runTraining } from "./train";
 
 function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + "\n");
@@ -66,6 +71,66 @@ async function main(argv: string[]): Promise<void> {
           console.log(`(built-in demo model at ${report.model}: random weights until it is trained, so expect noise)`);
         report.samples.forEach((s, i) => console.log(`--- sample ${i} (${s.tokens.length} tokens, ${s.finishReason})\n${args.prompt}${s.text}`));
         console.log(`--- ${report.tokensPerSecond.toFixed(1)} tokens/s on ${report.device}`);
+      },
+    )
+    .command(
+      "train",
+      "RL training from a YAML recipe; with no --config, the embedded demo (SFT cold start + Octopus Stage I and II)",
+      (y) =>
+        y
+          .option("config", { type: "string", describe: "YAML recipe (see configs/)" })
+          .option("set", { type: "string", array: true, default: [] as string[], describe: "override a key: --set loss.klCoef=0.01" })
+          .option("resume", { type: "boolean", default: false, describe: "continue from the run directory's newest checkpoint" })
+          .option("dir", { type: "string", describe: "run directory (default: run.dir; the demo: runs/demo)" })
+          .option("quick", { type: "boolean", default: false, describe: "demo only: tiny budgets, for a smoke test" }),
+      async (args) => {
+        if (!args.config) {
+          if (args.set.length > 0 || args.resume) throw new Error("--set and --resume need --config (the demo takes neither)");
+          const summary = await runDemo({ dir: args.dir ?? "runs/demo", quick: args.quick });
+          console.log(formatTable(summary.evaluations));
+          console.log(`summary: ${summary.dir}/summary.json (${summary.seconds.toFixed(0)} s)`);
+          return;
+        }
+        const config = loadConfig(args.config, args.dir ? [...args.set, `run.dir=${args.dir}`] : args.set);
+        const summary = await runTraining(config, { resume: args.resume });
+        console.log(JSON.stringify({ runDir: summary.runDir, steps: summary.steps, interrupted: summary.interrupted, checkpoint: summary.finalCheckpoint }));
+        if (summary.interrupted) process.exitCode = 130;
+      },
+    )
+    .command(
+      "sft",
+      "supervised cold start on (problem, o1, o2) examples: teaches the self-correction format",
+      (y) =>
+        y
+          .option("model", { type: "string", demandOption: true, describe: "Hugging Face model directory" })
+          .option("data", { type: "string", demandOption: true, describe: "JSONL of {problem, o1, o2?} (o2 omitted: a plain answer)" })
+          .option("out", { type: "string", demandOption: true, describe: "where to save the trained model" })
+          .option("steps", { type: "number", default: 200 })
+          .option("batch", { type: "number", default: 16 })
+          .option("lr", { type: "number", default: 1e-5 })
+          .option("max-tokens", { type: "number", default: 1024, describe: "response tokens at most" })
+          .option("template", { type: "string", default: "{problem}", describe: "user message; {problem} is replaced" })
+          .option("chat", { type: "boolean", default: true, describe: "wrap in the tokenizer's chat template" })
+          .option("separator", { type: "string", describe: "self-correction marker (default: SPEC's)" })
+          .option("device", { type: "string", default: "auto" }),
+      async (args) => {
+        const result = await runSftCommand({
+          model: args.model, data: args.data, out: args.out, steps: args.steps, batchSize: args.batch, lr: args.lr,
+          maxResponseTokens: args["max-tokens"], template: args.template, chat: args.chat, separator: args.separator, device: args.device,
+        });
+        console.log(JSON.stringify(result));
+      },
+    )
+    .command(
+      "grade",
+      "grade answers: JSONL of {gold, pred} in, each line with `correct` out",
+      (y) =>
+        y
+          .option("input", { type: "string", demandOption: true, describe: "JSONL file of {gold, pred}" })
+          .option("output", { type: "string", describe: "output file (default: stdout)" }),
+      async (args) => {
+        const summary = await runGradeCommand({ input: args.input, output: args.output });
+        console.error(`graded ${summary.total}: ${summary.correct} correct`);
       },
     )
     .command(

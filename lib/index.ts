@@ -19,3 +19,15 @@ export type { TrainSequence, TrainerOptions, StepOptions, StepReport } from "./t
 export { learningRate } from "./lr-schedule";
 export type { LrSchedule } from "./lr-schedule";
 export type { LossOptions, LossNormalizers, LossStats } from "./native";
+export { loadConfig, parseConfig, applyOverrides, configSchema, ConfigError } from "./config";
+export type { RunConfig } from "./config";
+export { loadDataset, readRows, DataCursor, DatasetError } from "./data";
+export type { Example, DatasetSpec } from "./data";
+export { extractAnswer, lastBoxedSpan } from "./grading/extract";
+export { gradeAnswer, isEquivalent } from "./grading/verify";
+export { groupAdvantages, dynamicSamplingKeep, overlongPenalty } from "./advantages";
+export * as octopus from "./methods/octopus";
+export { evaluateSelfCorrection, selfCorrectionMetrics } from "./evaluate";
+export { runTraining } from "./train";
+export { runSft } from "./sft";
+export { runDemo } from "./demo/run-demo";
