@@ -1,13 +1,7 @@
-// Seeded pseudo-random numbers for tests (mulberry32): the same data on every run.
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// Seeded pseudo-random numbers and comparisons for tests: the same data on every run.
+
+/** The library's seeded PRNG (mulberry32), under the name the tests use. */
+export { seededRandom as mulberry32 } from "../../lib/random";
 
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
