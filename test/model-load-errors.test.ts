@@ -11,25 +11,9 @@ import { ModelLoadError, Model } from "../lib/model";
 import { configFromModelSpec, ModelConfigError } from "../lib/model-config";
 import { native, type ModelSpec, type ParameterShape } from "../lib/native";
 import { buildSafetensorsHeader, SafetensorsError } from "../lib/safetensors";
+import { TINY_TIED_QWEN3 } from "./helpers/tiny-models";
 
-const SPEC: ModelSpec = {
-  architecture: "Qwen3ForCausalLM",
-  vocabSize: 64,
-  hiddenSize: 32,
-  intermediateSize: 64,
-  numLayers: 1,
-  numHeads: 2,
-  numKvHeads: 1,
-  headDim: 16,
-  rmsNormEps: 1e-6,
-  ropeTheta: 10000,
-  tieWordEmbeddings: true,
-  attentionBias: false,
-  outputBias: false,
-  mlpBias: false,
-  qkNorm: true,
-  rope: { type: "default", factor: 1, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
-};
+const SPEC: ModelSpec = TINY_TIED_QWEN3;
 const CPU = { device: "cpu" };
 
 const dirs: string[] = [];

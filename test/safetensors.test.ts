@@ -20,6 +20,7 @@ import {
   SafetensorsError,
   type SafetensorsFile,
 } from "../lib/safetensors";
+import { TINY_TIED_QWEN3 } from "./helpers/tiny-models";
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -587,24 +588,7 @@ describe("fuzz: the parser returns or throws SafetensorsError, never anything el
 // ---------------------------------------------------------------------------------------------
 // the native reader re-checks the file size
 
-const TINY_SPEC: ModelSpec = {
-  architecture: "Qwen3ForCausalLM",
-  vocabSize: 64,
-  hiddenSize: 32,
-  intermediateSize: 64,
-  numLayers: 1,
-  numHeads: 2,
-  numKvHeads: 1,
-  headDim: 16,
-  rmsNormEps: 1e-6,
-  ropeTheta: 10000,
-  tieWordEmbeddings: true,
-  attentionBias: false,
-  outputBias: false,
-  mlpBias: false,
-  qkNorm: true,
-  rope: { type: "default", factor: 1, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
-};
+const TINY_SPEC: ModelSpec = TINY_TIED_QWEN3;
 
 /** Awaits a rejection; the addon's Error comes from Node's realm, not jest's, so no instanceof. */
 async function nativeRejection(promise: Promise<unknown>): Promise<Error> {

@@ -30,3 +30,19 @@ export const TINY_SPECS: Record<string, ModelSpec> = {
   qwen2: { ...base, architecture: "Qwen2ForCausalLM", tieWordEmbeddings: true, attentionBias: true, outputBias: false, qkNorm: false },
   qwen3: { ...base, architecture: "Qwen3ForCausalLM", headDim: 32, tieWordEmbeddings: false, attentionBias: false, outputBias: false, qkNorm: true },
 };
+
+/** The smallest useful model: one layer, tied embeddings (loader and safetensors tests). */
+export const TINY_TIED_QWEN3: ModelSpec = {
+  ...base,
+  architecture: "Qwen3ForCausalLM",
+  vocabSize: 64,
+  hiddenSize: 32,
+  intermediateSize: 64,
+  numLayers: 1,
+  numHeads: 2,
+  numKvHeads: 1,
+  tieWordEmbeddings: true,
+  attentionBias: false,
+  outputBias: false,
+  qkNorm: true,
+};
