@@ -10,10 +10,11 @@ import path from "node:path";
 import { loadConfig } from "../lib/config";
 import { arithmeticProblems } from "../lib/demo/arithmetic";
 import { ensureDemoModel } from "../lib/demo-model";
+import { shippedRecipe } from "../lib/package-root";
 import { runTraining } from "../lib/train";
 import { benchEnvironment, type Bench } from "./harness";
 
-const recipe = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? "../../configs/demo.yaml" : "../configs/demo.yaml");
+const recipe = shippedRecipe("demo.yaml");
 
 export const octopusStepBench: Bench = {
   description: "Octopus step (generate n, train 2n) vs generating 2n, on the built-in model",

@@ -8,6 +8,7 @@ import path from "node:path";
 
 import { parquetReadObjects } from "hyparquet";
 
+import { gsm8kGold } from "./grading/extract";
 import { seededPermutation } from "./random";
 
 export class DatasetError extends Error {
@@ -65,12 +66,6 @@ export async function readRows(file: string): Promise<Row[]> {
   throw new DatasetError(`${file}: unknown dataset format '${ext}' (use .jsonl, .json or .parquet)`);
 }
 
-/** GSM8K's answer field ends with "#### <number>". */
-export function gsm8kFinalAnswer(answer: string): string | undefined {
-  const marker = answer.lastIndexOf("####");
-  return marker < 0 ? undefined : answer.slice(marker + 4).trim().replace(/,/g, "");
-}
-
 function detectAdapter(row: Row): Exclude<Adapter, "auto"> | undefined {
   if (Array.isArray(row.prompt) && row.reward_model && typeof row.reward_model === "object") return "verl";
   if (typeof row.question === "string" && typeof row.answer === "string" && row.answer.includes("####")) return "gsm8k";
@@ -87,9 +82,14 @@ function toExample(row: Row, adapter: Exclude<Adapter, "auto">, index: number, w
   const id = String(row.id ?? row.unique_id ?? row.sample_id ?? index);
   switch (adapter) {
     case "gsm8k": {
-      const answer = gsm8kFinalAnswer(need("answer", row.answer));
-      if (answer === undefined) throw new DatasetError(`${where}: row ${index + 1}: GSM8K answer has no '#### <number>'`);
-      return { id, problem: need("question", row.question), answer };
+      let answer: string;
+      try {
+        answer = gsm8kGold(need("answer", row.answer));
+      } catch (error) {
+        throw new DatasetError(`${where}: row ${index + 1}: ${(error as Error).message}`);
+      }
+      // "1,200" -> "1200": the number after ####, without thousands separators.
+      return { id, problem: need("question", row.question), answer: answer.replace(/,/g, "") };
     }
     case "math":
       return { id, problem: need("problem", row.problem), answer: need("answer", row.answer) };

@@ -95,7 +95,12 @@ export async function ensureDemoModel(dir = defaultDemoModelDir(), seed = 0): Pr
     model.dispose();
   }
   // Written after the weights: a directory with a tokenizer is a complete one.
+  writeDemoTokenizer(dir);
+  return dir;
+}
+
+/** Writes the demo tokenizer (tokenizer.json + tokenizer_config.json) into a model directory. */
+export function writeDemoTokenizer(dir: string): void {
   fs.writeFileSync(path.join(dir, "tokenizer_config.json"), JSON.stringify(demoTokenizerConfig(), null, 2) + "\n");
   fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify(demoTokenizerJson()) + "\n");
-  return dir;
 }

@@ -3,6 +3,7 @@ import fs from "node:fs";
 import path from "node:path";
 
 import { native } from "./native";
+import { packageRoot } from "./package-root";
 
 export interface InstallInfo {
   package: { name: string; version: string };
@@ -14,7 +15,6 @@ export interface InstallInfo {
   build: { type: string | null; cxxFlags: string | null; torchConfig: string };
 }
 
-const packageRoot = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? "../.." : "..");
 
 /** A value from the native build's CMakeCache.txt (null when absent). */
 function cmakeCacheValue(key: string): string | null {

@@ -262,17 +262,19 @@ export class Model {
     const staging = `${target}.tmp-${process.pid}-${Date.now()}`;
     fs.mkdirSync(staging, { recursive: true });
     try {
-      const tensors = this.handle.parameters().map((p) => ({ ...p, dtype: options.dtype ?? this.tensorDtypes.get(p.name) ?? "F32" }));
+      const tensors = this.handle.parameters().map((p) => {
+        const dtype = options.dtype ?? this.tensorDtypes.get(p.name) ?? "F32";
+        return { ...p, dtype, bytes: p.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype] };
+      });
       const shards: (typeof tensors)[] = [[]];
       let shardBytes = 0;
       for (const t of tensors) {
-        const bytes = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
-        if (shardBytes > 0 && shardBytes + bytes > maxShardBytes) {
+        if (shardBytes > 0 && shardBytes + t.bytes > maxShardBytes) {
           shards.push([]);
           shardBytes = 0;
         }
         shards[shards.length - 1].push(t);
-        shardBytes += bytes;
+        shardBytes += t.bytes;
       }
       const weightMap: Record<string, string> = {};
       let totalSize = 0;
@@ -283,7 +285,7 @@ export class Model {
         await this.handle.saveSafetensors(path.join(staging, name), header, shard.map((t) => t.name), shard.map((t) => t.dtype));
         for (const t of shard) {
           weightMap[t.name] = name;
-          totalSize += t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
+          totalSize += t.bytes;
         }
       }
       if (shards.length > 1)

@@ -4,7 +4,7 @@
  * Every heavy call returns a Promise and runs on libuv's thread pool.
  */
 import os from "node:os";
-import path from "node:path";
+import { packageRoot } from "./package-root";
 
 /** Model hyper-parameters as the engine takes them (made by lib/model-config.ts). */
 export interface ModelSpec {
@@ -318,7 +318,6 @@ export interface NativeAddon {
   timeMatmul(m: number, k: number, n: number, iterations: number, options: DeviceOptions): Promise<number>;
 }
 
-const packageRoot = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? "../.." : "..");
 
 let addon: NativeAddon | undefined;
 

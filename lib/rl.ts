@@ -246,6 +246,7 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
   const trainingSeconds = elapsed(trainingStart);
 
   const last = reports[reports.length - 1];
+  const meanReward = mean(originalRewards);
   const generatedTokens = generated.flat().reduce((a, s) => a + s.tokens.length, 0);
   return {
     step,
@@ -253,8 +254,8 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
     loss: mean(reports.map((r) => r.loss)),
     gradNorm: last.gradNorm,
     skipped: reports.some((r) => r.skipped),
-    reward: mean(originalRewards),
-    rewardStd: Math.sqrt(mean(originalRewards.map((r) => (r - mean(originalRewards)) ** 2))),
+    reward: meanReward,
+    rewardStd: Math.sqrt(mean(originalRewards.map((r) => (r - meanReward) ** 2))),
     accuracyO1: mean(o1Correct.map(Number)),
     accuracyFinal: mean(finalCorrect.map(Number)),
     markerRate: mean(withMarker.map(Number)),

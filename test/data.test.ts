@@ -6,7 +6,7 @@ import path from "node:path";
 
 import { parquetWriteBuffer } from "hyparquet-writer";
 
-import { DataCursor, DatasetError, gsm8kFinalAnswer, loadDataset } from "../lib/data";
+import { DataCursor, DatasetError, loadDataset } from "../lib/data";
 
 const SHARED = path.resolve(__dirname, "..", "..", "shared", "data");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-data-test-"));
@@ -68,7 +68,7 @@ describe("bad datasets give errors that name the file and what is wrong", () => 
     ["empty dataset", () => write("empty.jsonl", "\n\n"), /the dataset is empty/],
     ["bad JSON line", () => write("bad.jsonl", '{"problem":"a","answer":"1"}\n{oops\n'), /bad\.jsonl:2: not valid JSON/],
     ["unknown layout", () => write("odd.jsonl", '{"text":"a"}\n'), /cannot tell the layout.*text/],
-    ["GSM8K answer without ####", () => write("gsm.jsonl", '{"question":"q","answer":"#### 3"}\n{"question":"q","answer":"3"}\n'), /row 2.*####/],
+    ["GSM8K answer without ####", () => write("gsm.jsonl", '{"question":"q","answer":"#### 3"}\n{"question":"q","answer":"3"}\n'), /gsm\.jsonl: row 2: .*####/],
     ["unknown extension", () => write("data.csv", "a,b\n"), /unknown dataset format/],
     ["not parquet", () => write("fake.parquet", "not parquet at all"), /not a readable parquet file/],
   ])("%s", async (_name, makeFile, message) => {
@@ -78,9 +78,10 @@ describe("bad datasets give errors that name the file and what is wrong", () => 
   });
 });
 
-test("gsm8kFinalAnswer strips thousands separators", () => {
-  expect(gsm8kFinalAnswer("so 1,200 in total\n#### 1,200")).toBe("1200");
-  expect(gsm8kFinalAnswer("no marker")).toBeUndefined();
+test("GSM8K answers lose their thousands separators", async () => {
+  const file = path.join(tmp, "thousands.jsonl");
+  fs.writeFileSync(file, JSON.stringify({ question: "q", answer: "so 1,200 in total\n#### 1,200" }) + "\n");
+  expect((await loadDataset({ path: file })).map((e) => e.answer)).toEqual(["1200"]);
 });
 
 describe("data cursor", () => {

@@ -8,10 +8,11 @@ import fs from "node:fs";
 import path from "node:path";
 
 import { loadConfig } from "../config";
-import { demoTokenizerConfig, demoTokenizerJson, DEMO_MODEL_SPEC } from "../demo-model";
+import { DEMO_MODEL_SPEC, writeDemoTokenizer } from "../demo-model";
 import { evaluateSelfCorrection, type SelfCorrectionMetrics } from "../evaluate";
 import { DEFAULT_SEPARATOR } from "../methods/octopus";
 import { Model } from "../model";
+import { shippedRecipe } from "../package-root";
 import { seededRandom } from "../random";
 import { runSft } from "../sft";
 import { TextTokenizer } from "../tokenizer";
@@ -36,7 +37,7 @@ export interface DemoSummary {
   improved: { accT2: boolean; deltaIncorrectToCorrect: boolean };
 }
 
-const recipe = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? "../../../configs/demo.yaml" : "../../configs/demo.yaml");
+const recipe = shippedRecipe("demo.yaml");
 
 export function formatTable(evaluations: DemoSummary["evaluations"]): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`.padStart(7);
@@ -54,14 +55,10 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const budget = options.quick ? { sft: 60, stage1: 2, stage2: 2, evalProblems: 32 } : { sft: 600, stage1: 12, stage2: 12, evalProblems: 128 };
 
   // 1. A model and tokenizer from scratch, saved as an ordinary Hugging Face directory.
-  const writeTokenizer = (target: string) => {
-    fs.writeFileSync(path.join(target, "tokenizer.json"), JSON.stringify(demoTokenizerJson()) + "\n");
-    fs.writeFileSync(path.join(target, "tokenizer_config.json"), JSON.stringify(demoTokenizerConfig(), null, 2) + "\n");
-  };
   const baseDir = path.join(dir, "base");
   const base = await Model.create(DEMO_MODEL_SPEC, 0, { device: "cpu" });
   await base.save(baseDir);
-  writeTokenizer(baseDir);
+  writeDemoTokenizer(baseDir);
   const tokenizer = TextTokenizer.fromDir(baseDir);
 
   const config = loadConfig(recipe);
@@ -82,7 +79,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   });
   const sftDir = path.join(dir, "sft");
   await base.save(sftDir);
-  writeTokenizer(sftDir);
+  writeDemoTokenizer(sftDir);
   const afterSft = await evaluate(base);
   base.dispose();
   log(`demo: after SFT   acc@t1 ${afterSft.accT1.toFixed(3)} acc@t2 ${afterSft.accT2.toFixed(3)}`);

@@ -10,91 +10,26 @@
  * knows nothing of the answer verifier (SPEC §7).
  */
 
+import { lastBoxedSpan } from "../grading/extract";
 import { seededRandom, shuffleInPlace } from "../random";
 
 /** The default marker between the first answer and the correction (SPEC §6.1). */
 export const DEFAULT_SEPARATOR = "\n\n<self-correction>\n</self-correction>\n\n";
 
 // ---------------------------------------------------------------------------------------
-// \boxed{} scanning
+// \boxed{} scanning: the verifier's scanner (lib/grading/extract.ts), so the box that cuts
+// o1/o2 is exactly the box whose answer gets graded.
 // ---------------------------------------------------------------------------------------
 
-/**
- * A balanced `\boxed{…}` in a text: `text.slice(start, end)` is the whole command,
- * `text.slice(contentStart, contentEnd)` what is inside the braces.
- */
-interface BoxSpan {
-  start: number;
-  contentStart: number;
-  contentEnd: number;
-  end: number;
-}
-
-const BOXED = "\\boxed";
-
-/**
- * The top-level balanced `\boxed{…}` commands of `text`, left to right.
- *
- * A small private scanner, kept here so that parsing does not depend on the answer
- * verifier (lib/grading has its own `lastBoxedSpan`; the two may be merged later).
- * Rules: `\boxed` must not continue as a longer command name (`\boxedfoo`), may be
- * followed by spaces, then `{`; braces are counted, and a backslash escapes the next
- * character, so `\{`, `\}` (literal braces) and `\\` do not count. A `\boxed{` that never
- * closes is skipped, and scanning resumes inside it (a closed box inside it still counts).
- * A box nested in a box is part of the outer box's content, not a separate span.
- */
-function balancedBoxes(text: string): BoxSpan[] {
-  const spans: BoxSpan[] = [];
-  let from = 0;
-  for (;;) {
-    const start = text.indexOf(BOXED, from);
-    if (start < 0) return spans;
-    let open = start + BOXED.length;
-    if (/[A-Za-z]/.test(text[open] ?? "")) {
-      from = open;
-      continue;
-    }
-    while (text[open] === " " || text[open] === "\t") open++;
-    if (text[open] !== "{") {
-      from = open;
-      continue;
-    }
-    const close = matchingBrace(text, open);
-    if (close < 0) {
-      from = open + 1;
-      continue;
-    }
-    spans.push({ start, contentStart: open + 1, contentEnd: close, end: close + 1 });
-    from = close + 1;
-  }
-}
-
-/** Index of the `}` that closes the `{` at `open`, or −1 if it never closes. */
-function matchingBrace(text: string, open: number): number {
-  let depth = 0;
-  for (let i = open; i < text.length; i++) {
-    const c = text[i];
-    if (c === "\\") i++; // escaped character: not a grouping brace
-    else if (c === "{") depth++;
-    else if (c === "}" && --depth === 0) return i;
-  }
-  return -1;
-}
-
-function lastBox(text: string): BoxSpan | undefined {
-  const spans = balancedBoxes(text);
-  return spans[spans.length - 1];
-}
-
-/** `\boxed` occurrences that are the command itself, balanced or not. */
+/** Box commands, balanced or not (`\boxedfoo` is another command). */
 function boxedCommandCount(text: string): number {
-  return text.match(/\\boxed(?![A-Za-z])/g)?.length ?? 0;
+  return text.match(/\\(?:boxed|fbox)(?![A-Za-z])/g)?.length ?? 0;
 }
 
 /** True when the text's last balanced box has non-whitespace content. */
 function hasNonEmptyBox(text: string): boolean {
-  const box = lastBox(text);
-  return box !== undefined && text.slice(box.contentStart, box.contentEnd).trim() !== "";
+  const box = lastBoxedSpan(text);
+  return box !== undefined && box.content.trim() !== "";
 }
 
 // ---------------------------------------------------------------------------------------
@@ -188,10 +123,9 @@ export function parseCorrectionResponse(text: string, separator: string = DEFAUL
 }
 
 function cutAfterLastBox(segment: string): { text: string; box?: string; hasBox: boolean } {
-  const box = lastBox(segment);
+  const box = lastBoxedSpan(segment);
   if (box === undefined) return { text: segment, hasBox: false };
-  const content = segment.slice(box.contentStart, box.contentEnd);
-  return { text: segment.slice(0, box.end), box: content, hasBox: content.trim() !== "" };
+  return { text: segment.slice(0, box.end), box: box.content, hasBox: box.content.trim() !== "" };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -204,7 +138,7 @@ const CLOSING_TAIL = /^[\s$.\\\])}*]*$/;
 /**
  * The format reward f(part) of SPEC §6.1, 1 or 0. A part (o1 or o2, raw, before cutting)
  * is well formed when it holds reasoning then one final answer:
- *  - exactly one `\boxed` command, and it is balanced;
+ *  - exactly one `\boxed` (or `\fbox`) command, and it is balanced;
  *  - its content is not empty (whitespace only counts as empty);
  *  - some non-whitespace text (the reasoning) comes before it;
  *  - only whitespace and closing punctuation (`$`, `.`, `\]`, `\)`, `}`, `*`) after it;
@@ -213,10 +147,10 @@ const CLOSING_TAIL = /^[\s$.\\\])}*]*$/;
 export function formatReward(part: string, separator: string = DEFAULT_SEPARATOR): number {
   if (separator !== "" && part.includes(separator)) return 0;
   if (boxedCommandCount(part) !== 1) return 0;
-  const box = lastBox(part);
+  const box = lastBoxedSpan(part);
   if (box === undefined) return 0;
   const wellFormed =
-    part.slice(box.contentStart, box.contentEnd).trim() !== "" &&
+    box.content.trim() !== "" &&
     part.slice(0, box.start).trim() !== "" &&
     CLOSING_TAIL.test(part.slice(box.end));
   return wellFormed ? 1 : 0;

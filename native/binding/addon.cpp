@@ -68,15 +68,9 @@ Napi::Value createModel(const Napi::CallbackInfo& info) {
 Napi::Value expectedParametersJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    auto params = expectedParameters(toModelSpec(info[0]));
-    Napi::Array out = Napi::Array::New(env, params.size());
-    for (size_t i = 0; i < params.size(); ++i) {
-      Napi::Object item = Napi::Object::New(env);
-      item.Set("name", params[i].name);
-      item.Set("shape", shapeToJs(env, params[i].shape));
-      out.Set(static_cast<uint32_t>(i), item);
-    }
-    return out;
+    std::vector<NamedShape> shapes;
+    for (const auto& p : expectedParameters(toModelSpec(info[0]))) shapes.emplace_back(p.name, p.shape);
+    return namedShapesToJs(env, shapes);
   });
 }
 

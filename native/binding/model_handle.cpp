@@ -232,15 +232,7 @@ Napi::Value ModelHandle::createPrefixCache(const Napi::CallbackInfo& info) {
 // parameters() -> [{name, shape}] in Hugging Face order
 Napi::Value ModelHandle::parameters(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto params = model(env)->namedParameters();
-  Napi::Array out = Napi::Array::New(env, params.size());
-  for (size_t i = 0; i < params.size(); ++i) {
-    Napi::Object item = Napi::Object::New(env);
-    item.Set("name", params[i].first);
-    item.Set("shape", shapeToJs(env, params[i].second.sizes()));
-    out.Set(static_cast<uint32_t>(i), item);
-  }
-  return out;
+  return namedShapesToJs(env, tensorShapes(model(env)->namedParameters()));
 }
 
 // saveSafetensors(path, header: Buffer, names: string[], dtypes: string[]) -> Promise<void>

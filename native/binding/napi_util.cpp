@@ -188,6 +188,17 @@ SamplingParams toSamplingParams(const Napi::Value& value) {
   return p;
 }
 
+Napi::Array namedShapesToJs(Napi::Env env, const std::vector<NamedShape>& items) {
+  Napi::Array out = Napi::Array::New(env, items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    Napi::Object item = Napi::Object::New(env);
+    item.Set("name", items[i].first);
+    item.Set("shape", shapeToJs(env, items[i].second));
+    out.Set(static_cast<uint32_t>(i), item);
+  }
+  return out;
+}
+
 Napi::Array shapeToJs(Napi::Env env, at::IntArrayRef shape) {
   Napi::Array out = Napi::Array::New(env, shape.size());
   for (size_t i = 0; i < shape.size(); ++i) out.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(shape[i])));

@@ -107,5 +107,14 @@ std::vector<TensorRecord> toTensorRecords(const Napi::Value& value);
 SamplingParams toSamplingParams(const Napi::Value& value);
 
 Napi::Array shapeToJs(Napi::Env env, at::IntArrayRef shape);
+// [{name, shape}] — how parameter and state tables cross to JS.
+using NamedShape = std::pair<std::string, std::vector<int64_t>>;
+Napi::Array namedShapesToJs(Napi::Env env, const std::vector<NamedShape>& items);
+template <typename Tensors>  // a range of (name, tensor) pairs
+std::vector<NamedShape> tensorShapes(const Tensors& tensors) {
+  std::vector<NamedShape> out;
+  for (const auto& [name, tensor] : tensors) out.emplace_back(name, tensor.sizes().vec());
+  return out;
+}
 
 }  // namespace octo::binding

@@ -164,15 +164,7 @@ Napi::Value TrainerHandle::zeroGrad(const Napi::CallbackInfo& info) {
 Napi::Value TrainerHandle::stateTensors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::lock_guard<std::mutex> lock(state_->mutex);
-  auto tensors = state_->trainer->stateTensors();
-  Napi::Array out = Napi::Array::New(env, tensors.size());
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    Napi::Object item = Napi::Object::New(env);
-    item.Set("name", tensors[i].first);
-    item.Set("shape", shapeToJs(env, tensors[i].second.sizes()));
-    out.Set(static_cast<uint32_t>(i), item);
-  }
-  return out;
+  return namedShapesToJs(env, tensorShapes(state_->trainer->stateTensors()));
 }
 
 // saveState(path, header: Buffer) -> Promise<void>: the stateTensors() in order, as F32
