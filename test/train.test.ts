@@ -1,5 +1,6 @@
 // The RL loop end to end on the built-in model (random weights): metrics, checkpoints,
 // bit-exact resume, and the errors a user meets first.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -113,4 +114,98 @@ test("every recipe in configs/ is valid", () => {
   const recipes = fs.readdirSync(dir).filter((f) => f.endsWith(".yaml"));
   expect(recipes.length).toBeGreaterThan(0);
   for (const f of recipes) expect(() => loadConfig(path.join(dir, f))).not.toThrow();
+});
+
+describe("the train command on a terminal and under Ctrl-C", () => {
+  const cli = path.join(__dirname, "..", "dist", "lib", "cli.js");
+  const recipe = path.join(__dirname, "..", "configs", "demo.yaml");
+  const dataFile = path.join(tmp, "train.jsonl");
+  beforeAll(() => fs.writeFileSync(dataFile, examples.map((e) => JSON.stringify({ problem: e.problem, answer: e.answer })).join("\n") + "\n"));
+  const args = (runDir: string, steps: number, extra: string[] = []) => [
+    cli, "train", "--config", recipe, "--dir", runDir,
+    "--set", `model.path=${modelDir}`, `data.train.path=${dataFile}`, `run.steps=${steps}`, "rollout.promptsPerStep=2",
+    "rollout.samplesPerPrompt=4", "rollout.maxNewTokens=96", ...extra,
+  ];
+
+  /** Runs the CLI; `onLine` sees each stderr line and may signal the child. */
+  function runCli(argv: string[], onLine: (line: string, child: ChildProcess) => void = () => {}): Promise<{ code: number | null; stderr: string; stdout: string }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "pipe"] });
+      let stderr = "", stdout = "", pending = "";
+      child.stdout.on("data", (d) => (stdout += d));
+      child.stderr.on("data", (d) => {
+        stderr += d;
+        pending += d;
+        const lines = pending.split("\n");
+        pending = lines.pop() ?? "";
+        for (const line of lines) onLine(line, child);
+      });
+      child.on("error", reject);
+      child.on("close", (code) => resolve({ code, stderr, stdout }));
+    });
+  }
+
+  test("Ctrl-C finishes the step in flight, saves a complete checkpoint, exits 130; --resume goes on from there", async () => {
+    const runDir = path.join(tmp, "interrupted");
+    let signalled = false;
+    const first = await runCli(args(runDir, 50), (line, child) => {
+      if (!signalled && /^step 1\/50/.test(line)) {
+        signalled = true;
+        child.kill("SIGINT");
+      }
+    });
+    expect(signalled).toBe(true);
+    expect(first.stderr).toMatch(/interrupt: finishing this step, then saving a checkpoint/);
+    expect(first.stderr).not.toMatch(/at .*\.js:\d+/); // no stack trace
+    expect(first.code).toBe(130);
+    const report = JSON.parse(first.stdout);
+    expect(report.interrupted).toBe(true);
+    // The signal came during step 2 at the latest: that step finished and was saved.
+    expect(report.steps).toBeGreaterThanOrEqual(1);
+    expect(report.steps).toBeLessThan(50);
+    const saved = JSON.parse(fs.readFileSync(path.join(report.checkpoint, "trainer_state.json"), "utf8"));
+    expect(saved.step).toBe(report.steps);
+    expect(fs.readdirSync(path.join(runDir, "checkpoints")).filter((d) => d.includes(".partial"))).toEqual([]);
+    expect(JSON.parse(fs.readFileSync(path.join(runDir, "summary.json"), "utf8")).interrupted).toBe(true);
+    const lines = fs.readFileSync(path.join(runDir, "metrics.jsonl"), "utf8").trim().split("\n");
+    expect(lines).toHaveLength(report.steps);
+
+    const resumed = await runCli(args(runDir, report.steps + 1, ["--resume"]));
+    expect(resumed.code).toBe(0);
+    expect(resumed.stderr).toContain(`resuming ${runDir} from step ${report.steps}`);
+    expect(JSON.parse(resumed.stdout)).toMatchObject({ steps: report.steps + 1, interrupted: false });
+  });
+
+  test("a second Ctrl-C quits at once and the last complete checkpoint stays usable", async () => {
+    const runDir = path.join(tmp, "quit");
+    let signals = 0;
+    const run = await runCli(args(runDir, 50, ["run.saveEvery=1"]), (line, child) => {
+      if (signals === 0 && /^step 2\/50/.test(line)) {
+        signals = 2;
+        child.kill("SIGINT");
+        setTimeout(() => child.kill("SIGINT"), 50);
+      }
+    });
+    expect(signals).toBe(2);
+    expect(run.code).toBe(130);
+    expect(run.stdout).toBe(""); // quit before the final report
+    const complete = fs.readdirSync(path.join(runDir, "checkpoints")).filter((d) => /^step-\d+$/.test(d));
+    expect(complete.length).toBeGreaterThanOrEqual(1);
+    const resumed = await runCli(args(runDir, 3, ["--resume"]));
+    expect(resumed.code).toBe(0);
+    expect(JSON.parse(resumed.stdout)).toMatchObject({ steps: 3, interrupted: false });
+  });
+
+  test("on a terminal: a progress bar with ETA; off a terminal: one plain line per step", async () => {
+    const plain = await runCli(args(path.join(tmp, "plain"), 2));
+    expect(plain.code).toBe(0);
+    expect(plain.stderr.match(/^step \d\/2 reward /gm)).toHaveLength(2);
+    expect(plain.stderr).not.toContain("ETA");
+    // util-linux `script` gives the child a pseudo-terminal, as an interactive shell would.
+    const command = [process.execPath, ...args(path.join(tmp, "tty"), 2)].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" ");
+    const tty = spawnSync("script", ["-qefc", command, "/dev/null"], { encoding: "utf8", timeout: 120_000 });
+    expect(tty.status).toBe(0);
+    expect(tty.stdout).toMatch(/train \[[=-]{40}\] 2\/2 steps \| reward -?\d\.\d{3} \| acc \d\.\d{3} \| ETA \d+s/);
+    expect(tty.stdout).not.toMatch(/^step \d\/2 reward /m);
+  });
 });
