@@ -2,7 +2,8 @@
 // The report's browser test renders it in headless Chromium: Debian's `chromium` package,
 // driven by playwright-core (which downloads no browser of its own). Run by `npm pretest`:
 // installs the package when it is missing and we may (root + apt-get); otherwise prints the
-// command to run, and the browser test fails with the same words (it never skips).
+// command to run. The browser test runs it too when chromium is missing, and fails with its
+// words (it never skips).
 "use strict";
 const fs = require("node:fs");
 
@@ -24,13 +25,9 @@ function ensureChromium() {
   return true;
 }
 
-module.exports = { CHROMIUM, MISSING_MESSAGE, ensureChromium };
-
-if (require.main === module) {
-  try {
-    ensureChromium();
-  } catch (error) {
-    // Not fatal here: the other tests can still run; the browser test fails with the reason.
-    console.warn(`octo-native: ${error.message}\n${MISSING_MESSAGE}`);
-  }
+try {
+  ensureChromium();
+} catch (error) {
+  // Not fatal here: the other tests can still run; the browser test fails with the reason.
+  console.warn(`octo-native: ${error.message}\n${MISSING_MESSAGE}`);
 }

@@ -8,6 +8,7 @@ import { compile, type TopLevelSpec } from "vega-lite";
 
 import type { PlotDefinition, SeriesRow, StageSpan } from "./series";
 
+// Size of the plotting area in px (axes, title and legend come on top).
 const WIDTH = 560;
 const HEIGHT = 200;
 
