@@ -9,6 +9,7 @@ import { formatTable, runDemo } from "./demo/run-demo";
 import { generateFromPrompt } from "./generate";
 import { runGradeCommand } from "./grading/grade-file";
 import { formatInstallInfo, installInfo } from "./info";
+import { writeRunReport } from "./report";
 import { runSftCommand } from "./sft-command";
 import { runTraining } from "./train";
 
@@ -131,6 +132,19 @@ async function main(argv: string[]): Promise<void> {
       async (args) => {
         const summary = await runGradeCommand({ input: args.input, output: args.output });
         console.error(`graded ${summary.total}: ${summary.correct} correct`);
+      },
+    )
+    .command(
+      "report <run-dir>",
+      "HTML report of a training or demo run: plots over steps and the evaluation tables (SVGs in plots/ beside it)",
+      (y) =>
+        y
+          .positional("run-dir", { type: "string", demandOption: true, describe: "run directory (metrics.jsonl, or stage1/, stage2/, … of the demo)" })
+          .option("out", { type: "string", describe: "HTML file to write (default: RUN_DIR/report.html)" }),
+      async (args) => {
+        const report = await writeRunReport(args["run-dir"] as string, { out: args.out });
+        console.log(report.html);
+        if (report.emptyPlots.length > 0) console.error(`not logged by this run (no plot): ${report.emptyPlots.join(", ")}`);
       },
     )
     .command(

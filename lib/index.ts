@@ -31,3 +31,5 @@ export { evaluateSelfCorrection, selfCorrectionMetrics } from "./evaluate";
 export { runTraining } from "./train";
 export { runSft } from "./sft";
 export { runDemo } from "./demo/run-demo";
+export { writeRunReport, readRun, ReportInputError } from "./report";
+export type { ReportOptions, WrittenReport } from "./report";

@@ -9,6 +9,7 @@ import path from "node:path";
 import { SingleBar } from "cli-progress";
 import YAML from "yaml";
 
+import { writeFileAtomic } from "./atomic-file";
 import { latestCheckpoint, optimizerStateFile, saveCheckpoint, type TrainerState } from "./checkpoint";
 import type { RunConfig } from "./config";
 import { DataCursor, loadDataset, type Example } from "./data";
@@ -16,6 +17,7 @@ import { ensureDemoModel } from "./demo-model";
 import { evaluateSelfCorrection, type SelfCorrectionMetrics } from "./evaluate";
 import { DEFAULT_SEPARATOR } from "./methods/octopus";
 import { Model } from "./model";
+import { writeReportAfterRun } from "./report";
 import { rlStep, type StepMetrics } from "./rl";
 import { TextTokenizer } from "./tokenizer";
 import { PolicyTrainer } from "./training";
@@ -45,24 +47,18 @@ export interface TrainSummary {
   lastStep?: StepMetrics;
 }
 
-function writeAtomic(file: string, text: string): void {
-  const temp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(temp, text);
-  fs.renameSync(temp, file);
-}
-
 /** Keeps the metrics lines of steps <= `step` (a resumed run rewrites what came after). */
 function truncateMetrics(file: string, step: number): void {
   if (!fs.existsSync(file)) return;
   const kept = fs.readFileSync(file, "utf8").split("\n").filter((line) => line.trim() !== "" && (JSON.parse(line) as { step: number }).step <= step);
-  writeAtomic(file, kept.map((l) => l + "\n").join(""));
+  writeFileAtomic(file, kept.map((l) => l + "\n").join(""));
 }
 
 export async function runTraining(config: RunConfig, options: TrainOptions = {}): Promise<TrainSummary> {
   const started = Date.now();
   const runDir = path.resolve(config.run.dir);
   fs.mkdirSync(runDir, { recursive: true });
-  writeAtomic(path.join(runDir, "config.yaml"), YAML.stringify(config));
+  writeFileAtomic(path.join(runDir, "config.yaml"), YAML.stringify(config));
   const log = (line: string) => !options.quiet && process.stderr.write(line + "\n");
 
   const modelDir = config.model.path === "demo" ? await ensureDemoModel() : config.model.path;
@@ -167,8 +163,9 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
     runDir, steps: state.step, skippedSteps: state.skippedSteps, interrupted, finalCheckpoint,
     seconds: (Date.now() - started) / 1000, evalBefore, evalAfter, lastStep,
   };
-  writeAtomic(path.join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
+  writeFileAtomic(path.join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
   policy.dispose();
   reference?.dispose();
+  await writeReportAfterRun(runDir, log);
   return summary;
 }

@@ -15,6 +15,8 @@ const { execFileSync, spawnSync } = require("node:child_process");
 const fs = require("node:fs");
 const path = require("node:path");
 
+const { aptUsable, aptInstall: installDebianPackages } = require("./apt");
+
 const root = path.resolve(__dirname, "..");
 
 function torchConfigIn(dir) {
@@ -58,16 +60,11 @@ function findLibtorch() {
   return fromEnvironment() || fromPythonWheel() || fromDebian();
 }
 
-function aptUsable() {
-  const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
-  return isRoot && spawnSync("apt-get", ["--version"]).status === 0;
-}
-
 function aptInstall(packages) {
-  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  for (const args of [["update", "-qq"], ["install", "-y", "-qq", ...packages]]) {
-    const r = spawnSync("apt-get", args, { stdio: "inherit", env });
-    if (r.status !== 0) fail(`'apt-get ${args.join(" ")}' failed (exit ${r.status}).`);
+  try {
+    installDebianPackages(packages);
+  } catch (error) {
+    fail(error.message);
   }
 }
 

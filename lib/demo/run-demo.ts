@@ -14,6 +14,7 @@ import { DEFAULT_SEPARATOR } from "../methods/octopus";
 import { Model } from "../model";
 import { shippedRecipe } from "../package-root";
 import { seededRandom } from "../random";
+import { writeReportAfterRun } from "../report";
 import { runSft } from "../sft";
 import { TextTokenizer } from "../tokenizer";
 import { runTraining } from "../train";
@@ -116,5 +117,6 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     },
   };
   fs.writeFileSync(path.join(dir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
+  await writeReportAfterRun(dir, log);
   return summary;
 }
