@@ -33,7 +33,7 @@ export interface WorkerJob {
   /** one trainer per entry (trained one after the other on the same batches), e.g. with and without overlap */
   variants: { name: string; bucketMegabytes: number; overlapBackward: boolean }[];
   timeoutSeconds: number;
-  /** where each rank writes `rank-R/<variant>` weights, `rank-R.jsonl` step reports, `bench.json` */
+  /** where each rank writes `rank-R/<variant>` weights, `rank-R.jsonl` step reports, `bench-rank-R.json` */
   out: string;
 }
 
@@ -92,12 +92,16 @@ async function main(jobFile: string): Promise<void> {
     const shard = dp ? dp.shard(batch) : batch;
     for (const run of runs) {
       const sequences = await withLogprobs(shard, run.model, reference);
+      // Timing: the ranks enter the step together, so no rank's wait for a slower one's log-probs counts as communication.
+      if (dp && job.mode === "bench") await dp.barrier("the bench's step start");
       const report = await run.trainer.trainStep(sequences, { objective: "policy", loss: job.loss });
       run.reports.push(report);
       fs.writeSync(log, JSON.stringify({ ...report, rlStep: step, variant: run.variant.name }) + "\n");
     }
     if (localTrainer && local && shard.length > 0) {
-      const report = await localTrainer.trainStep(await withLogprobs(shard, local.model, reference), { objective: "policy", loss: job.loss });
+      const sequences = await withLogprobs(shard, local.model, reference);
+      if (dp) await dp.barrier("the bench's step start");
+      const report = await localTrainer.trainStep(sequences, { objective: "policy", loss: job.loss });
       local.seconds.push(report.seconds);
     }
     process.stdout.write(`step ${step} done\n`);
@@ -106,28 +110,28 @@ async function main(jobFile: string): Promise<void> {
 
   if (job.mode === "train") {
     for (const run of runs) await run.model.save(path.join(job.out, `rank-${rank}`, run.variant.name));
-  } else if (rank === 0 && local) {
+  } else if (local) {
     // The first step warms up (allocations, Gloo pairs); the medians skip it.
     const measured = runs[0].reports.slice(1);
-    const stepSeconds = median(measured.map((r) => r.seconds));
-    const localSeconds = median(local.seconds.slice(1));
-    const gradientSeconds = median(measured.map((r) => r.communication?.gradients.seconds ?? 0));
-    const smallSeconds = median(measured.map((r) => (r.communication ? r.communication.countsSeconds + r.communication.statsSeconds : 0)));
+    const localSeconds = local.seconds.slice(1);
+    const communication = (r: StepReport) => (r.communication ? r.communication.countsSeconds + r.communication.gradients.seconds + r.communication.statsSeconds : 0);
     const gradients = measured[0]?.communication?.gradients;
     const result = {
       worldSize: dp?.worldSize ?? 1,
       backend: dp?.group.backend ?? "none",
-      stepSeconds,
-      localStepSeconds: localSeconds,
-      overheadSeconds: stepSeconds - localSeconds,
-      gradientAllReduceSeconds: gradientSeconds,
-      smallReductionsSeconds: smallSeconds,
+      stepSeconds: median(measured.map((r) => r.seconds)),
+      communicationSeconds: median(measured.map(communication)),
+      communicationRatio: median(measured.map((r) => communication(r) / r.seconds)),
+      localStepSeconds: median(localSeconds),
+      pairedOverheadSeconds: median(measured.map((r, i) => r.seconds - localSeconds[i])),
+      gradientAllReduceSeconds: median(measured.map((r) => r.communication?.gradients.seconds ?? 0)),
+      smallReductionsSeconds: median(measured.map((r) => (r.communication ? r.communication.countsSeconds + r.communication.statsSeconds : 0))),
       buckets: gradients?.buckets,
       bucketsDuringBackward: gradients?.bucketsDuringBackward,
       gradientBytes: gradients?.bytes,
       steps: measured.length,
     };
-    fs.writeFileSync(path.join(job.out, "bench.json"), JSON.stringify(result, null, 2) + "\n");
+    fs.writeFileSync(path.join(job.out, `bench-rank-${rank}.json`), JSON.stringify(result, null, 2) + "\n");
   }
   for (const run of runs) run.model.dispose();
   reference.dispose();
