@@ -118,7 +118,7 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
     const examples = taken.map(({ example }) => setup.examples[example]);
     const prompts = examples.map((e) => encodePrompt(e, tokenizer, prompt));
     const generationStart = process.hrtime.bigint();
-    const results: GenerationResult[][] = await setup.policy.generate(
+    const results: GenerationResult[][] = prompts.length === 0 ? [] : await setup.policy.generate(
       prompts.map((promptIds, i) => ({ promptIds, n, seed: rolloutSeed(config.run.seed, step, round * 1000 + taken[i].place) })),
       {
         temperature: config.rollout.temperature,

@@ -144,6 +144,16 @@ describe("2 Gloo ranks on loopback", () => {
   });
 });
 
+test("a rank with no sequences in a step still takes the step with the others", async () => {
+  const job = { ...TRAIN_JOB, steps: 2, sequences: 1, variants: [TRAIN_JOB.variants[0]] }; // rank 1 gets nothing
+  const single = writeJob("single-one", job), pair = writeJob("pair-one", job);
+  const exits = [...startRanks(single, undefined, 0).exits, ...startRanks(pair, 2, await freePort()).exits];
+  for (const exit of await Promise.all(exits)) expect(exit.code).toBe(0);
+  const weights = (job: string, rank: number) => path.join(path.dirname(job), `rank-${rank}`, "overlap", "model.safetensors");
+  expect(Buffer.compare(fs.readFileSync(weights(pair, 0)), fs.readFileSync(weights(pair, 1)))).toBe(0);
+  expect(maxAbsDifference(readWeights(weights(pair, 1)), readWeights(weights(single, 0)))).toBeLessThan(1e-6);
+});
+
 describe("a rank that dies or hangs stops the others with a clear error", () => {
   const LONG_JOB: Omit<WorkerJob, "out"> = { ...TRAIN_JOB, steps: 100000, variants: [TRAIN_JOB.variants[0]], timeoutSeconds: 3 };
 
