@@ -1,4 +1,5 @@
 /** The registry of benches run by `octo-native bench NAME`. */
+import { dataParallelBench } from "./data-parallel-bench";
 import type { Bench } from "./harness";
 import { forwardBench, safetensorsLoadBench } from "./model-benches";
 import { octopusStepBench } from "./octopus-bench";
@@ -12,6 +13,7 @@ export const BENCHES: Record<string, Bench> = {
   "train-step": trainStepBench,
   "octopus-step": octopusStepBench,
   sampler: samplerBench,
+  "data-parallel": dataParallelBench,
 };
 
 export type { Bench, BenchOptions, BenchResult } from "./harness";

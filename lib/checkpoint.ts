@@ -20,6 +20,8 @@ export interface TrainerState {
   optimizerSteps: number;
   cursor: DataCursorState;
   skippedSteps: number;
+  /** ranks of the data-parallel run that wrote it (absent: 1); a resume needs as many */
+  worldSize?: number;
 }
 
 export function checkpointDir(runDir: string, step: number): string {

@@ -9,9 +9,20 @@ import { formatTable, runDemo } from "./demo/run-demo";
 import { generateFromPrompt } from "./generate";
 import { runGradeCommand } from "./grading/grade-file";
 import { formatInstallInfo, installInfo } from "./info";
+import { launchLocalRanks } from "./launch";
 import { writeRunReport } from "./report";
 import { runSftCommand } from "./sft-command";
 import { runTraining } from "./train";
+
+/** `argv` without `--name VALUE` / `--name=VALUE`. */
+function withoutOption(argv: string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === `--${name}`) i++;
+    else if (!argv[i].startsWith(`--${name}=`)) out.push(argv[i]);
+  }
+  return out;
+}
 
 function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + "\n");
@@ -83,8 +94,17 @@ async function main(argv: string[]): Promise<void> {
           .option("set", { type: "string", array: true, default: [] as string[], describe: "override a key: --set loss.klCoef=0.01" })
           .option("resume", { type: "boolean", default: false, describe: "continue from the run directory's newest checkpoint" })
           .option("dir", { type: "string", describe: "run directory (default: run.dir; the demo: runs/demo)" })
-          .option("quick", { type: "boolean", default: false, describe: "demo only: tiny budgets, for a smoke test" }),
+          .option("quick", { type: "boolean", default: false, describe: "demo only: tiny budgets, for a smoke test" })
+          .option("nproc", { type: "number", default: 1, describe: "data-parallel ranks to start on this machine (torchrun-style; see README for several hosts)" }),
       async (args) => {
+        if (!Number.isInteger(args.nproc) || args.nproc < 1) throw new Error(`--nproc must be a positive integer (got ${args.nproc})`);
+        if (args.nproc > 1) {
+          if (!args.config) throw new Error("--nproc needs --config (the embedded demo runs in one process)");
+          if (process.env.WORLD_SIZE) throw new Error("--nproc starts its own ranks; it cannot run inside a rank (WORLD_SIZE is already set)");
+          const launched = await launchLocalRanks({ nproc: args.nproc, command: process.execPath, args: [process.argv[1], ...withoutOption(argv, "nproc")] });
+          process.exitCode = launched.exitCode;
+          return;
+        }
         if (!args.config) {
           if (args.set.length > 0 || args.resume) throw new Error("--set and --resume need --config (the demo takes neither)");
           const summary = await runDemo({ dir: args.dir ?? "runs/demo", quick: args.quick });
@@ -177,4 +197,6 @@ main(hideBin(process.argv)).catch((error: unknown) => {
   console.error(`octo-native: ${message}`);
   if (process.env.OCTO_NATIVE_DEBUG && error instanceof Error) console.error(error.stack);
   process.exitCode = 1;
+  // A failed rank leaves at once: its process group's threads must not keep it (or its peers) waiting.
+  if (process.env.WORLD_SIZE) process.exit(1);
 });

@@ -123,6 +123,19 @@ export const configSchema = z.strictObject({
       logprobChunkSize: positiveInt.default(1024),
     })
     .prefault({}),
+  /** data-parallel training (SPEC §13), used when started with --nproc or torchrun's variables */
+  distributed: z
+    .strictObject({
+      /** seconds the start-up rendezvous and every collective wait for the other ranks before the run stops with an error (a rank died or hangs) */
+      timeoutSeconds: z.number().positive().default(600),
+      /** c10d backend: auto = nccl on CUDA, gloo on CPU */
+      backend: z.enum(["auto", "gloo", "nccl"]).default("auto"),
+      /** gradient all-reduce bucket size, MiB of fp32 (PyTorch DDP's default: 25) */
+      bucketMegabytes: z.number().positive().default(25),
+      /** start each bucket's all-reduce from the last backward as soon as its gradients are final */
+      overlapBackward: z.boolean().default(true),
+    })
+    .prefault({}),
   method: z
     .strictObject({
       name: z.enum(["grpo", "octopus"]).default("grpo"),

@@ -48,20 +48,44 @@ export function judgeResponse(text: string, gold: string, separator: string): Om
   return { o1Answer, finalAnswer, o1Correct, finalCorrect, hasMarker: true };
 }
 
-export function selfCorrectionMetrics(items: Pick<EvaluatedItem, "o1Correct" | "finalCorrect" | "hasMarker">[]): SelfCorrectionMetrics {
-  const n = Math.max(items.length, 1);
-  const frac = (predicate: (i: (typeof items)[number]) => boolean) => items.filter(predicate).length / n;
-  const accT1 = frac((i) => i.o1Correct), accT2 = frac((i) => i.finalCorrect);
-  const up = frac((i) => !i.o1Correct && i.finalCorrect), down = frac((i) => i.o1Correct && !i.finalCorrect);
+/** The counts behind the metrics: what data-parallel evaluation sums over the ranks. */
+export interface SelfCorrectionCounts {
+  count: number;
+  o1Correct: number;
+  finalCorrect: number;
+  incorrectToCorrect: number;
+  correctToIncorrect: number;
+  withMarker: number;
+}
+
+export function selfCorrectionCounts(items: Pick<EvaluatedItem, "o1Correct" | "finalCorrect" | "hasMarker">[]): SelfCorrectionCounts {
+  const count = (predicate: (i: (typeof items)[number]) => boolean) => items.filter(predicate).length;
   return {
     count: items.length,
+    o1Correct: count((i) => i.o1Correct),
+    finalCorrect: count((i) => i.finalCorrect),
+    incorrectToCorrect: count((i) => !i.o1Correct && i.finalCorrect),
+    correctToIncorrect: count((i) => i.o1Correct && !i.finalCorrect),
+    withMarker: count((i) => i.hasMarker),
+  };
+}
+
+export function metricsFromCounts(c: SelfCorrectionCounts): SelfCorrectionMetrics {
+  const n = Math.max(c.count, 1);
+  const accT1 = c.o1Correct / n, accT2 = c.finalCorrect / n;
+  return {
+    count: c.count,
     accT1,
     accT2,
     delta: accT2 - accT1,
-    deltaIncorrectToCorrect: up,
-    deltaCorrectToIncorrect: down,
-    markerRate: frac((i) => i.hasMarker),
+    deltaIncorrectToCorrect: c.incorrectToCorrect / n,
+    deltaCorrectToIncorrect: c.correctToIncorrect / n,
+    markerRate: c.withMarker / n,
   };
+}
+
+export function selfCorrectionMetrics(items: Pick<EvaluatedItem, "o1Correct" | "finalCorrect" | "hasMarker">[]): SelfCorrectionMetrics {
+  return metricsFromCounts(selfCorrectionCounts(items));
 }
 
 export interface EvaluateOptions {

@@ -205,8 +205,27 @@ export interface NativeTrainerOptions {
   weightDecay?: number;
 }
 
+/** What one data-parallel gradient all-reduce did (Trainer.reduceGradients). */
+export interface GradientReduceReport {
+  /** spent in reduceGradients: launching the buckets not yet launched and waiting for all */
+  seconds: number;
+  buckets: number;
+  /** buckets launched by the backward's hooks, overlapping it */
+  bucketsDuringBackward: number;
+  /** fp32 gradient bytes all-reduced */
+  bytes: number;
+}
+
 export interface NativeTrainer {
-  accumulate(batch: NativeMicroBatch, objective: "policy" | "supervised", loss: LossOptions, normalizers: LossNormalizers): Promise<{ loss: number; finite: boolean; stats: LossStats }>;
+  /**
+   * Data-parallel training over `group` (a collective: every rank calls it): rank 0's weights are
+   * broadcast to all, and gradients are summed over the ranks in `bucketBytes` fp32 buckets.
+   */
+  enableDataParallel(group: NativeProcessGroup, options: { bucketBytes: number; overlapBackward: boolean }): Promise<void>;
+  /** `lastOfStep` (default true) marks the step's last micro-batch: data-parallel, its backward may start the all-reduce */
+  accumulate(batch: NativeMicroBatch, objective: "policy" | "supervised", loss: LossOptions, normalizers: LossNormalizers, lastOfStep?: boolean): Promise<{ loss: number; finite: boolean; stats: LossStats }>;
+  /** data-parallel: sums the step's gradients over the ranks; every rank, once per step, before step() or zeroGrad() */
+  reduceGradients(): Promise<GradientReduceReport>;
   step(lr: number): Promise<{ gradNorm: number; skipped: boolean; step: number }>;
   zeroGrad(): void;
   /** optimizer state (AdamW moments; fp32 masters of bf16 models) that saveState writes, in order */
@@ -293,6 +312,33 @@ export interface NativeOps {
   }): Promise<{ seconds: number; peakBytes: number; loss: number }>;
 }
 
+/** Where the ranks meet (torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and how long they wait. */
+export interface NativeProcessGroupOptions {
+  rank: number;
+  worldSize: number;
+  masterAddr: string;
+  masterPort: number;
+  /** the rendezvous and every collective fail after this long without the other ranks */
+  timeoutSeconds: number;
+  /** "auto": nccl for a CUDA device, gloo otherwise */
+  backend?: "auto" | "gloo" | "nccl";
+  /** the device of the tensors it reduces (the model's); default cpu */
+  device?: string;
+}
+
+/**
+ * A c10d process group. Collectives pair up across ranks by call order: every rank must make
+ * the same calls in the same order, one at a time.
+ */
+export interface NativeProcessGroup {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly backend: string;
+  /** element-wise reduction over the ranks; `what` names the reduction in errors */
+  allReduce(values: Float64Array, op: "sum" | "max" | "min", what: string): Promise<Float64Array>;
+  barrier(what: string): Promise<void>;
+}
+
 export interface EngineInfo {
   torchVersion: string;
   cudaAvailable: boolean;
@@ -308,6 +354,10 @@ export interface NativeAddon {
   createModel(spec: ModelSpec, seed: number, options: DeviceOptions): Promise<NativeModel>;
   expectedParameters(spec: ModelSpec): ParameterShape[];
   Trainer: new (model: NativeModel, options: NativeTrainerOptions) => NativeTrainer;
+  /** joins a process group: resolves once all ranks have met, rejects after the timeout */
+  createProcessGroup(options: NativeProcessGroupOptions): Promise<NativeProcessGroup>;
+  /** the c10d backends this build has ("gloo"; "nccl" on a CUDA libtorch with NCCL) */
+  distributedBackends(): string[];
   ops: NativeOps;
   info(): EngineInfo;
   /** intra-op threads of engine calls (default: OCTO_NATIVE_THREADS, OMP_NUM_THREADS or all cores) */

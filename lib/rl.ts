@@ -6,6 +6,7 @@
 import { dynamicSamplingKeep, groupAdvantages, overlongPenalty } from "./advantages";
 import type { RunConfig } from "./config";
 import type { DataCursor, Example } from "./data";
+import type { DataParallel } from "./distributed";
 import { extractAnswer } from "./grading/extract";
 import { isEquivalent } from "./grading/verify";
 import {
@@ -33,6 +34,8 @@ export interface RlSetup {
   trainer: PolicyTrainer;
   examples: Example[];
   cursor: DataCursor;
+  /** data-parallel: this rank takes its share of each step's prompts; metrics are of all ranks */
+  distributed?: DataParallel;
 }
 
 /** One line of metrics.jsonl. */
@@ -104,14 +107,19 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
   const generated: GenerationResult[][] = [];
   let generationSeconds = 0;
   let droppedGroups = 0;
+  let keptGroups = 0; // over all ranks
   for (let round = 0; round < (config.advantage.dynamicSampling ? 4 : 1); round++) {
-    const wanted = config.rollout.promptsPerStep - sequences.length / groupSize;
+    const wanted = config.rollout.promptsPerStep - keptGroups;
     if (wanted <= 0) break;
-    const examples = setup.cursor.next(wanted).map((i) => setup.examples[i]);
+    // Every rank advances the cursor alike and takes its share of the prompts (whole groups); a
+    // prompt's seeds come from its place in the step's batch, whatever the number of ranks.
+    const drawn = setup.cursor.next(wanted).map((example, place) => ({ example, place }));
+    const taken = setup.distributed ? setup.distributed.shard(drawn) : drawn;
+    const examples = taken.map(({ example }) => setup.examples[example]);
     const prompts = examples.map((e) => encodePrompt(e, tokenizer, prompt));
     const generationStart = process.hrtime.bigint();
-    const results: GenerationResult[][] = await setup.policy.generate(
-      prompts.map((promptIds, i) => ({ promptIds, n, seed: rolloutSeed(config.run.seed, step, round * 1000 + i) })),
+    const results: GenerationResult[][] = prompts.length === 0 ? [] : await setup.policy.generate(
+      prompts.map((promptIds, i) => ({ promptIds, n, seed: rolloutSeed(config.run.seed, step, round * 1000 + taken[i].place) })),
       {
         temperature: config.rollout.temperature,
         topP: config.rollout.topP,
@@ -169,7 +177,7 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
         if (!octopus.augment) {
           built = scored.map((_, i) => buildOriginal(i));
         } else {
-          const group = pairCorrectionRollouts(scored, { n, seed: rolloutSeed(config.run.seed, step, round * 1000 + p) + 1, separator: octopus.separator });
+          const group = pairCorrectionRollouts(scored, { n, seed: rolloutSeed(config.run.seed, step, round * 1000 + taken[p].place) + 1, separator: octopus.separator });
           built = group.samples.map((sample) => {
             if (sample.kind !== "pair") {
               if (sample.kind === "copy") groupAugmented.copy++;
@@ -210,10 +218,11 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
         rewards.push(b.reward);
       }
     });
+    keptGroups = await totalOverRanks(setup, sequences.length / groupSize, "the kept groups");
   }
 
   // 3. Advantages per group (originals and augmented samples form one group).
-  if (sequences.length === 0) throw new Error(`step ${step}: dynamic sampling dropped every group (all rewards equal in each); raise rollout.promptsPerStep or disable advantage.dynamicSampling`);
+  if (keptGroups === 0) throw new Error(`step ${step}: dynamic sampling dropped every group (all rewards equal in each); raise rollout.promptsPerStep or disable advantage.dynamicSampling`);
   const advantages = groupAdvantages(rewards, groupSize, config.advantage.estimator, { normStd: config.advantage.normStd });
   sequences.forEach((s, i) => (s.advantage = advantages[i]));
 
@@ -237,7 +246,7 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
   // 5. Updates: the batch split into mini-batches, one optimizer step each.
   const trainingStart = process.hrtime.bigint();
   const loss = { ...config.loss, klCoef };
-  const miniBatches = Math.min(config.training.miniBatches, usable.length);
+  const miniBatches = Math.min(config.training.miniBatches, await totalOverRanks(setup, usable.length, "the trained sequences"));
   const reports = [];
   for (let m = 0; m < miniBatches; m++) {
     const part = usable.filter((_, i) => i % miniBatches === m);
@@ -248,7 +257,7 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
   const last = reports[reports.length - 1];
   const meanReward = mean(originalRewards);
   const generatedTokens = generated.flat().reduce((a, s) => a + s.tokens.length, 0);
-  return {
+  const metrics: StepMetrics = {
     step,
     lr: last.lr,
     loss: mean(reports.map((r) => r.loss)),
@@ -270,5 +279,46 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
     generatedTokens,
     generationTokensPerSecond: generatedTokens / generationSeconds,
     seconds: { generation: generationSeconds, logprobs: logprobSeconds, training: trainingSeconds, total: elapsed(start) },
+  };
+  return setup.distributed ? metricsOverRanks(setup.distributed, metrics, generated.flat().length) : metrics;
+}
+
+async function totalOverRanks(setup: RlSetup, value: number, what: string): Promise<number> {
+  return setup.distributed ? (await setup.distributed.sum([value], what))[0] : value;
+}
+
+/**
+ * The step's metrics over all ranks, from each rank's metrics of its `samples` generated samples:
+ * means weighted by samples, counts summed, times the slowest rank's. The loss statistics and the
+ * optimizer's numbers are already the step's (PolicyTrainer reduces them).
+ */
+async function metricsOverRanks(dp: DataParallel, local: StepMetrics, samples: number): Promise<StepMetrics> {
+  const buckets = Object.keys(local.transitions) as CorrectionBucket[];
+  const augmentedKeys = Object.keys(local.augmented) as (CorrectionBucket | "copy")[];
+  const weighted = [local.reward, local.rewardStd ** 2 + local.reward ** 2, local.accuracyO1, local.accuracyFinal, local.markerRate].map((m) => m * samples);
+  const counts = [samples, local.generatedTokens, local.trainedSequences, local.droppedGroups, ...buckets.map((b) => local.transitions[b]), ...augmentedKeys.map((k) => local.augmented[k])];
+  const totals = await dp.sum([...weighted, ...counts], "the step metrics");
+  const slowest = await dp.max([local.seconds.generation, local.seconds.logprobs, local.seconds.training, local.seconds.total], "the step times");
+  const n = Math.max(1, totals[5]);
+  const [reward, rewardSquare, accuracyO1, accuracyFinal, markerRate] = totals.slice(0, 5).map((t) => t / n);
+  const [, generatedTokens, trainedSequences, droppedGroups] = totals.slice(5, 9);
+  const transitions = { ...local.transitions }, augmented = { ...local.augmented };
+  buckets.forEach((b, i) => (transitions[b] = totals[9 + i]));
+  augmentedKeys.forEach((k, i) => (augmented[k] = totals[9 + buckets.length + i]));
+  return {
+    ...local,
+    reward,
+    rewardStd: Math.sqrt(Math.max(0, rewardSquare - reward ** 2)),
+    accuracyO1,
+    accuracyFinal,
+    markerRate,
+    transitions,
+    augmented,
+    responseLength: generatedTokens / n,
+    trainedSequences,
+    droppedGroups,
+    generatedTokens,
+    generationTokensPerSecond: generatedTokens / slowest[0],
+    seconds: { generation: slowest[0], logprobs: slowest[1], training: slowest[2], total: slowest[3] },
   };
 }

@@ -2,6 +2,10 @@
  * `octo-native train`: an RL run from a config (SPEC §1, §9, §12). Writes the resolved
  * config, metrics.jsonl (one line per step), checkpoints and summary.json into the run
  * directory; resumes from the newest checkpoint; Ctrl-C saves and exits cleanly.
+ *
+ * Data-parallel (SPEC §13; torchrun's variables in the environment, as `--nproc` sets them):
+ * every rank trains on its share of each step (lib/distributed.ts), rank 0 alone writes, and
+ * every decision that changes what the ranks do next (resume point, stop) is agreed on first.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -10,11 +14,20 @@ import { SingleBar } from "cli-progress";
 import YAML from "yaml";
 
 import { writeFileAtomic } from "./atomic-file";
-import { latestCheckpoint, optimizerStateFile, saveCheckpoint, type TrainerState } from "./checkpoint";
+import { checkpointDir, latestCheckpoint, optimizerStateFile, saveCheckpoint, type TrainerState } from "./checkpoint";
 import type { RunConfig } from "./config";
 import { DataCursor, loadDataset, type Example } from "./data";
 import { ensureDemoModel } from "./demo-model";
-import { evaluateSelfCorrection, type SelfCorrectionMetrics } from "./evaluate";
+import { DataParallel, rankDevice, torchrunEnv } from "./distributed";
+import {
+  evaluateSelfCorrection,
+  metricsFromCounts,
+  selfCorrectionCounts,
+  selfCorrectionMetrics,
+  type EvaluatedItem,
+  type SelfCorrectionCounts,
+  type SelfCorrectionMetrics,
+} from "./evaluate";
 import { DEFAULT_SEPARATOR } from "./methods/octopus";
 import { Model } from "./model";
 import { writeReportAfterRun } from "./report";
@@ -57,10 +70,24 @@ function truncateMetrics(file: string, step: number): void {
 export async function runTraining(config: RunConfig, options: TrainOptions = {}): Promise<TrainSummary> {
   const started = Date.now();
   const runDir = path.resolve(config.run.dir);
-  fs.mkdirSync(runDir, { recursive: true });
-  writeFileAtomic(path.join(runDir, "config.yaml"), YAML.stringify(config));
-  const log = (line: string) => !options.quiet && process.stderr.write(line + "\n");
+  const rankEnv = torchrunEnv();
+  const distributedDevice = rankEnv ? rankDevice(config.model.device, rankEnv.localRank) : config.model.device;
+  const dp = rankEnv && rankEnv.worldSize > 1
+    ? await DataParallel.join(rankEnv, { timeoutSeconds: config.distributed.timeoutSeconds, backend: config.distributed.backend, device: distributedDevice })
+    : undefined;
+  const isMain = !dp || dp.isMain;
+  if (isMain) {
+    fs.mkdirSync(runDir, { recursive: true });
+    writeFileAtomic(path.join(runDir, "config.yaml"), YAML.stringify(config));
+  }
+  // Rank 0 reports; the others stay quiet unless something fails.
+  const log = (line: string) => !options.quiet && isMain && process.stderr.write(line + "\n");
 
+  // The demo model is created once, by rank 0, before the others read it.
+  if (dp && config.model.path === "demo") {
+    if (isMain) await ensureDemoModel();
+    await dp.barrier("waiting for rank 0 to create the demo model");
+  }
   const modelDir = config.model.path === "demo" ? await ensureDemoModel() : config.model.path;
   const examples = options.examples ?? (config.data.train ? await loadDataset(config.data.train) : undefined);
   if (!examples || examples.length === 0) throw new Error("no training data: set data.train.path in the config");
@@ -68,7 +95,15 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
 
   const resumeFrom = options.resume ? latestCheckpoint(runDir) : undefined;
   if (options.resume && !resumeFrom) log(`no checkpoint in ${runDir}: starting from the beginning`);
-  const device = { device: config.model.device, dtype: config.model.dtype };
+  if (dp) await checkSameResumePoint(dp, runDir, resumeFrom?.state.step);
+  if (resumeFrom && (resumeFrom.state.worldSize ?? 1) !== (dp?.worldSize ?? 1)) {
+    const ranks = resumeFrom.state.worldSize ?? 1;
+    throw new Error(
+      `${resumeFrom.dir} was written by a run of ${ranks} rank(s) but this run has ${dp?.worldSize ?? 1}: ` +
+        `resume it at the same world size (--nproc ${ranks}, or WORLD_SIZE=${ranks}); the data order and optimizer steps depend on it`,
+    );
+  }
+  const device = { device: distributedDevice, dtype: config.model.dtype };
   const policy = await Model.load(resumeFrom?.dir ?? modelDir, device);
   const tokenizer = TextTokenizer.fromDir(modelDir);
   if (tokenizer.vocabSize > policy.spec.vocabSize)
@@ -95,52 +130,62 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
     logprobChunkSize: config.training.logprobChunkSize,
     temperature: config.rollout.temperature > 0 ? config.rollout.temperature : 1,
   });
-  let state: TrainerState = { step: 0, optimizerSteps: 0, cursor: { seed: config.run.seed, epoch: 0, position: 0 }, skippedSteps: 0 };
+  const worldSize = dp?.worldSize ?? 1;
+  let state: TrainerState = { step: 0, optimizerSteps: 0, cursor: { seed: config.run.seed, epoch: 0, position: 0 }, skippedSteps: 0, worldSize };
   if (resumeFrom) {
     await trainer.loadState(optimizerStateFile(resumeFrom.dir));
     state = resumeFrom.state;
     log(`resuming ${runDir} from step ${state.step}`);
   }
+  if (dp) {
+    await trainer.enableDataParallel(dp, { bucketMegabytes: config.distributed.bucketMegabytes, overlapBackward: config.distributed.overlapBackward });
+    log(`data-parallel: ${dp.worldSize} ranks on ${dp.group.backend}`);
+  }
   const cursor = new DataCursor(examples.length, state.cursor);
   const metricsFile = path.join(runDir, "metrics.jsonl");
-  if (resumeFrom) truncateMetrics(metricsFile, state.step);
-  else if (fs.existsSync(metricsFile)) fs.rmSync(metricsFile);
+  if (isMain) {
+    if (resumeFrom) truncateMetrics(metricsFile, state.step);
+    else if (fs.existsSync(metricsFile)) fs.rmSync(metricsFile);
+  }
 
-  const evaluate = async () =>
-    evalExamples
-      ? (
-          await evaluateSelfCorrection(policy, tokenizer, evalExamples, {
-            prompt: { template: config.data.promptTemplate, chat: config.data.chat, chatTemplateVariables: config.data.chatTemplateVariables },
-            separator: octopus?.separator ?? DEFAULT_SEPARATOR,
-            maxNewTokens: config.rollout.maxNewTokens,
-          })
-        ).metrics
-      : undefined;
+  // Data-parallel: each rank answers its share of the problems, and the counts are summed.
+  const evaluate = async (): Promise<SelfCorrectionMetrics | undefined> => {
+    if (!evalExamples) return undefined;
+    const { items } = await evaluateSelfCorrection(policy, tokenizer, dp ? dp.shard(evalExamples) : evalExamples, {
+      prompt: { template: config.data.promptTemplate, chat: config.data.chat, chatTemplateVariables: config.data.chatTemplateVariables },
+      separator: octopus?.separator ?? DEFAULT_SEPARATOR,
+      maxNewTokens: config.rollout.maxNewTokens,
+    });
+    return dp ? evaluationOverRanks(dp, items) : selfCorrectionMetrics(items);
+  };
   const evalBefore = resumeFrom ? undefined : await evaluate();
 
   // Ctrl-C: finish the step in flight, save, and exit.
-  let interrupted = false;
+  let stopRequested = false;
   const onSignal = () => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
+    if (stopRequested) process.exit(130);
+    stopRequested = true;
     log("\ninterrupt: finishing this step, then saving a checkpoint (Ctrl-C again to quit at once)");
   };
   process.on("SIGINT", onSignal);
-  const bar = process.stderr.isTTY && !options.plainProgress && !options.quiet
+  const bar = process.stderr.isTTY && !options.plainProgress && !options.quiet && isMain
     ? new SingleBar({ format: "train [{bar}] {value}/{total} steps | reward {reward} | acc {acc} | ETA {eta_formatted}", stream: process.stderr })
     : undefined;
   bar?.start(config.run.steps, state.step, { reward: "-", acc: "-" });
 
   const stopAt = options.stopAfterSteps !== undefined ? state.step + options.stopAfterSteps : Infinity;
   let lastStep: StepMetrics | undefined;
+  // Data-parallel, a Ctrl-C reaches the ranks at different moments: they agree after each step.
+  let interrupted = dp ? await dp.anyTrue(stopRequested, "the agreement on stopping") : stopRequested;
   let finalCheckpoint = "";
-  const runner = { config, policy, reference, tokenizer, trainer, examples, cursor };
+  const runner = { config, policy, reference, tokenizer, trainer, examples, cursor, distributed: dp };
+  const save = async () => (isMain ? saveCheckpoint(runDir, policy, trainer, state) : checkpointDir(runDir, state.step));
   try {
     while (state.step < config.run.steps && !interrupted) {
       const metrics = await rlStep(runner, state.step + 1);
       lastStep = metrics;
-      state = { step: state.step + 1, optimizerSteps: trainer.step, cursor: cursor.snapshot, skippedSteps: state.skippedSteps + (metrics.skipped ? 1 : 0) };
-      fs.appendFileSync(metricsFile, JSON.stringify(metrics) + "\n");
+      state = { step: state.step + 1, optimizerSteps: trainer.step, cursor: cursor.snapshot, skippedSteps: state.skippedSteps + (metrics.skipped ? 1 : 0), worldSize };
+      if (isMain) fs.appendFileSync(metricsFile, JSON.stringify(metrics) + "\n");
       if (bar) bar.update(state.step, { reward: metrics.reward.toFixed(3), acc: metrics.accuracyFinal.toFixed(3) });
       else
         log(
@@ -149,11 +194,11 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
         );
       if (state.skippedSteps > config.run.maxSkippedSteps)
         throw new Error(`${state.skippedSteps} steps had a NaN/Inf loss or gradient (limit run.maxSkippedSteps = ${config.run.maxSkippedSteps}); the last good checkpoint is intact`);
-      if (state.step >= stopAt) interrupted = true;
-      if (config.run.saveEvery > 0 && state.step % config.run.saveEvery === 0 && state.step < config.run.steps)
-        finalCheckpoint = await saveCheckpoint(runDir, policy, trainer, state);
+      interrupted = stopRequested || state.step >= stopAt;
+      if (dp) interrupted = await dp.anyTrue(interrupted, "the agreement on stopping");
+      if (config.run.saveEvery > 0 && state.step % config.run.saveEvery === 0 && state.step < config.run.steps) finalCheckpoint = await save();
     }
-    finalCheckpoint = await saveCheckpoint(runDir, policy, trainer, state);
+    finalCheckpoint = await save();
   } finally {
     bar?.stop();
     process.off("SIGINT", onSignal);
@@ -163,9 +208,31 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
     runDir, steps: state.step, skippedSteps: state.skippedSteps, interrupted, finalCheckpoint,
     seconds: (Date.now() - started) / 1000, evalBefore, evalAfter, lastStep,
   };
-  writeFileAtomic(path.join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
+  if (isMain) writeFileAtomic(path.join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
   policy.dispose();
   reference?.dispose();
-  await writeReportAfterRun(runDir, log);
+  if (isMain) await writeReportAfterRun(runDir, log);
   return summary;
+}
+
+/** Every rank must resume from the same checkpoint: a run directory that is not shared (multi-host) would not be. */
+async function checkSameResumePoint(dp: DataParallel, runDir: string, step: number | undefined): Promise<void> {
+  const mine = step ?? -1;
+  const [lowest] = await dp.min([mine], "the agreement on the resume checkpoint");
+  const [highest] = await dp.max([mine], "the agreement on the resume checkpoint");
+  if (lowest !== highest) {
+    const seen = (s: number) => (s < 0 ? "no checkpoint" : `step ${s}`);
+    throw new Error(
+      `rank ${dp.rank} finds ${seen(mine)} in ${runDir} but another rank finds ${seen(mine === lowest ? highest : lowest)}: ` +
+        `all ranks must see the same run directory (a shared filesystem across hosts)`,
+    );
+  }
+}
+
+/** Self-correction metrics over the items every rank evaluated (its shard of the problems). */
+async function evaluationOverRanks(dp: DataParallel, items: EvaluatedItem[]): Promise<SelfCorrectionMetrics> {
+  const local = selfCorrectionCounts(items);
+  const keys = Object.keys(local) as (keyof SelfCorrectionCounts)[];
+  const totals = await dp.sum(keys.map((k) => local[k]), "the evaluation counts");
+  return metricsFromCounts(Object.fromEntries(keys.map((k, i) => [k, totals[i]])) as unknown as SelfCorrectionCounts);
 }

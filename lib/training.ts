@@ -5,10 +5,11 @@
  * aggregation counts over the whole step (so k micro-batches give exactly the gradient of
  * one batch), accumulates gradients through the fused loss, then clips and applies AdamW.
  */
+import type { DataParallel } from "./distributed";
 import type { Model } from "./model";
 import { learningRate, type LrSchedule } from "./lr-schedule";
 import { buildSafetensorsHeader, readSafetensorsHeader } from "./safetensors";
-import { native, type LossNormalizers, type LossOptions, type LossStats, type NativeMicroBatch, type NativeTrainer } from "./native";
+import { native, type GradientReduceReport, type LossNormalizers, type LossOptions, type LossStats, type NativeMicroBatch, type NativeTrainer } from "./native";
 
 /** One sequence (prompt + response). Per-token arrays are aligned with `tokens`: entry t concerns token t. */
 export interface TrainSequence {
@@ -62,8 +63,26 @@ export interface StepReport {
   meanRatio: number;
   meanKl: number;
   meanEntropy: number;
+  /** tokens of the step's sequences (all ranks) */
   tokens: number;
   seconds: number;
+  /** data-parallel: the step's communication */
+  communication?: StepCommunication;
+}
+
+export interface StepCommunication {
+  /** the gradient all-reduce (native: what was left after the backward, and the waits) */
+  gradients: GradientReduceReport;
+  /** the small reductions: step-wide counts before the loss, then loss statistics and the finite flag */
+  countsSeconds: number;
+  statsSeconds: number;
+}
+
+export interface DataParallelTrainerOptions {
+  /** gradient bucket size (fp32), MiB */
+  bucketMegabytes: number;
+  /** launch bucket all-reduces from the last backward's hooks, overlapping it */
+  overlapBackward: boolean;
 }
 
 function emptyStats(): LossStats {
@@ -129,6 +148,7 @@ function packMicroBatch(sequences: TrainSequence[], useKl: boolean): NativeMicro
 export class PolicyTrainer {
   private readonly trainer: NativeTrainer;
   private stepsTaken = 0;
+  private dataParallel?: DataParallel;
 
   constructor(readonly model: Model, readonly options: TrainerOptions) {
     this.trainer = new (native().Trainer)(model.handle, {
@@ -145,6 +165,21 @@ export class PolicyTrainer {
 
   get step(): number {
     return this.stepsTaken;
+  }
+
+  /**
+   * Trains data-parallel from here on: every rank's weights become rank 0's, each trainStep
+   * takes this rank's share of the step's sequences, and the update is the one of the combined
+   * batch (counts and gradients summed over the ranks). A collective: every rank calls it.
+   */
+  async enableDataParallel(dataParallel: DataParallel, options: DataParallelTrainerOptions): Promise<void> {
+    if (this.dataParallel) throw new Error("data-parallel training is already enabled on this trainer");
+    if (!(options.bucketMegabytes > 0)) throw new RangeError("distributed.bucketMegabytes must be positive");
+    await this.trainer.enableDataParallel(dataParallel.group, {
+      bucketBytes: Math.max(1, Math.round(options.bucketMegabytes * 2 ** 20)),
+      overlapBackward: options.overlapBackward,
+    });
+    this.dataParallel = dataParallel;
   }
 
   /**
@@ -188,31 +223,58 @@ export class PolicyTrainer {
     this.stepsTaken = steps;
   }
 
-  /** One optimizer step over `sequences` (all of them: the step's batch). */
+  /**
+   * One optimizer step over `sequences`: the step's batch, or, data-parallel, this rank's share
+   * of it (possibly none; every rank calls trainStep for every step).
+   */
   async trainStep(sequences: TrainSequence[], options: StepOptions): Promise<StepReport> {
     const start = process.hrtime.bigint();
-    if (sequences.length === 0) throw new RangeError("trainStep needs at least one sequence");
+    const seconds = (since: bigint) => Number(process.hrtime.bigint() - since) / 1e9;
+    const dp = this.dataParallel;
+    if (sequences.length === 0 && !dp) throw new RangeError("trainStep needs at least one sequence");
     const loss = options.loss ?? {};
     const useKl = options.objective === "policy" && (loss.klCoef ?? 0) !== 0;
     sequences.forEach((s, i) => validateSequence(s, i, options.objective, useKl));
 
-    // Counts over the whole step: what makes micro-batching exact.
+    // Counts over the whole step (all ranks): what makes micro-batching and data parallelism exact.
     const normalizers: LossNormalizers = {
       lossTokens: sequences.reduce((n, s) => n + sum(s.lossMask), 0),
       klTokens: useKl ? sequences.reduce((n, s) => n + sum(s.klMask ?? s.lossMask), 0) : 0,
       sequences: sequences.length,
-      maxLength: options.maxLength ?? Math.max(...sequences.map((s) => s.tokens.length)),
+      maxLength: options.maxLength ?? Math.max(0, ...sequences.map((s) => s.tokens.length)),
     };
+    const countsStart = process.hrtime.bigint();
+    if (dp) {
+      [normalizers.lossTokens, normalizers.klTokens, normalizers.sequences] = await dp.sum(
+        [normalizers.lossTokens, normalizers.klTokens, normalizers.sequences], "the step-wide loss counts");
+      if (options.maxLength === undefined) [normalizers.maxLength] = await dp.max([normalizers.maxLength!], "the step's longest sequence");
+      if (normalizers.sequences === 0) throw new RangeError("trainStep needs at least one sequence on some rank");
+    }
+    const countsSeconds = seconds(countsStart);
     const microBatchSize = this.options.microBatchSize ?? sequences.length;
     const stats = emptyStats();
     let totalLoss = 0;
     let finite = true;
     for (let i = 0; i < sequences.length; i += microBatchSize) {
       const mb = packMicroBatch(sequences.slice(i, i + microBatchSize), useKl);
-      const r = await this.trainer.accumulate(mb, options.objective, loss, normalizers);
+      const r = await this.trainer.accumulate(mb, options.objective, loss, normalizers, i + microBatchSize >= sequences.length);
       finite &&= r.finite;
       totalLoss += r.loss;
       for (const key of Object.keys(stats) as (keyof LossStats)[]) stats[key] += r.stats[key];
+    }
+    let tokens = sequences.reduce((n, s) => n + s.tokens.length, 0);
+    let communication: StepCommunication | undefined;
+    if (dp) {
+      // Every rank, always, in this order: the gradient buckets (some perhaps already launched by
+      // the backward), then the step's statistics with the agreement on finiteness.
+      const gradients = await this.trainer.reduceGradients();
+      const statsStart = process.hrtime.bigint();
+      const keys = Object.keys(stats) as (keyof LossStats)[];
+      const totals = await dp.sum([totalLoss, tokens, finite ? 0 : 1, ...keys.map((k) => stats[k])], "the step's loss statistics");
+      [totalLoss, tokens] = totals;
+      finite = totals[2] === 0;
+      keys.forEach((k, j) => (stats[k] = totals[3 + j]));
+      communication = { gradients, countsSeconds, statsSeconds: seconds(statsStart) };
     }
     const lr = learningRate(this.options.schedule, this.stepsTaken);
     let gradNorm = NaN;
@@ -236,8 +298,9 @@ export class PolicyTrainer {
       meanRatio: stats.lossTokens > 0 ? stats.ratioSum / stats.lossTokens : 0,
       meanKl: stats.klTokens > 0 ? stats.klSum / stats.klTokens : 0,
       meanEntropy: stats.lossTokens > 0 ? stats.entropySum / stats.lossTokens : 0,
-      tokens: sequences.reduce((n, s) => n + s.tokens.length, 0),
-      seconds: Number(process.hrtime.bigint() - start) / 1e9,
+      tokens,
+      seconds: seconds(start),
+      communication,
     };
   }
 }

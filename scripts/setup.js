@@ -90,6 +90,20 @@ function ensureFastBlas() {
   }
 }
 
+// Data-parallel training on CPU uses libtorch's ProcessGroupGloo, whose header includes Gloo's
+// own headers; Debian ships those apart from libtorch-dev.
+const GLOO_HEADERS_PACKAGE = "libgloo-dev";
+
+function ensureGlooHeaders() {
+  if (fs.existsSync("/usr/include/gloo/config.h")) return;
+  if (aptUsable()) {
+    console.log(`octo-native: installing ${GLOO_HEADERS_PACKAGE} (Gloo headers, for data-parallel training on CPU) …`);
+    aptInstall([GLOO_HEADERS_PACKAGE]);
+  } else {
+    console.warn(`octo-native: warning: no Gloo headers: data-parallel training on CPU will be off. Run: sudo apt-get install ${GLOO_HEADERS_PACKAGE}`);
+  }
+}
+
 function fail(message) {
   console.error(`octo-native setup: ${message}`);
   process.exit(1);
@@ -120,11 +134,14 @@ function main() {
   if (!found) {
     if (!aptUsable()) fail(HOW_TO_GET_LIBTORCH);
     console.log("octo-native: no libtorch found; installing Debian's libtorch-dev with apt-get …");
-    aptInstall(["libtorch-dev", OPENBLAS_PACKAGE]);
+    aptInstall(["libtorch-dev", OPENBLAS_PACKAGE, GLOO_HEADERS_PACKAGE]);
     found = findLibtorch();
     if (!found) fail("libtorch-dev was installed but its TorchConfig.cmake was not found under /usr/lib/*/cmake/Torch.");
   }
-  if (found.source === "Debian libtorch-dev") ensureFastBlas();
+  if (found.source === "Debian libtorch-dev") {
+    ensureFastBlas();
+    ensureGlooHeaders();
+  }
   build(found);
 }
 

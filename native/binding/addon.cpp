@@ -3,6 +3,7 @@
 #include "binding/model_handle.h"
 #include "binding/trainer_handle.h"
 #include "binding/prefix_cache_handle.h"
+#include "binding/process_group_handle.h"
 #include "core/bench_kernels.h"
 #include "core/engine_info.h"
 
@@ -128,10 +129,12 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->modelConstructor = Napi::Persistent(ModelHandle::define(env));
   data->prefixCacheConstructor = Napi::Persistent(PrefixCacheHandle::define(env));
+  data->processGroupConstructor = Napi::Persistent(ProcessGroupHandle::define(env));
   env.SetInstanceData(data);
   exports.Set("Model", data->modelConstructor.Value());
   exports.Set("Trainer", TrainerHandle::define(env));
   defineOps(env, exports);
+  defineDistributed(env, exports);
   exports.Set("loadModel", Napi::Function::New<loadModel>(env, "loadModel"));
   exports.Set("createModel", Napi::Function::New<createModel>(env, "createModel"));
   exports.Set("expectedParameters", Napi::Function::New<expectedParametersJs>(env, "expectedParameters"));

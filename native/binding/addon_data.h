@@ -8,6 +8,7 @@ namespace octo::binding {
 struct AddonData {
   Napi::FunctionReference modelConstructor;
   Napi::FunctionReference prefixCacheConstructor;
+  Napi::FunctionReference processGroupConstructor;
 };
 
 }  // namespace octo::binding

@@ -2,8 +2,10 @@
 
 #include "binding/addon_data.h"
 #include "binding/model_handle.h"
+#include "binding/process_group_handle.h"
 #include "core/bench_kernels.h"
 #include "core/engine_info.h"
+#include "core/gradient_reducer.h"
 #include "core/memory_tracker.h"
 #include "core/reference_optimizer.h"
 
@@ -78,7 +80,9 @@ MicroBatch toMicroBatch(const Napi::Value& value) {
 Napi::Function TrainerHandle::define(Napi::Env env) {
   return DefineClass(env, "Trainer",
                      {
+                         InstanceMethod<&TrainerHandle::enableDataParallel>("enableDataParallel"),
                          InstanceMethod<&TrainerHandle::accumulate>("accumulate"),
+                         InstanceMethod<&TrainerHandle::reduceGradients>("reduceGradients"),
                          InstanceMethod<&TrainerHandle::step>("step"),
                          InstanceMethod<&TrainerHandle::zeroGrad>("zeroGrad"),
                          InstanceMethod<&TrainerHandle::stateTensors>("stateTensors"),
@@ -107,7 +111,29 @@ TrainerHandle::TrainerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   });
 }
 
-// accumulate(batch, objective, lossOptions, normalizers) -> Promise<{loss, finite, stats}>
+// enableDataParallel(group, {bucketBytes, overlapBackward}) -> Promise<void>: broadcasts rank 0's
+// weights (a collective: every rank calls it)
+Napi::Value TrainerHandle::enableDataParallel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    std::shared_ptr<DistributedGroup> group = ProcessGroupHandle::unwrap(info[0]);
+    Napi::Object o = requireObject(info[1], "data-parallel options");
+    GradientReducerOptions options;
+    options.bucketBytes = getInt(o, "bucketBytes", "options");
+    options.overlapBackward = getBool(o, "overlapBackward", "options");
+    auto state = state_;
+    return PromiseWorker<bool>::start(
+        env,
+        [state, group, options]() {
+          std::lock_guard<std::mutex> lock(state->mutex);
+          state->trainer->enableDataParallel(group, options);
+          return true;
+        },
+        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+  });
+}
+
+// accumulate(batch, objective, lossOptions, normalizers, lastOfStep = true) -> Promise<{loss, finite, stats}>
 Napi::Value TrainerHandle::accumulate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -115,18 +141,41 @@ Napi::Value TrainerHandle::accumulate(const Napi::CallbackInfo& info) {
     Objective objective = toObjective(info[1]);
     PolicyLossOptions lossOptions = toPolicyLossOptions(info[2]);
     LossNormalizers normalizers = toNormalizers(info[3]);
+    const bool lastOfStep = info.Length() < 5 || info[4].IsUndefined() || info[4].ToBoolean().Value();
     auto state = state_;
     return PromiseWorker<AccumulateResult>::start(
         env,
-        [state, batch, objective, lossOptions, normalizers]() {
+        [state, batch, objective, lossOptions, normalizers, lastOfStep]() {
           std::lock_guard<std::mutex> lock(state->mutex);
-          return state->trainer->accumulate(batch, objective, lossOptions, normalizers);
+          return state->trainer->accumulate(batch, objective, lossOptions, normalizers, lastOfStep);
         },
         [](Napi::Env env, AccumulateResult& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
           out.Set("loss", r.loss);
           out.Set("finite", r.finite);
           out.Set("stats", statsToJs(env, r.stats));
+          return out;
+        });
+  });
+}
+
+// reduceGradients() -> Promise<{seconds, buckets, bucketsDuringBackward, bytes}> (data-parallel)
+Napi::Value TrainerHandle::reduceGradients(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto state = state_;
+    return PromiseWorker<ReduceReport>::start(
+        env,
+        [state]() {
+          std::lock_guard<std::mutex> lock(state->mutex);
+          return state->trainer->reduceGradients();
+        },
+        [](Napi::Env env, ReduceReport& r) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("seconds", r.seconds);
+          out.Set("buckets", static_cast<double>(r.buckets));
+          out.Set("bucketsDuringBackward", static_cast<double>(r.bucketsDuringBackward));
+          out.Set("bytes", static_cast<double>(r.bytes));
           return out;
         });
   });

@@ -13,7 +13,9 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
   explicit TrainerHandle(const Napi::CallbackInfo& info);  // new Trainer(model, options)
 
  private:
+  Napi::Value enableDataParallel(const Napi::CallbackInfo& info);
   Napi::Value accumulate(const Napi::CallbackInfo& info);
+  Napi::Value reduceGradients(const Napi::CallbackInfo& info);
   Napi::Value step(const Napi::CallbackInfo& info);
   Napi::Value zeroGrad(const Napi::CallbackInfo& info);
   Napi::Value stateTensors(const Napi::CallbackInfo& info);

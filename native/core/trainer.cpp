@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "core/gradient_reducer.h"
+
 namespace octo {
 
 namespace {
@@ -50,8 +52,42 @@ Trainer::Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options)
   optimizer_ = std::make_unique<AdamW>(masters_, options_.adamw);
 }
 
+Trainer::~Trainer() = default;
+
+void Trainer::enableDataParallel(std::shared_ptr<DistributedGroup> group, const GradientReducerOptions& options) {
+  TORCH_CHECK(!reducer_, "data-parallel training is already enabled on this trainer");
+  TORCH_CHECK(group->device() == model_->device(), "the process group reduces tensors on ", group->device(),
+              " but the model is on ", model_->device());
+  at::NoGradGuard noGrad;
+  // Same parameter layout everywhere, checked before any broadcast could pair up wrong tensors.
+  int64_t numel = 0;
+  for (const auto& p : masters_) numel += p.numel();
+  const double count = static_cast<double>(masters_.size()), total = static_cast<double>(numel);
+  at::Tensor layout = at::tensor({count, total, -count, -total}, at::TensorOptions().dtype(at::kDouble)).to(group->device());
+  std::vector<at::Tensor> layouts{layout};
+  group->allReduce(layouts, ReduceOp::Max, "the parameter layout check");
+  const at::Tensor seen = layout.cpu();
+  const double* m = seen.data_ptr<double>();
+  TORCH_CHECK(m[0] == -m[2] && m[1] == -m[3], "rank ", group->rank(), ": the ranks hold models of different sizes (",
+              count, " tensors / ", total, " values here); every rank must load the same model");
+  group->broadcast(masters_, 0, "the broadcast of rank 0's weights");
+  for (size_t i = 0; i < masters_.size(); ++i)
+    if (!masters_[i].is_same(modelParams_[i])) modelParams_[i].copy_(masters_[i]);
+  reducer_ = std::make_unique<GradientReducer>(std::move(group), modelParams_, options);
+}
+
+ReduceReport Trainer::reduceGradients() {
+  TORCH_CHECK(reducer_, "reduceGradients() is for data-parallel training (enableDataParallel first)");
+  ReduceReport report = reducer_->finish(masters_);
+  // The sums live on the fp32 masters; the low-precision copies are spent.
+  for (size_t i = 0; i < masters_.size(); ++i)
+    if (!masters_[i].is_same(modelParams_[i])) modelParams_[i].mutable_grad() = at::Tensor();
+  gradientsReduced_ = true;
+  return report;
+}
+
 AccumulateResult Trainer::accumulate(const MicroBatch& batch, Objective objective, const PolicyLossOptions& lossOptions,
-                                     const LossNormalizers& normalizers) {
+                                     const LossNormalizers& normalizers, bool lastOfStep) {
   const at::Device device = model_->device();
   const auto floats = at::TensorOptions().device(device).dtype(at::kFloat);
   const at::Tensor ids = batch.inputIds.to(device, at::kLong);
@@ -94,11 +130,13 @@ AccumulateResult Trainer::accumulate(const MicroBatch& batch, Objective objectiv
   }
   result.loss = loss.item<double>();
   result.finite = std::isfinite(result.loss);
+  if (reducer_ && lastOfStep) reducer_->arm();
   if (result.finite && loss.requires_grad()) loss.backward();
   return result;
 }
 
 void Trainer::zeroGrad() {
+  gradientsReduced_ = false;
   for (auto& p : modelParams_)
     if (p.grad().defined()) p.mutable_grad() = at::Tensor();
   for (auto& m : masters_)
@@ -106,6 +144,7 @@ void Trainer::zeroGrad() {
 }
 
 StepResult Trainer::step(double lr) {
+  TORCH_CHECK(!reducer_ || gradientsReduced_, "data-parallel training: call reduceGradients() before step()");
   at::NoGradGuard noGrad;
   // Lower-precision models: gradients move to the fp32 masters first.
   for (size_t i = 0; i < masters_.size(); ++i) {

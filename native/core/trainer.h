@@ -12,6 +12,11 @@
 
 namespace octo {
 
+class DistributedGroup;
+class GradientReducer;
+struct GradientReducerOptions;
+struct ReduceReport;
+
 struct MicroBatch {
   at::Tensor inputIds;       // [B, T] int64, right-padded
   at::Tensor attentionMask;  // [B, T] bool: real tokens
@@ -47,10 +52,21 @@ struct StepResult {
 class Trainer {
  public:
   Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options);
+  ~Trainer();
 
-  // Forward + loss + backward of one micro-batch; gradients add up until step().
+  // Data-parallel training over `group`: makes every rank's weights rank 0's (as DDP does at
+  // construction) and from then on sums gradients over the ranks in reduceGradients().
+  void enableDataParallel(std::shared_ptr<DistributedGroup> group, const GradientReducerOptions& options);
+  bool dataParallel() const { return reducer_ != nullptr; }
+
+  // Forward + loss + backward of one micro-batch; gradients add up until step(). Data-parallel:
+  // `lastOfStep` marks the step's last micro-batch, whose backward may start the all-reduce.
   AccumulateResult accumulate(const MicroBatch& batch, Objective objective, const PolicyLossOptions& loss,
-                              const LossNormalizers& normalizers);
+                              const LossNormalizers& normalizers, bool lastOfStep = true);
+  // Data-parallel: sums the accumulated gradients over the ranks. Every rank calls it once per
+  // step after its micro-batches (also a rank that had none, or whose loss was not finite), and
+  // before step() or zeroGrad().
+  ReduceReport reduceGradients();
   StepResult step(double lr);
   void zeroGrad();
 
@@ -71,6 +87,8 @@ class Trainer {
   std::vector<at::Tensor> modelParams_;  // the tensors the forward uses
   std::vector<at::Tensor> masters_;      // fp32 copies (the same tensors when the model is fp32)
   std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<GradientReducer> reducer_;  // data-parallel only
+  bool gradientsReduced_ = false;
 };
 
 // log p(token t | tokens < t) for every real token t >= 1 of each row, no gradient, chunked:

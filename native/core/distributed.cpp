@@ -1,0 +1,178 @@
+#include "core/distributed.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+namespace octo {
+
+namespace {
+
+// The first line of a c10d/Gloo error, without libtorch's backtrace.
+std::string describe(const std::exception& error) {
+  const auto* c10Error = dynamic_cast<const c10::Error*>(&error);
+  std::string text = c10Error ? c10Error->what_without_backtrace() : error.what();
+  const size_t newline = text.find('\n');
+  return newline == std::string::npos ? text : text.substr(0, newline);
+}
+
+std::string seconds(std::chrono::milliseconds timeout) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g s", static_cast<double>(timeout.count()) / 1000.0);
+  return text;
+}
+
+bool isLoopback(const std::string& address) {
+  return address == "localhost" || address.rfind("127.", 0) == 0 || address == "::1";
+}
+
+c10d::ReduceOp toC10d(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return c10d::ReduceOp::SUM;
+    case ReduceOp::Max: return c10d::ReduceOp::MAX;
+    case ReduceOp::Min: return c10d::ReduceOp::MIN;
+  }
+  return c10d::ReduceOp::SUM;
+}
+
+#ifdef USE_C10D_GLOO
+// The network device Gloo's pairs connect over, chosen as torch.distributed does: the interface
+// GLOO_SOCKET_IFNAME names, else the loopback device when the master is on this host (every
+// rank is then local), else the address this host's name resolves to.
+std::shared_ptr<::gloo::transport::Device> glooDevice(const std::string& masterAddr) {
+  if (const char* interface = std::getenv("GLOO_SOCKET_IFNAME"); interface && *interface)
+    return c10d::ProcessGroupGloo::createDeviceForInterface(interface);
+  if (isLoopback(masterAddr)) return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  return c10d::ProcessGroupGloo::createDefaultDevice();
+}
+#endif
+
+}  // namespace
+
+std::vector<std::string> availableBackends() {
+  std::vector<std::string> out;
+#ifdef USE_C10D_GLOO
+  out.push_back("gloo");
+#endif
+#ifdef USE_C10D_NCCL
+  out.push_back("nccl");
+#endif
+  return out;
+}
+
+DistributedGroup::DistributedGroup(const ProcessGroupOptions& options) : options_(options) {
+  TORCH_CHECK(options.worldSize >= 1, "WORLD_SIZE must be >= 1 (got ", options.worldSize, ")");
+  TORCH_CHECK(options.rank >= 0 && options.rank < options.worldSize, "RANK must be in [0, WORLD_SIZE) (got RANK=",
+              options.rank, ", WORLD_SIZE=", options.worldSize, ")");
+  TORCH_CHECK(options.masterPort > 0 && options.masterPort < 65536, "MASTER_PORT must be a TCP port (got ", options.masterPort, ")");
+  backend_ = options.backend == "auto" ? (options.device.is_cuda() ? "nccl" : "gloo") : options.backend;
+  TORCH_CHECK(backend_ != "nccl" || options.device.is_cuda(), "the nccl backend reduces CUDA tensors; this model is on ",
+              options.device, " (use backend gloo)");
+  TORCH_CHECK(backend_ != "gloo" || !options.device.is_cuda(),
+              "this build reduces CUDA gradients with nccl only; use backend nccl or auto");
+
+  c10d::TCPStoreOptions storeOptions;
+  storeOptions.port = static_cast<std::uint16_t>(options.masterPort);
+  storeOptions.isServer = options.rank == 0;
+  storeOptions.numWorkers = static_cast<std::size_t>(options.worldSize);
+  storeOptions.waitWorkers = true;
+  storeOptions.timeout = options.timeout;
+  const std::string where = "rank " + std::to_string(options.rank) + " of " + std::to_string(options.worldSize);
+  try {
+    // The store is the rendezvous: rank 0 serves it, the others connect, and the constructor
+    // returns once all have (or throws at the timeout).
+    auto tcpStore = c10::make_intrusive<c10d::TCPStore>(options.masterAddr, storeOptions);
+    store_ = c10::make_intrusive<c10d::PrefixStore>("octo-native/default_pg", tcpStore);
+  } catch (const std::exception& error) {
+    throw DistributedError(where + ": the rendezvous at " + options.masterAddr + ":" + std::to_string(options.masterPort) +
+                           " did not complete within " + seconds(options.timeout) +
+                           " (are all ranks started with the same MASTER_ADDR/MASTER_PORT and WORLD_SIZE?): " + describe(error));
+  }
+  const int rank = static_cast<int>(options.rank), size = static_cast<int>(options.worldSize);
+  try {
+    if (backend_ == "gloo") {
+#ifdef USE_C10D_GLOO
+      auto glooOptions = c10d::ProcessGroupGloo::Options::create(options.timeout);
+      glooOptions->devices.push_back(glooDevice(options.masterAddr));
+      group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, rank, size, glooOptions);
+#else
+      TORCH_CHECK(false, "this build of octo-native has no Gloo (its headers were missing at build time): "
+                         "install libgloo-dev and rebuild with 'npm run build:native'");
+#endif
+    } else if (backend_ == "nccl") {
+#ifdef USE_C10D_NCCL
+      // Without blocking wait, NCCL ignores the timeout on the host side; with it, wait() throws
+      // once a collective exceeds it (the dead-or-hung-peer case).
+      setenv("NCCL_BLOCKING_WAIT", "1", 0);
+      setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
+      auto ncclOptions = c10d::ProcessGroupNCCL::Options::create();
+      ncclOptions->timeout = options.timeout;
+      group_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, rank, size, ncclOptions);
+#else
+      TORCH_CHECK(false, "this build of octo-native has no NCCL: it needs a CUDA libtorch built with NCCL "
+                         "(a torch wheel) and nccl.h at build time");
+#endif
+    } else {
+      TORCH_CHECK(false, "unknown distributed backend '", backend_, "' (use auto, gloo or nccl)");
+    }
+  } catch (const DistributedError&) {
+    throw;
+  } catch (const std::exception& error) {
+    throw DistributedError(where + ": creating the " + backend_ + " process group failed: " + describe(error));
+  }
+}
+
+void DistributedGroup::wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) const {
+  try {
+    // Gloo enforces the timeout inside the collective; the wait's own bound (a little later)
+    // is the backstop for a backend that does not.
+    work->wait(options_.timeout + std::chrono::seconds(5));
+  } catch (const std::exception& error) {
+    throw DistributedError("rank " + std::to_string(options_.rank) + " of " + std::to_string(options_.worldSize) + ": " + what +
+                           " failed: a peer rank exited or did not answer within the " + seconds(options_.timeout) +
+                           " timeout (" + describe(error) + ")");
+  }
+}
+
+void DistributedGroup::allReduce(std::vector<at::Tensor>& tensors, ReduceOp op, const std::string& what) {
+  c10d::AllreduceOptions reduce;
+  reduce.reduceOp = toC10d(op);
+  reduce.timeout = options_.timeout;
+  for (auto& tensor : tensors) {
+    std::vector<at::Tensor> one{tensor};
+    wait(group_->allreduce(one, reduce), what);
+  }
+}
+
+c10::intrusive_ptr<c10d::Work> DistributedGroup::allReduceAsync(at::Tensor& tensor) {
+  c10d::AllreduceOptions reduce;
+  reduce.timeout = options_.timeout;
+  std::vector<at::Tensor> one{tensor};
+  return group_->allreduce(one, reduce);
+}
+
+void DistributedGroup::broadcast(std::vector<at::Tensor>& tensors, int64_t root, const std::string& what) {
+  c10d::BroadcastOptions cast;
+  cast.rootRank = root;
+  cast.timeout = options_.timeout;
+  for (auto& tensor : tensors) {
+    std::vector<at::Tensor> one{tensor};
+    wait(group_->broadcast(one, cast), what);
+  }
+}
+
+void DistributedGroup::barrier(const std::string& what) {
+  c10d::BarrierOptions options;
+  options.timeout = options_.timeout;
+  wait(group_->barrier(options), what);
+}
+
+}  // namespace octo
