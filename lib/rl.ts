@@ -6,6 +6,7 @@
 import { dynamicSamplingKeep, groupAdvantages, overlongPenalty } from "./advantages";
 import type { RunConfig } from "./config";
 import type { DataCursor, Example } from "./data";
+import type { EvalMetrics } from "./eval/metrics";
 import { extractAnswer } from "./grading/extract";
 import { isEquivalent } from "./grading/verify";
 import {
@@ -63,6 +64,8 @@ export interface StepMetrics {
   generatedTokens: number;
   generationTokensPerSecond: number;
   seconds: { generation: number; logprobs: number; training: number; total: number };
+  /** held-out evaluation after this step (run.evalEvery; set by the training loop, not by rlStep) */
+  eval?: EvalMetrics;
 }
 
 interface BuiltSample {

@@ -9,11 +9,13 @@ import path from "node:path";
 import { SingleBar } from "cli-progress";
 import YAML from "yaml";
 
+import { writeFileAtomic } from "./atomic-file";
 import { latestCheckpoint, optimizerStateFile, saveCheckpoint, type TrainerState } from "./checkpoint";
 import type { RunConfig } from "./config";
 import { DataCursor, loadDataset, type Example } from "./data";
 import { ensureDemoModel } from "./demo-model";
-import { evaluateSelfCorrection, type SelfCorrectionMetrics } from "./evaluate";
+import { evaluateModel } from "./eval/evaluate";
+import type { EvalMetrics } from "./eval/metrics";
 import { DEFAULT_SEPARATOR } from "./methods/octopus";
 import { Model } from "./model";
 import { rlStep, type StepMetrics } from "./rl";
@@ -24,7 +26,7 @@ export interface TrainOptions {
   resume?: boolean;
   /** examples to train on instead of data.train (the embedded demo) */
   examples?: Example[];
-  /** examples to evaluate before and after instead of data.eval */
+  /** examples to evaluate before, after and every run.evalEvery steps instead of data.eval */
   evalExamples?: Example[];
   /** stop (and save) after this many steps of this invocation, as Ctrl-C would; resume continues */
   stopAfterSteps?: number;
@@ -40,35 +42,31 @@ export interface TrainSummary {
   interrupted: boolean;
   finalCheckpoint: string;
   seconds: number;
-  evalBefore?: SelfCorrectionMetrics;
-  evalAfter?: SelfCorrectionMetrics;
+  evalBefore?: EvalMetrics;
+  evalAfter?: EvalMetrics;
   lastStep?: StepMetrics;
-}
-
-function writeAtomic(file: string, text: string): void {
-  const temp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(temp, text);
-  fs.renameSync(temp, file);
 }
 
 /** Keeps the metrics lines of steps <= `step` (a resumed run rewrites what came after). */
 function truncateMetrics(file: string, step: number): void {
   if (!fs.existsSync(file)) return;
   const kept = fs.readFileSync(file, "utf8").split("\n").filter((line) => line.trim() !== "" && (JSON.parse(line) as { step: number }).step <= step);
-  writeAtomic(file, kept.map((l) => l + "\n").join(""));
+  writeFileAtomic(file, kept.map((l) => l + "\n").join(""));
 }
 
 export async function runTraining(config: RunConfig, options: TrainOptions = {}): Promise<TrainSummary> {
   const started = Date.now();
   const runDir = path.resolve(config.run.dir);
   fs.mkdirSync(runDir, { recursive: true });
-  writeAtomic(path.join(runDir, "config.yaml"), YAML.stringify(config));
+  writeFileAtomic(path.join(runDir, "config.yaml"), YAML.stringify(config));
   const log = (line: string) => !options.quiet && process.stderr.write(line + "\n");
 
   const modelDir = config.model.path === "demo" ? await ensureDemoModel() : config.model.path;
   const examples = options.examples ?? (config.data.train ? await loadDataset(config.data.train) : undefined);
   if (!examples || examples.length === 0) throw new Error("no training data: set data.train.path in the config");
   const evalExamples = options.evalExamples ?? (config.data.eval ? await loadDataset(config.data.eval) : undefined);
+  if (config.run.evalEvery > 0 && !evalExamples)
+    throw new Error(`run.evalEvery = ${config.run.evalEvery} needs held-out problems: set data.eval.path in the config (or set run.evalEvery to 0)`);
 
   const resumeFrom = options.resume ? latestCheckpoint(runDir) : undefined;
   if (options.resume && !resumeFrom) log(`no checkpoint in ${runDir}: starting from the beginning`);
@@ -110,10 +108,11 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
   if (resumeFrom) truncateMetrics(metricsFile, state.step);
   else if (fs.existsSync(metricsFile)) fs.rmSync(metricsFile);
 
+  // Greedy, one sample per problem, the model's own correction as round 2: cheap enough to run every few steps.
   const evaluate = async () =>
     evalExamples
       ? (
-          await evaluateSelfCorrection(policy, tokenizer, evalExamples, {
+          await evaluateModel(policy, tokenizer, evalExamples, {
             prompt: { template: config.data.promptTemplate, chat: config.data.chat, chatTemplateVariables: config.data.chatTemplateVariables },
             separator: octopus?.separator ?? DEFAULT_SEPARATOR,
             maxNewTokens: config.rollout.maxNewTokens,
@@ -142,6 +141,7 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
   try {
     while (state.step < config.run.steps && !interrupted) {
       const metrics = await rlStep(runner, state.step + 1);
+      if (config.run.evalEvery > 0 && (state.step + 1) % config.run.evalEvery === 0) metrics.eval = await evaluate();
       lastStep = metrics;
       state = { step: state.step + 1, optimizerSteps: trainer.step, cursor: cursor.snapshot, skippedSteps: state.skippedSteps + (metrics.skipped ? 1 : 0) };
       fs.appendFileSync(metricsFile, JSON.stringify(metrics) + "\n");
@@ -151,6 +151,7 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
           `step ${state.step}/${config.run.steps} reward ${metrics.reward.toFixed(3)} acc@t1 ${metrics.accuracyO1.toFixed(3)} ` +
             `acc@final ${metrics.accuracyFinal.toFixed(3)} kl ${metrics.kl.toExponential(2)} ${metrics.seconds.total.toFixed(1)}s`,
         );
+      if (metrics.eval && !bar) log(`eval after step ${state.step}: acc@t1 ${metrics.eval.accT1.toFixed(3)} acc@t2 ${metrics.eval.accT2.toFixed(3)} Δ ${metrics.eval.delta.toFixed(3)}`);
       if (state.skippedSteps > config.run.maxSkippedSteps)
         throw new Error(`${state.skippedSteps} steps had a NaN/Inf loss or gradient (limit run.maxSkippedSteps = ${config.run.maxSkippedSteps}); the last good checkpoint is intact`);
       if (state.step >= stopAt) interrupted = true;
@@ -162,12 +163,13 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
     bar?.stop();
     process.off("SIGINT", onSignal);
   }
-  const evalAfter = interrupted ? undefined : await evaluate();
+  // The last step's periodic evaluation already is the final one (same weights, greedy).
+  const evalAfter = interrupted ? undefined : lastStep?.step === state.step && lastStep.eval ? lastStep.eval : await evaluate();
   const summary: TrainSummary = {
     runDir, steps: state.step, skippedSteps: state.skippedSteps, interrupted, finalCheckpoint,
     seconds: (Date.now() - started) / 1000, evalBefore, evalAfter, lastStep,
   };
-  writeAtomic(path.join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
+  writeFileAtomic(path.join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
   policy.dispose();
   reference?.dispose();
   return summary;
