@@ -8,9 +8,13 @@ import path from "node:path";
 
 import { loadDataset } from "../lib/data";
 import { runEvalCommand, type EvalSummary } from "../lib/eval/eval-command";
-import type { EvalSample } from "../lib/eval/evaluate";
+import { evaluateModel, type EvalSample } from "../lib/eval/evaluate";
 import { presetDirectories, resolveEvalData } from "../lib/eval/presets";
 import { closeVerifier } from "../lib/grading/verify";
+import { Model } from "../lib/model";
+import { encodePrompt } from "../lib/prompts";
+import type { GenerationResult } from "../lib/sampling";
+import { TextTokenizer } from "../lib/tokenizer";
 import { quickDemoRun } from "./helpers/quick-demo";
 
 const CLI = path.join(__dirname, "..", "dist", "lib", "cli.js");
@@ -99,6 +103,42 @@ describe("on the quick demo run", () => {
     if (mode === "two-turn") expect(samples.filter((s) => s.carried)).toHaveLength(0);
     // Something was generated for the later rounds (not all empty attempts).
     expect(samples.filter((s) => s.round === 3).some((s) => s.text.length > 0)).toBe(true);
+  });
+
+  test("octopus round 3 and two-turn turn 2 are what generating from the assembled prompt from scratch gives (greedy)", async () => {
+    const { dir, summary } = run;
+    const modelDir = path.join(dir, summary.evaluation.checkpoints.afterStage2);
+    const examples = (await loadDataset({ path: path.join(dir, summary.evaluation.data) })).slice(0, 4);
+    const model = await Model.load(modelDir, { device: "cpu" });
+    const tokenizer = TextTokenizer.fromDir(modelDir);
+    const { prompt, separator, maxNewTokens, instruction } = summary.evaluation.settings;
+    try {
+      const result = await evaluateModel(model, tokenizer, examples, { prompt, separator, maxNewTokens, rounds: 3, batch: 3 });
+      const twoTurn = await evaluateModel(model, tokenizer, examples, { prompt, maxNewTokens, instruction, mode: "two-turn", rounds: 2, batch: 3 });
+      const params = { temperature: 0, maxNewTokens, eosTokenIds: tokenizer.eosTokenIds };
+      const strip = (r: GenerationResult) => Array.from(r.finishReason === "eos" ? r.tokens.subarray(0, -1) : r.tokens);
+      let continued = 0;
+      for (const [i, example] of examples.entries()) {
+        const promptIds = encodePrompt(example, tokenizer, prompt);
+        const [[first]] = await model.generate([{ promptIds }], params);
+        const segments = tokenizer.decode(strip(first), { skipSpecialTokens: true }).split(separator);
+        const rounds = result.samples.filter((s) => s.problemIndex === i).map((s) => s.text);
+        expect(rounds[0]).toBe(segments[0]);
+        // two-turn (no chat template here): prompt + turn 1 + the instruction, then turn 2
+        const instructionIds = Array.from(tokenizer.encode(`\n\n${instruction}\n\n`, { addSpecialTokens: false }));
+        const [[turn2]] = await model.generate([{ promptIds: Int32Array.from([...promptIds, ...strip(first), ...instructionIds]) }], params);
+        const turns = twoTurn.samples.filter((s) => s.problemIndex === i).map((s) => s.text);
+        expect(turns).toEqual([tokenizer.decode(strip(first), { skipSpecialTokens: true }), tokenizer.decode(strip(turn2), { skipSpecialTokens: true })]);
+        if (segments.length > 2) continue; // the model wrote round 3 itself
+        const sep = Array.from(tokenizer.encode(separator, { addSpecialTokens: false }));
+        const [[next]] = await model.generate([{ promptIds: Int32Array.from([...promptIds, ...strip(first), ...sep]) }], params);
+        expect(rounds[2]).toBe(tokenizer.decode(strip(next), { skipSpecialTokens: true }).split(separator)[0]);
+        continued++;
+      }
+      expect(continued).toBeGreaterThan(0);
+    } finally {
+      model.dispose();
+    }
   });
 });
 

@@ -144,7 +144,7 @@ interface ChunkContext {
   prompts: Int32Array[];
   settings: EvalSettings;
   params: Partial<SamplingParams>;
-  cache: PrefixCache;
+  cache?: PrefixCache;
 }
 
 async function firstRound(c: ChunkContext): Promise<Rollout[]> {
@@ -238,7 +238,10 @@ export async function evaluateModel(
   const graded: GradedAnswer[][][] = [];
   const hasMarker: boolean[][] = [];
   const samples: EvalSample[] = [];
-  const cache = model.createPrefixCache();
+  // Later rounds continue from the cached keys/values of the round before; a plain octopus
+  // evaluation (2 rounds, both from one pass) needs no cache and keeps none in memory.
+  const continues = settings.mode === "two-turn" || settings.rounds > 2;
+  const cache = continues ? model.createPrefixCache() : undefined;
   try {
     for (let start = 0; start < examples.length; start += settings.batch) {
       const chunk = examples.slice(start, start + settings.batch);
@@ -263,10 +266,11 @@ export async function evaluateModel(
           hasMarker[start + p].push(r.hasMarker);
         }
       }
+      cache?.clear();
       hooks.onProgress?.(start + chunk.length, examples.length);
     }
   } finally {
-    cache.clear();
+    cache?.clear();
   }
   return { settings, metrics: evaluationMetrics(graded, hasMarker, settings.ks), samples };
 }
