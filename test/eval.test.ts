@@ -36,7 +36,7 @@ describe("on the quick demo run", () => {
 
   test("the CLI reproduces the accuracy in the demo's summary.json exactly; Δ = Δi→c − Δc→i on its outputs", async () => {
     const { dir, summary } = run;
-    const { settings, data, checkpoints } = summary.evaluation;
+    const { settings, data, checkpoints } = summary.evalSetup;
     const out = path.join(tmp, "reproduce");
     const args = [
       "eval", "--model", path.join(dir, checkpoints.afterStage2), "--data", path.join(dir, data), "--out", out,
@@ -84,9 +84,9 @@ describe("on the quick demo run", () => {
     const { dir, summary } = run;
     const out = path.join(tmp, mode);
     const result = await runEvalCommand({
-      model: path.join(dir, summary.evaluation.checkpoints.afterStage2), data: path.join(dir, summary.evaluation.data), limit: 6, out,
+      model: path.join(dir, summary.evalSetup.checkpoints.afterStage2), data: path.join(dir, summary.evalSetup.data), limit: 6, out,
       device: "cpu", progress: false,
-      settings: { ...summary.evaluation.settings, mode, rounds: 3, samplesPerProblem: 2, ks: undefined, batch: 4 },
+      settings: { ...summary.evalSetup.settings, mode, rounds: 3, samplesPerProblem: 2, ks: undefined, batch: 4 },
     });
     const m = result.metrics;
     expect([m.problems, m.samplesPerProblem, m.rounds]).toEqual([6, 2, 3]);
@@ -107,11 +107,11 @@ describe("on the quick demo run", () => {
 
   test("octopus round 3 and two-turn turn 2 are what generating from the assembled prompt from scratch gives (greedy)", async () => {
     const { dir, summary } = run;
-    const modelDir = path.join(dir, summary.evaluation.checkpoints.afterStage2);
-    const examples = (await loadDataset({ path: path.join(dir, summary.evaluation.data) })).slice(0, 4);
+    const modelDir = path.join(dir, summary.evalSetup.checkpoints.afterStage2);
+    const examples = (await loadDataset({ path: path.join(dir, summary.evalSetup.data) })).slice(0, 4);
     const model = await Model.load(modelDir, { device: "cpu" });
     const tokenizer = TextTokenizer.fromDir(modelDir);
-    const { prompt, separator, maxNewTokens, instruction } = summary.evaluation.settings;
+    const { prompt, separator, maxNewTokens, instruction } = summary.evalSetup.settings;
     try {
       const result = await evaluateModel(model, tokenizer, examples, { prompt, separator, maxNewTokens, rounds: 3, batch: 3 });
       const twoTurn = await evaluateModel(model, tokenizer, examples, { prompt, maxNewTokens, instruction, mode: "two-turn", rounds: 2, batch: 3 });
@@ -176,4 +176,20 @@ describe("presets", () => {
     }
     expect(() => resolveEvalData("gsm9k")).toThrow(/'gsm9k' is neither a file nor a preset \(presets: gsm8k, math500, aime24, amc23\)/);
   });
+});
+
+test("bad eval flags fail with a clear message and exit code 1 before any model loads", () => {
+  const cases: [string[], RegExp][] = [
+    [["--data", "gsm8k", "--n", "4"], /4 samples per problem at temperature 0 \(greedy\) would be 4 identical samples; set a temperature > 0/],
+    [["--data", "nope"], /--data 'nope' is neither a file nor a preset/],
+    [["--data", "gsm8k", "--n", "2", "--temperature", "1", "--k", "4"], /k = 4 is more than the 2 samples per problem/],
+    [["--data", "gsm8k", "--rounds", "1"], /evaluation setting 'rounds'/],
+    [["--data", "gsm8k", "--limit", "0"], /--limit must be a positive integer/],
+  ];
+  for (const [args, message] of cases) {
+    const r = spawnSync(process.execPath, [CLI, "eval", "--model", path.join(tmp, "no-model"), ...args], { encoding: "utf8", timeout: 60_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  }
 });

@@ -41,7 +41,7 @@ export interface DemoSummary {
    * How `evaluations` were made, paths relative to the run directory: `octo-native eval --model
    * <dir>/<checkpoint> --data <dir>/<data>` with these settings gives the same numbers.
    */
-  evaluation: { data: string; settings: EvalSettings; checkpoints: Record<"afterSft" | "afterStage1" | "afterStage2", string> };
+  evalSetup: { data: string; settings: EvalSettings; checkpoints: Record<"afterSft" | "afterStage1" | "afterStage2", string> };
   improved: { accT2: boolean; deltaIncorrectToCorrect: boolean };
 }
 
@@ -125,7 +125,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     stage2Steps: budget.stage2,
     evalProblems: evalSet.length,
     evaluations,
-    evaluation: {
+    evalSetup: {
       data: path.relative(dir, evalFile),
       settings: evalSettings,
       checkpoints: { afterSft: path.relative(dir, sftDir), afterStage1: path.relative(dir, stage1), afterStage2: path.relative(dir, stage2) },

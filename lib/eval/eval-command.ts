@@ -66,6 +66,8 @@ function progressReporter(label: string): { update: (done: number, total: number
 export async function runEvalCommand(options: EvalCommandOptions): Promise<EvalSummary> {
   const started = Date.now();
   const settings = resolveEvalSettings(options.settings); // bad flags fail before the model loads
+  if (options.limit !== undefined && !(Number.isInteger(options.limit) && options.limit > 0))
+    throw new RangeError(`--limit must be a positive integer, not ${options.limit}`);
   const spec = resolveEvalData(options.data, options.limit);
   const examples = await loadDataset(spec);
   const model = await Model.load(options.model, { device: options.device });
