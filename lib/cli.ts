@@ -1,15 +1,21 @@
 #!/usr/bin/env node
 /** The `octo-native` command line (SPEC §9). */
+import path from "node:path";
+
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 
 import { BENCHES } from "../bench";
-import { loadConfig } from "./config";
+import { loadConfig, parseConfig } from "./config";
 import { formatTable, runDemo } from "./demo/run-demo";
+import { formatEvalSummary, runEvalCommand } from "./eval/eval-command";
+import { EVAL_PRESETS } from "./eval/presets";
 import { generateFromPrompt } from "./generate";
 import { runGradeCommand } from "./grading/grade-file";
 import { formatInstallInfo, installInfo } from "./info";
 import { launchLocalRanks } from "./launch";
+import { DEFAULT_SEPARATOR } from "./methods/octopus";
+import { DEFAULT_CORRECTION_INSTRUCTION } from "./prompts";
 import { writeRunReport } from "./report";
 import { runSftCommand } from "./sft-command";
 import { runTraining } from "./train";
@@ -140,6 +146,45 @@ async function main(argv: string[]): Promise<void> {
           maxResponseTokens: args["max-tokens"], template: args.template, chat: args.chat, separator: args.separator, device: args.device,
         });
         console.log(JSON.stringify(result));
+      },
+    )
+    .command(
+      "eval",
+      "evaluate a model: pass@k, maj@k, mean@k and self-correction (Acc@t1…t_R, Δ, Δi→c, Δc→i); per-sample JSONL + summary JSON",
+      (y) =>
+        y
+          .option("model", { type: "string", demandOption: true, describe: "Hugging Face model directory (a run's checkpoint works)" })
+          .option("data", { type: "string", demandOption: true, describe: `dataset file (.jsonl/.json/.parquet) or preset: ${Object.keys(EVAL_PRESETS).join(", ")}` })
+          .option("limit", { type: "number", describe: "the first N problems only" })
+          .option("mode", { type: "string", choices: ["octopus", "two-turn"], default: "octopus", describe: "octopus: rounds after the marker (appended again for more); two-turn: SCoRe instruction turns" })
+          .option("n", { type: "number", default: 1, describe: "samples per problem" })
+          .option("k", { type: "number", array: true, describe: "k of pass@k/maj@k/mean@k (default: powers of two up to n, and n)" })
+          .option("rounds", { type: "number", default: 2, describe: "rounds per sample (t1 … tR), at least 2" })
+          .option("temperature", { type: "number", default: 0, describe: "0 = greedy (then --n must be 1)" })
+          .option("top-p", { type: "number", default: 1 })
+          .option("max-tokens", { type: "number", default: 1024, describe: "new tokens per generation call" })
+          .option("batch", { type: "number", default: 32, describe: "problems per generate call (memory only)" })
+          .option("seed", { type: "number", default: 0, describe: "problem i samples from seed + i" })
+          .option("template", { type: "string", default: parseConfig({}).data.promptTemplate, describe: "user message; {problem} is replaced" })
+          .option("chat", { type: "boolean", default: true, describe: "wrap the prompt in the tokenizer's chat template (--no-chat: plain text)" })
+          .option("separator", { type: "string", default: DEFAULT_SEPARATOR, describe: "Octopus self-correction marker" })
+          .option("instruction", { type: "string", default: DEFAULT_CORRECTION_INSTRUCTION, describe: "two-turn: the instruction after each turn" })
+          .option("out", { type: "string", describe: "output directory (default: runs/eval/<model>-<data>)" })
+          .option("device", { type: "string", default: "auto" })
+          .option("json", { type: "boolean", default: false, describe: "print the summary JSON instead of a table" }),
+      async (args) => {
+        const dataName = path.basename(args.data).replace(/\.(jsonl|json|parquet)$/, "");
+        const out = args.out ?? path.join("runs", "eval", `${path.basename(path.resolve(args.model))}-${dataName}`);
+        const summary = await runEvalCommand({
+          model: args.model, data: args.data, limit: args.limit, out, device: args.device,
+          settings: {
+            mode: args.mode as "octopus" | "two-turn", samplesPerProblem: args.n, ks: args.k, rounds: args.rounds,
+            temperature: args.temperature, topP: args["top-p"], maxNewTokens: args["max-tokens"], batch: args.batch, seed: args.seed,
+            prompt: { template: args.template, chat: args.chat }, separator: args.separator, instruction: args.instruction,
+          },
+        });
+        if (args.json) printJson(summary);
+        else console.log(`${formatEvalSummary(summary)}\nwrote ${path.join(out, "samples.jsonl")} and ${path.join(out, "summary.json")}`);
       },
     )
     .command(

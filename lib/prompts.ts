@@ -1,6 +1,6 @@
 /** Prompt building (SPEC §9): the instruction template, then the tokenizer's chat template. */
 import type { Example } from "./data";
-import type { TextTokenizer } from "./tokenizer";
+import type { ChatMessage, TextTokenizer } from "./tokenizer";
 
 export interface PromptOptions {
   /** the user message; {problem} is replaced by the problem text */
@@ -10,13 +10,25 @@ export interface PromptOptions {
   chatTemplateVariables?: Record<string, unknown>;
 }
 
+/**
+ * SCoRe's turn-2 instruction (SPEC §6.2): there might be an error, rewrite the solution; it
+ * never says whether the first attempt was right.
+ */
+export const DEFAULT_CORRECTION_INSTRUCTION =
+  "There might be an error in the solution above because of lack of understanding of the question. " +
+  "Please correct the error, if any, and rewrite the solution. Put your final answer within \\boxed{}.";
+
 export function promptText(example: Example, template: string): string {
   return template.split("{problem}").join(example.problem);
 }
 
-/** Token ids of the prompt of `example`. Datasets that carry chat messages (verl) keep them. */
+/** The chat messages of the prompt of `example`. Datasets that carry chat messages (verl) keep them. */
+export function promptMessages(example: Example, template: string): ChatMessage[] {
+  return example.messages ?? [{ role: "user", content: promptText(example, template) }];
+}
+
+/** Token ids of the prompt of `example`. */
 export function encodePrompt(example: Example, tokenizer: TextTokenizer, options: PromptOptions): Int32Array {
   if (!options.chat) return tokenizer.encode(promptText(example, options.template), { addSpecialTokens: false });
-  const messages = example.messages ?? [{ role: "user", content: promptText(example, options.template) }];
-  return tokenizer.encodeChat(messages, { addGenerationPrompt: true, extra: options.chatTemplateVariables });
+  return tokenizer.encodeChat(promptMessages(example, options.template), { addGenerationPrompt: true, extra: options.chatTemplateVariables });
 }

@@ -7,6 +7,7 @@ import { dynamicSamplingKeep, groupAdvantages, overlongPenalty } from "./advanta
 import type { RunConfig } from "./config";
 import type { DataCursor, Example } from "./data";
 import type { DataParallel } from "./distributed";
+import type { EvalMetrics } from "./eval/metrics";
 import { extractAnswer } from "./grading/extract";
 import { isEquivalent } from "./grading/verify";
 import {
@@ -66,6 +67,8 @@ export interface StepMetrics {
   generatedTokens: number;
   generationTokensPerSecond: number;
   seconds: { generation: number; logprobs: number; training: number; total: number };
+  /** held-out evaluation after this step (run.evalEvery; set by the training loop, not by rlStep) */
+  eval?: EvalMetrics;
 }
 
 interface BuiltSample {

@@ -19,15 +19,8 @@ import type { RunConfig } from "./config";
 import { DataCursor, loadDataset, type Example } from "./data";
 import { ensureDemoModel } from "./demo-model";
 import { DataParallel, rankDevice, torchrunEnv } from "./distributed";
-import {
-  evaluateSelfCorrection,
-  metricsFromCounts,
-  selfCorrectionCounts,
-  selfCorrectionMetrics,
-  type EvaluatedItem,
-  type SelfCorrectionCounts,
-  type SelfCorrectionMetrics,
-} from "./evaluate";
+import { evaluateModel } from "./eval/evaluate";
+import type { EvalMetrics } from "./eval/metrics";
 import { DEFAULT_SEPARATOR } from "./methods/octopus";
 import { Model } from "./model";
 import { writeReportAfterRun } from "./report";
@@ -39,7 +32,7 @@ export interface TrainOptions {
   resume?: boolean;
   /** examples to train on instead of data.train (the embedded demo) */
   examples?: Example[];
-  /** examples to evaluate before and after instead of data.eval */
+  /** examples to evaluate before, after and every run.evalEvery steps instead of data.eval */
   evalExamples?: Example[];
   /** stop (and save) after this many steps of this invocation, as Ctrl-C would; resume continues */
   stopAfterSteps?: number;
@@ -55,8 +48,8 @@ export interface TrainSummary {
   interrupted: boolean;
   finalCheckpoint: string;
   seconds: number;
-  evalBefore?: SelfCorrectionMetrics;
-  evalAfter?: SelfCorrectionMetrics;
+  evalBefore?: EvalMetrics;
+  evalAfter?: EvalMetrics;
   lastStep?: StepMetrics;
 }
 
@@ -92,6 +85,8 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
   const examples = options.examples ?? (config.data.train ? await loadDataset(config.data.train) : undefined);
   if (!examples || examples.length === 0) throw new Error("no training data: set data.train.path in the config");
   const evalExamples = options.evalExamples ?? (config.data.eval ? await loadDataset(config.data.eval) : undefined);
+  if (config.run.evalEvery > 0 && !evalExamples)
+    throw new Error(`run.evalEvery = ${config.run.evalEvery} needs held-out problems: set data.eval.path in the config (or set run.evalEvery to 0)`);
 
   const resumeFrom = options.resume ? latestCheckpoint(runDir) : undefined;
   if (options.resume && !resumeFrom) log(`no checkpoint in ${runDir}: starting from the beginning`);
@@ -148,16 +143,19 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
     else if (fs.existsSync(metricsFile)) fs.rmSync(metricsFile);
   }
 
-  // Data-parallel: each rank answers its share of the problems, and the counts are summed.
-  const evaluate = async (): Promise<SelfCorrectionMetrics | undefined> => {
-    if (!evalExamples) return undefined;
-    const { items } = await evaluateSelfCorrection(policy, tokenizer, dp ? dp.shard(evalExamples) : evalExamples, {
-      prompt: { template: config.data.promptTemplate, chat: config.data.chat, chatTemplateVariables: config.data.chatTemplateVariables },
-      separator: octopus?.separator ?? DEFAULT_SEPARATOR,
-      maxNewTokens: config.rollout.maxNewTokens,
-    });
-    return dp ? evaluationOverRanks(dp, items) : selfCorrectionMetrics(items);
-  };
+  // Greedy, one sample per problem, the model's own correction as round 2: cheap enough to run every few steps.
+  // Data-parallel ranks hold identical weights and each evaluates the whole set (only rank 0 logs it): no
+  // rank waits at a collective through a long evaluation, which the process-group timeout would end.
+  const evaluate = async () =>
+    evalExamples
+      ? (
+          await evaluateModel(policy, tokenizer, evalExamples, {
+            prompt: { template: config.data.promptTemplate, chat: config.data.chat, chatTemplateVariables: config.data.chatTemplateVariables },
+            separator: octopus?.separator ?? DEFAULT_SEPARATOR,
+            maxNewTokens: config.rollout.maxNewTokens,
+          })
+        ).metrics
+      : undefined;
   const evalBefore = resumeFrom ? undefined : await evaluate();
 
   // Ctrl-C: finish the step in flight, save, and exit.
@@ -183,6 +181,7 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
   try {
     while (state.step < config.run.steps && !interrupted) {
       const metrics = await rlStep(runner, state.step + 1);
+      if (config.run.evalEvery > 0 && (state.step + 1) % config.run.evalEvery === 0) metrics.eval = await evaluate();
       lastStep = metrics;
       state = { step: state.step + 1, optimizerSteps: trainer.step, cursor: cursor.snapshot, skippedSteps: state.skippedSteps + (metrics.skipped ? 1 : 0), worldSize };
       if (isMain) fs.appendFileSync(metricsFile, JSON.stringify(metrics) + "\n");
@@ -192,6 +191,7 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
           `step ${state.step}/${config.run.steps} reward ${metrics.reward.toFixed(3)} acc@t1 ${metrics.accuracyO1.toFixed(3)} ` +
             `acc@final ${metrics.accuracyFinal.toFixed(3)} kl ${metrics.kl.toExponential(2)} ${metrics.seconds.total.toFixed(1)}s`,
         );
+      if (metrics.eval && !bar) log(`eval after step ${state.step}: acc@t1 ${metrics.eval.accT1.toFixed(3)} acc@t2 ${metrics.eval.accT2.toFixed(3)} Δ ${metrics.eval.delta.toFixed(3)}`);
       if (state.skippedSteps > config.run.maxSkippedSteps)
         throw new Error(`${state.skippedSteps} steps had a NaN/Inf loss or gradient (limit run.maxSkippedSteps = ${config.run.maxSkippedSteps}); the last good checkpoint is intact`);
       interrupted = stopRequested || state.step >= stopAt;
@@ -203,7 +203,8 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
     bar?.stop();
     process.off("SIGINT", onSignal);
   }
-  const evalAfter = interrupted ? undefined : await evaluate();
+  // The last step's periodic evaluation already is the final one (same weights, greedy).
+  const evalAfter = interrupted ? undefined : lastStep?.step === state.step && lastStep.eval ? lastStep.eval : await evaluate();
   const summary: TrainSummary = {
     runDir, steps: state.step, skippedSteps: state.skippedSteps, interrupted, finalCheckpoint,
     seconds: (Date.now() - started) / 1000, evalBefore, evalAfter, lastStep,
@@ -227,12 +228,4 @@ async function checkSameResumePoint(dp: DataParallel, runDir: string, step: numb
         `all ranks must see the same run directory (a shared filesystem across hosts)`,
     );
   }
-}
-
-/** Self-correction metrics over the items every rank evaluated (its shard of the problems). */
-async function evaluationOverRanks(dp: DataParallel, items: EvaluatedItem[]): Promise<SelfCorrectionMetrics> {
-  const local = selfCorrectionCounts(items);
-  const keys = Object.keys(local) as (keyof SelfCorrectionCounts)[];
-  const totals = await dp.sum(keys.map((k) => local[k]), "the evaluation counts");
-  return metricsFromCounts(Object.fromEntries(keys.map((k, i) => [k, totals[i]])) as unknown as SelfCorrectionCounts);
 }

@@ -6,7 +6,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { selfCorrectionMetrics } from "../lib/evaluate";
+import { evaluationMetrics } from "../lib/eval/metrics";
 import { PLOTS, ReportInputError, parseMetricsFile, plotRows, readRun, stageSpans, transitionRates, writeRunReport } from "../lib/report";
 
 const CLI = path.join(__dirname, "..", "dist", "lib", "cli.js");
@@ -107,12 +107,9 @@ describe("metrics → series", () => {
   });
 
   test("eval objects logged at some steps become the held-out eval plot", () => {
-    const evalMetrics = selfCorrectionMetrics([
-      { o1Correct: false, finalCorrect: true, hasMarker: true },
-      { o1Correct: true, finalCorrect: true, hasMarker: false },
-      { o1Correct: true, finalCorrect: false, hasMarker: true },
-      { o1Correct: false, finalCorrect: false, hasMarker: true },
-    ]);
+    // Four problems, one sample each, rounds t1 and t2: w→c, c→c, c→w, w→w.
+    const graded = [[false, true], [true, true], [true, false], [false, false]].map(([t1, t2]) => [[{ answer: "1", correct: t1 }, { answer: "1", correct: t2 }]]);
+    const evalMetrics = evaluationMetrics(graded, [[true], [false], [true], [true]], [1]);
     const dir = runDir({ "metrics.jsonl": jsonl([stepLine(1), stepLine(2, { eval: evalMetrics }), stepLine(3)]) });
     const rows = plotRows(PLOTS.find((p) => p.id === "eval")!, readRun(dir).stages);
     expect(rows.map((r) => [r.step, r.series, r.value])).toEqual([

@@ -92,6 +92,22 @@ test("metrics.jsonl carries the Octopus step metrics", async () => {
   expect(Object.values(line.augmented as Record<string, number>).reduce((a, b) => a + b, 0)).toBe(2 * 4);
 });
 
+test("run.evalEvery: every N-th step's metrics line carries the held-out evaluation; summary keeps before and after", async () => {
+  const dir = path.join(tmp, "eval-every");
+  const evalExamples = arithmeticProblems(6, 99);
+  const summary = await runTraining(config(dir, ["run.evalEvery=2"]), { examples, evalExamples, quiet: true });
+  const lines = fs.readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  expect(lines.map((l) => [l.step, "eval" in l])).toEqual([[1, false], [2, true], [3, false]]);
+  const evaluated = lines[1].eval;
+  expect([evaluated.problems, evaluated.samplesPerProblem, evaluated.rounds, evaluated.count]).toEqual([6, 1, 2, 6]);
+  expect(evaluated.accuracy).toEqual([evaluated.accT1, evaluated.accT2]);
+  expect(evaluated.delta).toBeCloseTo(evaluated.deltaIncorrectToCorrect - evaluated.deltaCorrectToIncorrect, 12);
+  const saved = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8"));
+  expect(saved.evalBefore.problems).toBe(6);
+  expect(saved.evalAfter).toEqual(summary.evalAfter);
+  expect(saved.evalAfter.problems).toBe(6);
+});
+
 describe("bad input gives a clear error", () => {
   test("a missing model directory", async () => {
     await expect(runTraining(config(path.join(tmp, "x"), [`model.path=${path.join(tmp, "no-model")}`]), { examples, quiet: true })).rejects.toThrow(/no-model' does not exist/);
@@ -100,6 +116,9 @@ describe("bad input gives a clear error", () => {
     const empty = path.join(tmp, "empty.jsonl");
     fs.writeFileSync(empty, "");
     await expect(runTraining(config(path.join(tmp, "y"), [`data.train.path=${empty}`]), { quiet: true })).rejects.toThrow(/the dataset is empty/);
+  });
+  test("run.evalEvery without held-out data", async () => {
+    await expect(runTraining(config(path.join(tmp, "w"), ["run.evalEvery=1"]), { examples, quiet: true })).rejects.toThrow(/run\.evalEvery = 1 needs held-out problems: set data\.eval\.path/);
   });
   test("a config without training data", async () => {
     await expect(runTraining(config(path.join(tmp, "z")), { quiet: true })).rejects.toThrow(/no training data/);

@@ -7,9 +7,12 @@
 import fs from "node:fs";
 import path from "node:path";
 
+import { writeFileAtomic } from "../atomic-file";
 import { loadConfig } from "../config";
+import { loadDataset } from "../data";
 import { DEMO_MODEL_SPEC, writeDemoTokenizer } from "../demo-model";
-import { evaluateSelfCorrection, type SelfCorrectionMetrics } from "../evaluate";
+import { evaluateModel, resolveEvalSettings, type EvalSettings } from "../eval/evaluate";
+import type { EvalMetrics } from "../eval/metrics";
 import { DEFAULT_SEPARATOR } from "../methods/octopus";
 import { Model } from "../model";
 import { shippedRecipe } from "../package-root";
@@ -34,7 +37,12 @@ export interface DemoSummary {
   stage1Steps: number;
   stage2Steps: number;
   evalProblems: number;
-  evaluations: Record<"afterSft" | "afterStage1" | "afterStage2", SelfCorrectionMetrics>;
+  evaluations: Record<"afterSft" | "afterStage1" | "afterStage2", EvalMetrics>;
+  /**
+   * How `evaluations` were made, paths relative to the run directory: `octo-native eval --model
+   * <dir>/<checkpoint> --data <dir>/<data>` with these settings gives the same numbers.
+   */
+  evalSetup: { data: string; settings: EvalSettings; checkpoints: Record<"afterSft" | "afterStage1" | "afterStage2", string> };
   improved: { accT2: boolean; deltaIncorrectToCorrect: boolean };
 }
 
@@ -64,11 +72,18 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
 
   const config = loadConfig(recipe);
   const prompt = { template: config.data.promptTemplate, chat: config.data.chat };
-  const evalSet = arithmeticProblems(budget.evalProblems, 999);
+  // The eval set is written to the run directory and read back, so `octo-native eval` can
+  // reproduce the numbers from the files alone.
+  const evalFile = path.join(dir, "eval.jsonl");
+  writeFileAtomic(evalFile, arithmeticProblems(budget.evalProblems, 999).map((e) => JSON.stringify(e) + "\n").join(""));
+  const evalSet = await loadDataset({ path: evalFile });
   // Sampled at the rollout temperature, several samples per problem: the distribution RL
   // optimises, and far from the ceiling that greedy decoding of this easy task sits near.
-  const evalOptions = { prompt, separator: DEFAULT_SEPARATOR, maxNewTokens: config.rollout.maxNewTokens, temperature: config.rollout.temperature, samplesPerProblem: 4, seed: 12345 };
-  const evaluate = async (model: Model) => (await evaluateSelfCorrection(model, tokenizer, evalSet, evalOptions)).metrics;
+  const evalSettings = resolveEvalSettings({
+    mode: "octopus", prompt, separator: DEFAULT_SEPARATOR, maxNewTokens: config.rollout.maxNewTokens,
+    temperature: config.rollout.temperature, samplesPerProblem: 4, rounds: 2, seed: 12345, batch: 64,
+  });
+  const evaluate = async (model: Model) => (await evaluateModel(model, tokenizer, evalSet, evalSettings)).metrics;
 
   // 2. SFT cold start: o1 is a solution that slips in one step half of the time, o2 the correct re-solve.
   const random = seededRandom(7);
@@ -111,12 +126,17 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     stage2Steps: budget.stage2,
     evalProblems: evalSet.length,
     evaluations,
+    evalSetup: {
+      data: path.relative(dir, evalFile),
+      settings: evalSettings,
+      checkpoints: { afterSft: path.relative(dir, sftDir), afterStage1: path.relative(dir, stage1), afterStage2: path.relative(dir, stage2) },
+    },
     improved: {
       accT2: afterStage2.accT2 > afterSft.accT2,
       deltaIncorrectToCorrect: afterStage2.deltaIncorrectToCorrect > afterSft.deltaIncorrectToCorrect,
     },
   };
-  fs.writeFileSync(path.join(dir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
+  writeFileAtomic(path.join(dir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
   await writeReportAfterRun(dir, log);
   return summary;
 }
