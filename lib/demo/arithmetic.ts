@@ -3,8 +3,9 @@
  * integers, whose answers a program can check. Solutions are written step by step, so a
  * model can make (and learn to fix) a slip in one step.
  *
- *   problem  "7+5-3"        answer "9"
- *   solution "7+5=12 12-3=9 \boxed{9}"
+ *   problem      "7+5-3"        answer "9"
+ *   at a glance  "9 \boxed{9}"                 (the demo's first attempt o1)
+ *   solution     "7+5=12 12-3=9 \boxed{9}"     (its careful re-solve o2)
  */
 import type { Example } from "../data";
 import { seededRandom } from "../random";
@@ -72,6 +73,18 @@ export function writeSolution(problem: string, slip?: { at: number; by: number }
     carried = value;
   }
   return `${parts.join(" ")} \\boxed{${carried}}`;
+}
+
+/**
+ * A first attempt at a glance: the answer without the steps, `9 \boxed{9}`. Off by 1 or 2
+ * with probability `errorRate` (seeded). A small model computes a three-term result in one
+ * jump far less reliably than step by step, which is what leaves room for a correction.
+ */
+export function sampleQuickAnswer(problem: string, errorRate: number, random: () => number): string {
+  const steps = solveSteps(problem);
+  let value = steps[steps.length - 1].value;
+  if (random() < errorRate) value += random() < 0.5 ? -1 - Math.floor(random() * 2) : 1 + Math.floor(random() * 2);
+  return `${value} \\boxed{${value}}`;
 }
 
 /** A solution that is wrong with probability `errorRate` (one slipped step, seeded). */
