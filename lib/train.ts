@@ -14,6 +14,7 @@ import type { RunConfig } from "./config";
 import { DataCursor, loadDataset, type Example } from "./data";
 import { ensureDemoModel } from "./demo-model";
 import { evaluateSelfCorrection, type SelfCorrectionMetrics } from "./evaluate";
+import { createMethodHook, methodNeedsReference } from "./method-hooks";
 import { DEFAULT_SEPARATOR } from "./methods/octopus";
 import { Model } from "./model";
 import { rlStep, type StepMetrics } from "./rl";
@@ -38,6 +39,8 @@ export interface TrainSummary {
   steps: number;
   skippedSteps: number;
   interrupted: boolean;
+  /** why the method ended the run before run.steps (SRT early stopping or collapse alarm) */
+  stoppedEarly?: string;
   finalCheckpoint: string;
   seconds: number;
   evalBefore?: SelfCorrectionMetrics;
@@ -77,9 +80,8 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
   const tokenizer = TextTokenizer.fromDir(modelDir);
   if (tokenizer.vocabSize > policy.spec.vocabSize)
     throw new Error(`${modelDir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${policy.spec.vocabSize}`);
-  const octopus = config.method.name === "octopus" ? config.method.octopus : undefined;
-  const needsReference = (octopus?.stage === 1 && octopus.o1KlCoef > 0) || (!(octopus?.stage === 1) && config.loss.klCoef > 0);
-  const reference = needsReference ? await Model.load(modelDir, device) : undefined;
+  const octopus = config.method.name === "octopus" || config.method.name === "octopus-srt" ? config.method.octopus : undefined;
+  const reference = methodNeedsReference(config) ? await Model.load(modelDir, device) : undefined;
 
   const trainer = new PolicyTrainer(policy, {
     schedule: {
@@ -137,8 +139,10 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
 
   const stopAt = options.stopAfterSteps !== undefined ? state.step + options.stopAfterSteps : Infinity;
   let lastStep: StepMetrics | undefined;
+  let stoppedEarly: string | undefined;
   let finalCheckpoint = "";
-  const runner = { config, policy, reference, tokenizer, trainer, examples, cursor };
+  const method = await createMethodHook({ config, policy, reference, tokenizer, evalExamples }, modelDir);
+  const runner = { config, policy, reference, tokenizer, trainer, examples, cursor, method };
   try {
     while (state.step < config.run.steps && !interrupted) {
       const metrics = await rlStep(runner, state.step + 1);
@@ -154,17 +158,23 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
       if (state.skippedSteps > config.run.maxSkippedSteps)
         throw new Error(`${state.skippedSteps} steps had a NaN/Inf loss or gradient (limit run.maxSkippedSteps = ${config.run.maxSkippedSteps}); the last good checkpoint is intact`);
       if (state.step >= stopAt) interrupted = true;
+      if (metrics.stopReason) {
+        log(metrics.stopReason);
+        stoppedEarly = metrics.stopReason;
+        break;
+      }
       if (config.run.saveEvery > 0 && state.step % config.run.saveEvery === 0 && state.step < config.run.steps)
         finalCheckpoint = await saveCheckpoint(runDir, policy, trainer, state);
     }
     finalCheckpoint = await saveCheckpoint(runDir, policy, trainer, state);
   } finally {
+    method.dispose();
     bar?.stop();
     process.off("SIGINT", onSignal);
   }
   const evalAfter = interrupted ? undefined : await evaluate();
   const summary: TrainSummary = {
-    runDir, steps: state.step, skippedSteps: state.skippedSteps, interrupted, finalCheckpoint,
+    runDir, steps: state.step, skippedSteps: state.skippedSteps, interrupted, finalCheckpoint, stoppedEarly,
     seconds: (Date.now() - started) / 1000, evalBefore, evalAfter, lastStep,
   };
   writeAtomic(path.join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
