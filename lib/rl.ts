@@ -84,7 +84,7 @@ function keepForDynamicSampling(samples: GroupSample[]): boolean {
  * Advantages per group and per return channel (one channel: the sequence advantage; SCoRe's
  * two turns: one advantage per token, from its turn's channel).
  */
-function assignAdvantages(sequences: TrainSequence[], samples: GroupSample[], promptLengths: number[], groupSize: number, config: RunConfig): void {
+export function assignAdvantages(sequences: TrainSequence[], samples: GroupSample[], promptLengths: number[], groupSize: number, config: RunConfig): void {
   const channels = Math.max(...samples.map((s) => s.returns.length));
   const perChannel = Array.from({ length: channels }, (_, k) =>
     groupAdvantages(samples.map((s) => s.returns[k] ?? 0), groupSize, config.advantage.estimator, { normStd: config.advantage.normStd }),
