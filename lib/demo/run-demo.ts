@@ -39,7 +39,7 @@ export interface DemoSummary {
 
 const recipe = shippedRecipe("demo.yaml");
 
-export function formatTable(evaluations: DemoSummary["evaluations"]): string {
+export function formatTable(evaluations: Record<string, SelfCorrectionMetrics>): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`.padStart(7);
   const lines = [`${"".padEnd(14)} ${["Acc@t1", "Acc@t2", "Δ", "Δi→c", "Δc→i", "marker"].map((h) => h.padStart(7)).join(" ")}`];
   for (const [name, m] of Object.entries(evaluations))
