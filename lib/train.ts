@@ -142,6 +142,7 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
   let stoppedEarly: string | undefined;
   let finalCheckpoint = "";
   const method = await createMethodHook({ config, policy, reference, tokenizer, evalExamples }, modelDir);
+  if (resumeFrom && fs.existsSync(metricsFile)) method.restore?.(fs.readFileSync(metricsFile, "utf8").split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l)));
   const runner = { config, policy, reference, tokenizer, trainer, examples, cursor, method };
   try {
     while (state.step < config.run.steps && !interrupted) {

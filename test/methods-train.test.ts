@@ -109,6 +109,23 @@ test("SRT: pseudo-label metrics, the majority-share filter, label accuracy, the 
   if (firstNoImprovement >= 0) expect(guarded.summary.stoppedEarly).toMatch(/early stopping/);
 }, 300_000);
 
+test("SRT resumes bit-exactly: the collapse trace, early-stopping history and fixed labels carry over", async () => {
+  const extra = { ...tiny, method: { srt: { fixedLabels: true, earlyStopping: { every: 1, examples: 8, patience: 5 } } } };
+  const config = (name: string) => demoMethodConfig("srt", { modelPath: sftDir, runDir: path.join(tmp, name), steps: 3, extra });
+  const withoutTimes = (dir: string) =>
+    fs.readFileSync(path.join(tmp, dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => {
+      const m = JSON.parse(l);
+      delete m.seconds;
+      delete m.generationTokensPerSecond;
+      return m;
+    });
+  await runTraining(config("srt-straight"), { examples, evalExamples, quiet: true });
+  await runTraining(config("srt-resumed"), { examples, evalExamples, quiet: true, stopAfterSteps: 2 });
+  await runTraining(config("srt-resumed"), { examples, evalExamples, quiet: true, resume: true });
+  expect(withoutTimes("srt-resumed")).toEqual(withoutTimes("srt-straight"));
+  expect(withoutTimes("srt-resumed").map((m) => m.methodMetrics.earlyStopping.evaluations)).toEqual([1, 2, 3]);
+}, 300_000);
+
 test("Octopus + SRT: pairing against the majority answer, label accuracy and hidden-label accuracies", async () => {
   const { lines } = await run("octopus-srt", "octopus-srt", 1, { optimizer: { lr: 5e-5 } });
   const m = lines[0];

@@ -76,6 +76,8 @@ export interface MethodHook {
   buildGroups(groups: PromptRollouts[], step: number): Promise<GroupBuild[]>;
   /** after the update: the step's method metrics; may end the run */
   finishStep(step: number, update: { kl: number }): Promise<StepEnd>;
+  /** a resumed run: the state kept across steps, rebuilt from the metrics lines of the steps already done */
+  restore?(previous: ReadonlyArray<{ kl: number; methodMetrics?: Record<string, unknown> }>): void;
   dispose(): void;
 }
 

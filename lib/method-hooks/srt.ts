@@ -77,6 +77,17 @@ class SelfLabelling {
     return keep;
   }
 
+  /** The collapse trace and the early-stopping history of the steps a resumed run already took. */
+  restore(previous: ReadonlyArray<{ kl: number; methodMetrics?: Record<string, unknown> }>): void {
+    for (const line of previous) {
+      const m = line.methodMetrics;
+      if (!m) continue;
+      this.trace.push({ pseudoReward: m.pseudoReward as number, kl: line.kl, dominantShare: m.dominantAnswerShare as number });
+      const early = m.earlyStopping as { accuracy: number } | undefined;
+      if (early) this.accuracies.push(early.accuracy);
+    }
+  }
+
   async finish(stepIndex: number, kl: number): Promise<{ metrics: Record<string, unknown>; stop?: string }> {
     const { config, policy, tokenizer, evalExamples } = this.context;
     const srt = config.method.srt;
@@ -110,7 +121,7 @@ class SelfLabelling {
       });
       this.accuracies.push(evaluation.metrics.accT2);
       const decision = earlyStopping(this.accuracies, srt.earlyStopping.patience);
-      metrics.earlyStopping = { accuracy: evaluation.metrics.accT2, best: decision.best, evaluationsSinceBest: decision.sinceBest };
+      metrics.earlyStopping = { accuracy: evaluation.metrics.accT2, best: decision.best, evaluations: this.accuracies.length, evaluationsSinceBest: decision.sinceBest };
       if (decision.stop && !stop) stop = `SRT early stopping at step ${stepIndex}: labelled-split accuracy ${decision.best.toFixed(3)} has not improved for ${decision.sinceBest} evaluations`;
     }
     return { metrics, stop };
@@ -143,6 +154,7 @@ export function srtHook(context: HookContext): MethodHook {
       });
     },
     finishStep: (step, update) => labelling.finish(step, update.kl),
+    restore: (previous) => labelling.restore(previous),
     dispose: () => {},
   };
 }
@@ -172,6 +184,7 @@ export function octopusSrtHook(context: HookContext, klCoef: number): MethodHook
       });
     },
     finishStep: (step, update) => labelling.finish(step, update.kl),
+    restore: (previous) => labelling.restore(previous),
     dispose: () => {},
   };
 }
