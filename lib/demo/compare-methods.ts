@@ -2,11 +2,14 @@
  * Every method against plain GRPO on the embedded demo, with the same budget: the same SFT
  * starting model, training prompts, steps, prompts per step and samples per prompt, then the
  * same evaluation (the demo's: sampled at the rollout temperature, 4 samples per problem, on
- * 128 held-out problems). Two-stage methods spend half the steps in each stage.
+ * 128 held-out problems). Two-stage methods spend half the steps in each stage. Trust-GRPO's
+ * judge is startStepCheckerJudge (an arithmetic step checker behind the HTTP judge back end).
  *
  *   node -e 'require("./dist/lib/demo/compare-methods").main()' runs/demo/sft runs/compare 12
  */
 import fs from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 
 import { loadConfig, type RunConfig } from "../config";
@@ -35,12 +38,43 @@ const recipeStage = (recipe: MethodRecipe): Stage => (modelPath, runDir, steps) 
 const octopusStage = (stage: 1 | 2): Stage => (modelPath, runDir, steps) =>
   loadConfig(shippedRecipe("demo.yaml"), [`model.path=${modelPath}`, `run.dir=${runDir}`, `run.steps=${steps}`, `method.octopus.stage=${stage}`, "rollout.promptsPerStep=8"]);
 
+/**
+ * The demo's thinking judge for Trust-GRPO: an OpenAI-compatible endpoint on loopback whose
+ * "judge" checks the arithmetic of every `a±b=c` step of the response and answers
+ * `Score: <fraction of correct steps>` — a real reasoning score for the demo task, served
+ * through the same HTTP back end a hosted judge model uses.
+ */
+export async function startStepCheckerJudge(): Promise<{ url: string; calls: () => number; close: () => Promise<void> }> {
+  let calls = 0;
+  const server = http.createServer((req, res) => {
+    let body = "";
+    req.on("data", (chunk) => (body += chunk));
+    req.on("end", () => {
+      calls++;
+      const text = String(JSON.parse(body).messages?.[0]?.content ?? "");
+      const steps = [...text.matchAll(/(-?\d+)([+-])(\d+)=(-?\d+)/g)];
+      const correct = steps.filter(([, a, op, b, c]) => (op === "+" ? Number(a) + Number(b) : Number(a) - Number(b)) === Number(c)).length;
+      const content = steps.length === 0 ? "no steps to check" : `Score: ${correct / steps.length}`;
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ choices: [{ message: { role: "assistant", content } }] }));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+  return { url, calls: () => calls, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+let judgeUrl = "";
+
 /** Each method as its stages; every method gets `steps` in total. */
 export const COMPARED_METHODS: Record<string, Stage[]> = {
   grpo: [recipeStage("grpo")],
   octopus: [octopusStage(1), octopusStage(2)],
   score: [recipeStage("score-stage1"), recipeStage("score-stage2")],
-  "trust-grpo": [recipeStage("trust-grpo")],
+  "trust-grpo": [
+    (modelPath, runDir, steps) =>
+      demoMethodConfig("trust-grpo", { modelPath, runDir, steps, extra: { method: { trustGrpo: { judge: { backend: "http", url: judgeUrl, promptTemplate: "{response}" } } } } }),
+  ],
   srt: [recipeStage("srt")],
   "octopus-srt": [recipeStage("octopus-srt")],
 };
@@ -70,6 +104,8 @@ export async function compareMethodsOnDemo(options: { sftDir: string; outDir: st
       model.dispose();
     }
   };
+  const judge = await startStepCheckerJudge();
+  judgeUrl = judge.url;
   const result: MethodComparison = { steps: options.steps, evalProblems: evalSet.length, evaluations: { sft: await evaluate(options.sftDir) }, training: {}, seconds: {} };
   for (const name of options.methods ?? Object.keys(COMPARED_METHODS)) {
     const stages = COMPARED_METHODS[name];
@@ -89,6 +125,7 @@ export async function compareMethodsOnDemo(options: { sftDir: string; outDir: st
     result.training[name] = meanMethodMetrics(runDirs);
     log(formatTable({ sft: result.evaluations.sft, [name]: result.evaluations[name] }));
   }
+  await judge.close();
   fs.mkdirSync(options.outDir, { recursive: true });
   fs.writeFileSync(path.join(options.outDir, "comparison.json"), JSON.stringify(result, null, 2) + "\n");
   return result;

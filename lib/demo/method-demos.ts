@@ -60,7 +60,7 @@ const METHOD_DEMO: Record<MethodRecipe, Tree> = {
   grpo: {},
   "score-stage1": { method: { score: { turn1Stop: [DEFAULT_SEPARATOR], instruction: DEFAULT_SEPARATOR, turn2Template: "{instruction}" } } },
   "score-stage2": { method: { score: { turn1Stop: [DEFAULT_SEPARATOR], instruction: DEFAULT_SEPARATOR, turn2Template: "{instruction}" } } },
-  "trust-grpo": { method: { trustGrpo: { judge: { backend: "engine", modelPath: "policy", url: undefined, apiKeyEnv: undefined, chat: false, promptTemplate: "{problem}=", maxNewTokens: 24 } } } },
+  "trust-grpo": { method: { trustGrpo: { judge: { backend: "engine", modelPath: "policy", url: undefined, apiKeyEnv: undefined, chat: false, promptTemplate: "{problem}=", maxNewTokens: 40 } } } },
   srt: { method: { srt: { earlyStopping: { every: 0 } } } },
   "octopus-srt": {},
 };
