@@ -74,6 +74,17 @@ function zeroBuckets(): Record<CorrectionBucket, number> {
 
 const mean = (xs: number[]) => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length);
 
+/** prompt ⊕ response, the response's masks after the prompt's zeros (the prompt gets no loss and no KL). */
+function trainSequence(promptIds: Int32Array, sample: GroupSample): TrainSequence {
+  const tokens = new Int32Array(promptIds.length + sample.response.length);
+  tokens.set(promptIds);
+  tokens.set(sample.response, promptIds.length);
+  const lossMask = new Float32Array(tokens.length), klMask = new Float32Array(tokens.length);
+  lossMask.set(Array.from(sample.lossMask), promptIds.length);
+  klMask.set(Array.from(sample.klMask), promptIds.length);
+  return { tokens, lossMask, klMask };
+}
+
 /** A group trains unless dynamic sampling drops it: every return channel constant across the group. */
 function keepForDynamicSampling(samples: GroupSample[]): boolean {
   const channels = Math.max(...samples.map((s) => s.returns.length));
@@ -158,16 +169,9 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
       }
       if (build.augmented) for (const k of Object.keys(augmented) as (CorrectionBucket | "copy")[]) augmented[k] += build.augmented[k];
       for (const b of build.samples) {
-        const promptIds = prompts[p];
-        const tokens = new Int32Array(promptIds.length + b.response.length);
-        tokens.set(promptIds);
-        tokens.set(b.response, promptIds.length);
-        const lossMask = new Float32Array(tokens.length), klMask = new Float32Array(tokens.length);
-        lossMask.set(Array.from(b.lossMask), promptIds.length);
-        klMask.set(Array.from(b.klMask), promptIds.length);
-        sequences.push({ tokens, lossMask, klMask });
+        sequences.push(trainSequence(prompts[p], b));
         samples.push(b);
-        promptLengths.push(promptIds.length);
+        promptLengths.push(prompts[p].length);
       }
     });
   }
