@@ -84,6 +84,16 @@ test("Trust-GRPO with the HTTP judge on a loopback stub: γ, thinking reward and
   }
 }, 300_000);
 
+test("Trust-GRPO with the engine judge (the demo model itself, a smoke test of the path)", async () => {
+  const { lines } = await run("trust-grpo", "trust-engine", 1);
+  const t = lines[0].methodMetrics;
+  expect(t.judgedResponses + t.skippedLowOutcome + 4 * t.skippedSaturatedGroups).toBe(2 * 4);
+  if (t.judgedResponses > 0) {
+    expect(t.thinkingReward).toBeGreaterThanOrEqual(0);
+    expect(t.thinkingReward).toBeLessThanOrEqual(1);
+  }
+}, 300_000);
+
 test("SRT: pseudo-label metrics, the majority-share filter, label accuracy, the alarm; fixed labels and early stopping", async () => {
   const hard = await run("srt", "srt", 2);
   for (const m of hard.lines) {
