@@ -8,6 +8,9 @@ import fs from "node:fs";
 import YAML from "yaml";
 import { z } from "zod";
 
+import { THINKING_JUDGE_PROMPT } from "./judge/thinking-judge";
+import { SCORE_INSTRUCTION } from "./methods/score";
+
 export class ConfigError extends Error {
   constructor(message: string) {
     super(message);
@@ -138,7 +141,11 @@ export const configSchema = z.strictObject({
     .prefault({}),
   method: z
     .strictObject({
-      name: z.enum(["grpo", "octopus"]).default("grpo"),
+      /**
+       * grpo (SPEC §5), octopus (§6.1), score (§6.2), trust-grpo (§6.3), srt (§6.4), and
+       * octopus-srt: Octopus with o1/o2 judged against the group's majority answer (no labels).
+       */
+      name: z.enum(["grpo", "octopus", "score", "trust-grpo", "srt", "octopus-srt"]).default("grpo"),
       octopus: z
         .strictObject({
           separator: z.string().default("\n\n<self-correction>\n</self-correction>\n\n"),
@@ -148,6 +155,106 @@ export const configSchema = z.strictObject({
           o1KlCoef: z.number().min(0).default(0.01),
           /** add n paired (o1, o2) samples to the n originals */
           augment: z.boolean().default(true),
+        })
+        .prefault({}),
+      /** SCoRe (SPEC §6.2): two attempts; the KL comes from beta1/beta2 here, loss.klCoef is unused */
+      score: z
+        .strictObject({
+          /** 1: reward on turn 2, strong KL on turn 1; 2: both turns rewarded, bonus on turn 2 */
+          stage: z.union([z.literal(1), z.literal(2)]).default(1),
+          /** the turn-2 instruction: hints at a possible error without revealing correctness */
+          instruction: z.string().default(SCORE_INSTRUCTION),
+          /**
+           * text appended after turn 1 (its tokens as sampled, EOS included) to open turn 2;
+           * {instruction} is replaced. Chat models: close turn 1 and open a user turn, e.g. for
+           * ChatML "\n<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n".
+           */
+          turn2Template: z.string().default("\n\n{instruction}\n\n"),
+          /** stop strings of turn 1 (removed from turn 1 before the instruction) */
+          turn1Stop: z.array(z.string().min(1)).default([]),
+          /** β1: the default KL on every generated token */
+          beta1: z.number().min(0).default(0.01),
+          /** β2: Stage I's KL on the turn-1 tokens (0.1; 0.25 for code) */
+          beta2: z.number().min(0).default(0.1),
+          /** α of the Stage II bonus α·(r(y2) − r(y1)) */
+          alpha: z.number().min(0).default(10),
+          /** discount of turn 2's reward in turn 1's return (SCoRe: 0) */
+          gamma: z.number().min(0).max(1).default(0),
+        })
+        .prefault({}),
+      /** Trust-GRPO with a thinking reward (SPEC §6.3): R = R_out + γ·α·exp(−t/T)·R_think */
+      trustGrpo: z
+        .strictObject({
+          alpha: z.number().min(0).default(0.3),
+          /** T of the annealing, in steps (0 = run.steps) */
+          annealSteps: z.number().min(0).default(0),
+          /** correct (for γ) when the outcome reward is ≥ this */
+          correctAbove: probability.default(0.5),
+          /** saturated groups (all outcomes ≥ high, or all ≤ low) skip the judge */
+          saturatedHigh: probability.default(0.9),
+          saturatedLow: probability.default(0.1),
+          /** responses with an outcome below this get R_think = 0 without a judge call */
+          skipBelowOutcome: probability.default(0.2),
+          judge: z
+            .strictObject({
+              /** engine: a Hugging Face model on our engine; http: an OpenAI-compatible endpoint */
+              backend: z.enum(["engine", "http"]).default("engine"),
+              /** engine: the judge's model directory ("policy" = the run's starting model: a smoke test) */
+              modelPath: z.string().optional(),
+              /** engine: wrap the judge prompt in the judge tokenizer's chat template */
+              chat: z.boolean().default(true),
+              /** http: base URL, e.g. http://localhost:8000/v1 (POST {url}/chat/completions) */
+              url: z.string().optional(),
+              /** http: the `model` field of the request */
+              model: z.string().default("judge"),
+              /** http: name of the environment variable holding the API key (never the key itself) */
+              apiKeyEnv: z.string().optional(),
+              /** {problem} and {response} are replaced; the reply must hold `Score: s` */
+              promptTemplate: z.string().default(THINKING_JUDGE_PROMPT),
+              maxNewTokens: positiveInt.default(256),
+              /** http: per attempt */
+              timeoutMs: positiveInt.default(60000),
+              retries: z.number().int().min(0).default(3),
+              backoffMs: z.number().int().min(0).default(500),
+              concurrency: positiveInt.default(8),
+              /** thinking reward of a judge text with no parseable score (counted in the metrics) */
+              fallbackScore: probability.default(0),
+            })
+            .prefault({}),
+        })
+        .prefault({}),
+      /** SRT (SPEC §6.4): majority-vote pseudo-labels; also the labelling of octopus-srt */
+      srt: z
+        .strictObject({
+          /** hard: 1 for the majority answer; soft: the answer's vote share */
+          reward: z.enum(["hard", "soft"]).default("hard"),
+          /** prompts whose majority share (votes / rollouts) is below this do not train */
+          majorityThreshold: probability.default(0.6),
+          /** label each prompt once, from the base model's rollouts, instead of every step */
+          fixedLabels: z.boolean().default(false),
+          /** early stopping on a small labelled split (data.eval): greedy final-answer accuracy */
+          earlyStopping: z
+            .strictObject({
+              /** evaluate every N steps (0 = off) */
+              every: z.number().int().min(0).default(0),
+              /** labelled examples used (the first N of data.eval) */
+              examples: positiveInt.default(64),
+              /** stop after this many evaluations without a new best */
+              patience: positiveInt.default(3),
+            })
+            .prefault({}),
+          /** collapse alarm: pseudo-reward near 1 with a KL spike and one dominant answer across prompts */
+          collapse: z
+            .strictObject({
+              rewardAbove: probability.default(0.95),
+              klSpikeFactor: z.number().positive().default(3),
+              klMin: z.number().min(0).default(1e-3),
+              window: positiveInt.default(5),
+              dominantShareAbove: probability.default(0.5),
+              /** end the run (with a checkpoint) when the alarm fires */
+              stop: z.boolean().default(false),
+            })
+            .prefault({}),
         })
         .prefault({}),
     })

@@ -37,6 +37,17 @@ export { passAtK, majAtK, meanAtK, majorityVote, evaluationMetrics } from "./eva
 export type { EvalMetrics, SelfCorrectionMetrics, RoundMetrics, RoundTransition, GradedAnswer } from "./eval/metrics";
 export { runEvalCommand } from "./eval/eval-command";
 export { EVAL_PRESETS, resolveEvalData } from "./eval/presets";
+export * as score from "./methods/score";
+export * as trustGrpo from "./methods/trust-grpo";
+export * as srt from "./methods/srt";
+export { EngineJudge } from "./judge/engine-judge";
+export { HttpJudge, JudgeEndpointError } from "./judge/http-judge";
+export { parseJudgeScore, THINKING_JUDGE_PROMPT } from "./judge/thinking-judge";
+export type { ThinkingJudge, JudgeRequest, JudgeScore } from "./judge/thinking-judge";
+export { createMethodHook, methodNeedsReference } from "./method-hooks";
+export type { MethodHook, GroupBuild, GroupSample, PromptRollouts } from "./method-hooks";
+export { demoMethodConfig, METHOD_RECIPES } from "./demo/method-demos";
+export { compareMethodsOnDemo } from "./demo/compare-methods";
 export { runTraining } from "./train";
 export { runSft } from "./sft";
 export { runDemo } from "./demo/run-demo";

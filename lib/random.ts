@@ -27,3 +27,8 @@ export function shuffleInPlace<T>(items: T[], random: () => number): T[] {
 export function seededPermutation(n: number, seed: number): number[] {
   return shuffleInPlace(Array.from({ length: n }, (_, i) => i), seededRandom(seed));
 }
+
+/** Per-step seed of prompt i of an RL step: reproducible, and different across steps and prompts. */
+export function rolloutSeed(runSeed: number, step: number, promptIndex: number): number {
+  return ((runSeed * 1_000_003 + step * 10_007 + promptIndex * 101) >>> 0) % 2 ** 31;
+}

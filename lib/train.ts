@@ -21,6 +21,7 @@ import { ensureDemoModel } from "./demo-model";
 import { DataParallel, rankDevice, torchrunEnv } from "./distributed";
 import { evaluateModel } from "./eval/evaluate";
 import type { EvalMetrics } from "./eval/metrics";
+import { createMethodHook, methodNeedsReference } from "./method-hooks";
 import { DEFAULT_SEPARATOR } from "./methods/octopus";
 import { Model } from "./model";
 import { writeReportAfterRun } from "./report";
@@ -46,6 +47,8 @@ export interface TrainSummary {
   steps: number;
   skippedSteps: number;
   interrupted: boolean;
+  /** why the method ended the run before run.steps (SRT early stopping or collapse alarm) */
+  stoppedEarly?: string;
   finalCheckpoint: string;
   seconds: number;
   evalBefore?: EvalMetrics;
@@ -69,6 +72,10 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
     ? await DataParallel.join(rankEnv, { timeoutSeconds: config.distributed.timeoutSeconds, backend: config.distributed.backend, device: distributedDevice })
     : undefined;
   const isMain = !dp || dp.isMain;
+  // The other methods decide things per step from their own rollouts (SRT's early stop and alarm,
+  // Trust-GRPO's judge calls): not yet agreed across ranks, so they run in one process for now.
+  if (dp && !["grpo", "octopus"].includes(config.method.name))
+    throw new Error(`method.name '${config.method.name}': data-parallel training (--nproc / WORLD_SIZE > 1) supports grpo and octopus so far; run it in one process`);
   if (isMain) {
     fs.mkdirSync(runDir, { recursive: true });
     writeFileAtomic(path.join(runDir, "config.yaml"), YAML.stringify(config));
@@ -103,9 +110,8 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
   const tokenizer = TextTokenizer.fromDir(modelDir);
   if (tokenizer.vocabSize > policy.spec.vocabSize)
     throw new Error(`${modelDir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${policy.spec.vocabSize}`);
-  const octopus = config.method.name === "octopus" ? config.method.octopus : undefined;
-  const needsReference = (octopus?.stage === 1 && octopus.o1KlCoef > 0) || (!(octopus?.stage === 1) && config.loss.klCoef > 0);
-  const reference = needsReference ? await Model.load(modelDir, device) : undefined;
+  const octopus = config.method.name === "octopus" || config.method.name === "octopus-srt" ? config.method.octopus : undefined;
+  const reference = methodNeedsReference(config) ? await Model.load(modelDir, device) : undefined;
 
   const trainer = new PolicyTrainer(policy, {
     schedule: {
@@ -175,8 +181,11 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
   let lastStep: StepMetrics | undefined;
   // Data-parallel, a Ctrl-C reaches the ranks at different moments: they agree after each step.
   let interrupted = dp ? await dp.anyTrue(stopRequested, "the agreement on stopping") : stopRequested;
+  let stoppedEarly: string | undefined;
   let finalCheckpoint = "";
-  const runner = { config, policy, reference, tokenizer, trainer, examples, cursor, distributed: dp };
+  const method = await createMethodHook({ config, policy, reference, tokenizer, evalExamples }, modelDir);
+  if (resumeFrom && fs.existsSync(metricsFile)) method.restore?.(fs.readFileSync(metricsFile, "utf8").split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l)));
+  const runner = { config, policy, reference, tokenizer, trainer, examples, cursor, method, distributed: dp };
   const save = async () => (isMain ? saveCheckpoint(runDir, policy, trainer, state) : checkpointDir(runDir, state.step));
   try {
     while (state.step < config.run.steps && !interrupted) {
@@ -196,17 +205,23 @@ export async function runTraining(config: RunConfig, options: TrainOptions = {})
         throw new Error(`${state.skippedSteps} steps had a NaN/Inf loss or gradient (limit run.maxSkippedSteps = ${config.run.maxSkippedSteps}); the last good checkpoint is intact`);
       interrupted = stopRequested || state.step >= stopAt;
       if (dp) interrupted = await dp.anyTrue(interrupted, "the agreement on stopping");
+      if (metrics.stopReason) {
+        log(metrics.stopReason);
+        stoppedEarly = metrics.stopReason;
+        break;
+      }
       if (config.run.saveEvery > 0 && state.step % config.run.saveEvery === 0 && state.step < config.run.steps) finalCheckpoint = await save();
     }
     finalCheckpoint = await save();
   } finally {
+    method.dispose();
     bar?.stop();
     process.off("SIGINT", onSignal);
   }
   // The last step's periodic evaluation already is the final one (same weights, greedy).
   const evalAfter = interrupted ? undefined : lastStep?.step === state.step && lastStep.eval ? lastStep.eval : await evaluate();
   const summary: TrainSummary = {
-    runDir, steps: state.step, skippedSteps: state.skippedSteps, interrupted, finalCheckpoint,
+    runDir, steps: state.step, skippedSteps: state.skippedSteps, interrupted, finalCheckpoint, stoppedEarly,
     seconds: (Date.now() - started) / 1000, evalBefore, evalAfter, lastStep,
   };
   if (isMain) writeFileAtomic(path.join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");

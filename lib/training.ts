@@ -16,7 +16,12 @@ export interface TrainSequence {
   tokens: Int32Array;
   /** 1 where token t gets the policy (or supervised) loss; entry 0 must be 0 */
   lossMask: ArrayLike<number>;
-  /** 1 where token t gets the KL penalty (default: the loss mask) */
+  /**
+   * 1 where token t gets the KL penalty (default: the loss mask). Entries may also be per-token
+   * coefficients ≥ 0 (SCoRe's β1/β2): the penalty of t is klCoef·klMask[t], normalised by the
+   * COUNT of tokens with klMask > 0, so a 0/1 mask reads exactly as before. (seq-mean-token-mean
+   * divides by each sequence's mask sum instead: use 0/1 masks with it.)
+   */
   klMask?: ArrayLike<number>;
   /** the sequence advantage, or one per token (per-turn rewards) */
   advantage?: number | Float32Array;
@@ -93,6 +98,12 @@ function sum(values: ArrayLike<number>): number {
   let s = 0;
   for (let i = 0; i < values.length; i++) s += values[i];
   return s;
+}
+
+function countPositive(values: ArrayLike<number>): number {
+  let n = 0;
+  for (let i = 0; i < values.length; i++) if (values[i] > 0) n++;
+  return n;
 }
 
 function validateSequence(s: TrainSequence, i: number, objective: StepOptions["objective"], needRef: boolean): void {
@@ -239,7 +250,7 @@ export class PolicyTrainer {
     // Counts over the whole step (all ranks): what makes micro-batching and data parallelism exact.
     const normalizers: LossNormalizers = {
       lossTokens: sequences.reduce((n, s) => n + sum(s.lossMask), 0),
-      klTokens: useKl ? sequences.reduce((n, s) => n + sum(s.klMask ?? s.lossMask), 0) : 0,
+      klTokens: useKl ? sequences.reduce((n, s) => n + countPositive(s.klMask ?? s.lossMask), 0) : 0,
       sequences: sequences.length,
       maxLength: options.maxLength ?? Math.max(0, ...sequences.map((s) => s.tokens.length)),
     };

@@ -12,7 +12,7 @@ import { loadConfig } from "../config";
 import { loadDataset } from "../data";
 import { DEMO_MODEL_SPEC, writeDemoTokenizer } from "../demo-model";
 import { evaluateModel, resolveEvalSettings, type EvalSettings } from "../eval/evaluate";
-import type { EvalMetrics } from "../eval/metrics";
+import type { EvalMetrics, SelfCorrectionMetrics } from "../eval/metrics";
 import { DEFAULT_SEPARATOR } from "../methods/octopus";
 import { Model } from "../model";
 import { shippedRecipe } from "../package-root";
@@ -51,7 +51,7 @@ export interface DemoSummary {
 
 const recipe = shippedRecipe("demo.yaml");
 
-export function formatTable(evaluations: DemoSummary["evaluations"]): string {
+export function formatTable(evaluations: Record<string, SelfCorrectionMetrics>): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`.padStart(7);
   const lines = [`${"".padEnd(14)} ${["Acc@t1", "Acc@t2", "Δ", "Δi→c", "Δc→i", "marker"].map((h) => h.padStart(7)).join(" ")}`];
   for (const [name, m] of Object.entries(evaluations))
