@@ -243,7 +243,7 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
     augmented,
     kl,
     clipFraction: mean(reports.map((r) => r.clipFraction)),
-    entropy: mean(reports.map((r) => r.meanEntropy)),
+    entropy: config.loss.entropyCoef > 0 ? mean(reports.map((r) => r.meanEntropy)) : sampledTokenEntropy(generated.flat()),
     responseLength: generatedTokens / Math.max(1, generated.flat().length),
     trainedSequences: usable.length,
     droppedGroups,
@@ -253,7 +253,19 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
     ...(end.metrics ? { methodMetrics: end.metrics } : {}),
     ...(end.stop ? { stopReason: end.stop } : {}),
   };
-  return setup.distributed ? metricsOverRanks(setup.distributed, metrics, generated.flat().length) : metrics;
+  return setup.distributed ? metricsOverRanks(setup.distributed, metrics, generated.flat().length, config.loss.entropyCoef === 0) : metrics;
+}
+
+/**
+ * Per-token entropy of the rollout distribution, estimated as the mean −log p of the sampled
+ * tokens (they were drawn from it; exact in expectation without top-k/top-p filtering). The loss
+ * computes the exact entropy only when it trains on it (loss.entropyCoef > 0), and the full
+ * softmax over a large vocabulary is not worth a second pass just for a metric.
+ */
+function sampledTokenEntropy(samples: GenerationResult[]): number {
+  let total = 0, count = 0;
+  for (const s of samples) for (const lp of s.logprobs) (total -= lp), count++;
+  return count === 0 ? 0 : total / count;
 }
 
 async function totalOverRanks(setup: RlSetup, value: number, what: string): Promise<number> {
@@ -265,12 +277,15 @@ async function totalOverRanks(setup: RlSetup, value: number, what: string): Prom
  * means weighted by samples, counts summed, times the slowest rank's. The loss statistics and the
  * optimizer's numbers are already the step's (PolicyTrainer reduces them).
  */
-async function metricsOverRanks(dp: DataParallel, local: StepMetrics, samples: number): Promise<StepMetrics> {
+async function metricsOverRanks(dp: DataParallel, local: StepMetrics, samples: number, entropyEstimated: boolean): Promise<StepMetrics> {
   const buckets = Object.keys(local.transitions) as CorrectionBucket[];
   const augmentedKeys = Object.keys(local.augmented) as (CorrectionBucket | "copy")[];
   const weighted = [local.reward, local.rewardStd ** 2 + local.reward ** 2, local.accuracyO1, local.accuracyFinal, local.markerRate].map((m) => m * samples);
   const counts = [samples, local.generatedTokens, local.trainedSequences, local.droppedGroups, ...buckets.map((b) => local.transitions[b]), ...augmentedKeys.map((k) => local.augmented[k])];
-  const totals = await dp.sum([...weighted, ...counts], "the step metrics");
+  // The sampled-token entropy estimate is per rank, weighted by its tokens (the loss's exact one is already the step's).
+  const entropyTerms = entropyEstimated ? [local.entropy * local.generatedTokens, local.generatedTokens] : [local.entropy, 1];
+  const totals = await dp.sum([...weighted, ...counts, ...entropyTerms], "the step metrics");
+  const entropy = entropyEstimated ? totals[totals.length - 2] / Math.max(1, totals[totals.length - 1]) : local.entropy;
   const slowest = await dp.max([local.seconds.generation, local.seconds.method, local.seconds.logprobs, local.seconds.training, local.seconds.total], "the step times");
   const n = Math.max(1, totals[5]);
   const [reward, rewardSquare, accuracyO1, accuracyFinal, markerRate] = totals.slice(0, 5).map((t) => t / n);
@@ -287,6 +302,7 @@ async function metricsOverRanks(dp: DataParallel, local: StepMetrics, samples: n
     markerRate,
     transitions,
     augmented,
+    entropy,
     responseLength: generatedTokens / n,
     trainedSequences,
     droppedGroups,

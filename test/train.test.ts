@@ -87,6 +87,8 @@ test("metrics.jsonl carries the Octopus step metrics", async () => {
   const [line] = fs.readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
   for (const key of ["reward", "accuracyO1", "accuracyFinal", "transitions", "augmented", "kl", "clipFraction", "entropy", "responseLength", "generationTokensPerSecond", "seconds", "lr", "gradNorm"])
     expect(line).toHaveProperty(key);
+  // With no entropy bonus the loss does not compute the entropy: the sampled tokens' −log p estimate it.
+  expect(line.entropy).toBeGreaterThan(0);
   // n originals + n augmented samples per prompt.
   expect(line.trainedSequences).toBe(2 * 2 * 4);
   expect(Object.values(line.augmented as Record<string, number>).reduce((a, b) => a + b, 0)).toBe(2 * 4);
