@@ -12,6 +12,12 @@ import type { ModelSpec } from "./native";
 
 /** Printable ASCII and newline: enough for arithmetic word problems and \boxed{} answers. */
 const DEMO_CHARACTERS = ["\n", ...Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i))];
+/**
+ * Whole-word tokens for what the task repeats in every response: the two halves of the
+ * correction marker and `\boxed{`. A real BPE vocabulary has such pieces too; here they cut a
+ * demo response from ~77 characters to ~30 tokens, which buys the demo more RL steps.
+ */
+const DEMO_WORD_TOKENS = ["<self-correction>", "</self-correction>", "\\boxed{"];
 const DEMO_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|unk|>"];
 
 /** ChatML, the format of the Qwen family. */
@@ -19,7 +25,7 @@ const CHATML_TEMPLATE =
   "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
-export const DEMO_VOCAB_SIZE = DEMO_CHARACTERS.length + DEMO_SPECIAL_TOKENS.length;
+export const DEMO_VOCAB_SIZE = DEMO_CHARACTERS.length + DEMO_WORD_TOKENS.length + DEMO_SPECIAL_TOKENS.length;
 
 export const DEMO_MODEL_SPEC: ModelSpec = {
   architecture: "Qwen3ForCausalLM",
@@ -40,13 +46,18 @@ export const DEMO_MODEL_SPEC: ModelSpec = {
   rope: { type: "default", factor: 1, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
 };
 
-/** tokenizer.json of the demo: one token per character, no merges, specials after the characters. */
+/**
+ * tokenizer.json of the demo: one token per character, no merges; then the word tokens (added,
+ * not special: decoding keeps them) and the specials.
+ */
 export function demoTokenizerJson(): Record<string, unknown> {
   const vocab: Record<string, number> = {};
   DEMO_CHARACTERS.forEach((c, i) => (vocab[c] = i));
-  const addedTokens = DEMO_SPECIAL_TOKENS.map((content, i) => ({
-    id: DEMO_CHARACTERS.length + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
-  }));
+  const added = (content: string, id: number, special: boolean) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special });
+  const addedTokens = [
+    ...DEMO_WORD_TOKENS.map((content, i) => added(content, DEMO_CHARACTERS.length + i, false)),
+    ...DEMO_SPECIAL_TOKENS.map((content, i) => added(content, DEMO_CHARACTERS.length + DEMO_WORD_TOKENS.length + i, true)),
+  ];
   for (const t of addedTokens) vocab[t.content] = t.id;
   return {
     version: "1.0",

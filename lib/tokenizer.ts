@@ -126,6 +126,8 @@ export class TextTokenizer {
   }
 
   decode(ids: ArrayLike<number>, opts: { skipSpecialTokens?: boolean } = {}): string {
+    // The library rejects an empty list; a sample that ended at once (EOS first) decodes to "".
+    if (ids.length === 0) return "";
     return this.tokenizer.decode(Array.from(ids), { skip_special_tokens: opts.skipSpecialTokens ?? false });
   }
 

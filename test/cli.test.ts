@@ -4,6 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
+import { DEMO_VOCAB_SIZE } from "../lib/demo-model";
 import { Model } from "../lib/model";
 import { TINY_SPECS } from "./helpers/tiny-models";
 
@@ -88,7 +89,7 @@ describe("bad input gives a clear error and exit code 1, never a crash", () => {
     const demo = require("../lib/demo-model");
     fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify(demo.demoTokenizerJson()));
     fs.writeFileSync(path.join(dir, "tokenizer_config.json"), JSON.stringify(demo.demoTokenizerConfig()));
-    expectCleanFailure(run("generate", "--model", dir, "--prompt", "x"), /tokenizer has 100 tokens but the model's vocab_size is 50/);
+    expectCleanFailure(run("generate", "--model", dir, "--prompt", "x"), new RegExp(`tokenizer has ${DEMO_VOCAB_SIZE} tokens but the model.s vocab_size is 50`));
   });
 
   test("invalid sampling parameters and unknown options", () => {
