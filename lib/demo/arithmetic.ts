@@ -87,6 +87,21 @@ export function sampleQuickAnswer(problem: string, errorRate: number, random: ()
   return `${value} \\boxed{${value}}`;
 }
 
+/**
+ * A re-solve that lands on `answer` whatever the steps say: its last step slips by the
+ * difference. A corrector with confirmation bias, that keeps a wrong first answer.
+ */
+export function writeSolutionReaching(problem: string, answer: number): string {
+  const steps = solveSteps(problem);
+  const by = answer - steps[steps.length - 1].value;
+  return writeSolution(problem, by === 0 ? undefined : { at: steps.length - 1, by });
+}
+
+/** The boxed integer that ends a quick answer or a solution written here. */
+export function writtenAnswer(text: string): number {
+  return Number(/\\boxed\{(-?\d+)\}\s*$/.exec(text)?.[1]);
+}
+
 /** A solution that is wrong with probability `errorRate` (one slipped step, seeded). */
 export function sampleSolution(problem: string, errorRate: number, random: () => number): string {
   if (random() >= errorRate) return writeSolution(problem);

@@ -21,10 +21,16 @@ import { writeReportAfterRun } from "../report";
 import { runSft } from "../sft";
 import { TextTokenizer } from "../tokenizer";
 import { runTraining } from "../train";
-import { arithmeticProblems, sampleQuickAnswer, writeSolution } from "./arithmetic";
+import { arithmeticProblems, sampleQuickAnswer, writeSolution, writeSolutionReaching, writtenAnswer } from "./arithmetic";
 
-/** How often the SFT data's first attempt is wrong (0.5 was also tried: lower Acc@t1, no Δi→c gain after RL). */
+/** How often the SFT data's first attempt is wrong. */
 const SFT_FIRST_ATTEMPT_ERROR_RATE = 0.3;
+/**
+ * How often the SFT data's re-solve keeps a wrong first answer (its last step slips onto it):
+ * the confirmation bias of a weak corrector, which RL on correction-specific rollouts (w→c
+ * rewarded over w→w) is there to remove.
+ */
+const SFT_CONFIRMATION_RATE = 0.2; // 0, 0.3 and 0.4 tried: see the issue 5 note
 
 export interface DemoOptions {
   dir: string;
@@ -64,7 +70,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const log = (line: string) => !options.quiet && process.stderr.write(line + "\n");
   const dir = path.resolve(options.dir);
   fs.mkdirSync(dir, { recursive: true });
-  const budget = options.quick ? { sft: 60, stage1: 2, stage2: 2, evalProblems: 32 } : { sft: 600, stage1: 12, stage2: 12, evalProblems: 128 };
+  const budget = options.quick ? { sft: 60, stage1: 2, stage2: 2, evalProblems: 32 } : { sft: 600, stage1: 12, stage2: 12, evalProblems: 1000 };
 
   // 1. A model and tokenizer from scratch, saved as an ordinary Hugging Face directory.
   const baseDir = path.join(dir, "base");
@@ -88,15 +94,16 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   });
   const evaluate = async (model: Model) => (await evaluateModel(model, tokenizer, evalSet, evalSettings)).metrics;
 
-  // 2. SFT cold start: o1 is an answer at a glance (off by 1-2 in 30% of the examples, so that o2
-  //    does not learn to copy it), o2 the careful step-by-step re-solve. A tiny model's one-jump
-  //    answer stays unreliable while its step-by-step one can be trained: room for Δi→c.
+  // 2. SFT cold start: o1 is an answer at a glance (off by 1-2 in 30% of the examples), o2 the
+  //    careful step-by-step re-solve, which in 20% of the wrong-o1 examples keeps o1's answer (a
+  //    weak corrector's confirmation bias). Octopus RL rewards w→c over w→w and removes it.
   const random = seededRandom(7);
-  const sftItems = arithmeticProblems(4000, 1).map((example) => ({
-    example,
-    o1: sampleQuickAnswer(example.problem, SFT_FIRST_ATTEMPT_ERROR_RATE, random),
-    o2: writeSolution(example.problem),
-  }));
+  const sftItems = arithmeticProblems(4000, 1).map((example) => {
+    const o1 = sampleQuickAnswer(example.problem, SFT_FIRST_ATTEMPT_ERROR_RATE, random);
+    const o1Wrong = String(writtenAnswer(o1)) !== example.answer;
+    const o2 = o1Wrong && random() < SFT_CONFIRMATION_RATE ? writeSolutionReaching(example.problem, writtenAnswer(o1)) : writeSolution(example.problem);
+    return { example, o1, o2 };
+  });
   log(`demo: SFT cold start, ${budget.sft} steps on ${sftItems.length} examples`);
   await runSft(base, tokenizer, sftItems, {
     prompt, separator: DEFAULT_SEPARATOR, steps: budget.sft, batchSize: 32, lr: 3e-3, maxResponseTokens: config.rollout.maxNewTokens, seed: 3,
