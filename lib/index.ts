@@ -33,7 +33,9 @@ export { groupAdvantages, dynamicSamplingKeep, overlongPenalty } from "./advanta
 export * as octopus from "./methods/octopus";
 export { evaluateModel, resolveEvalSettings } from "./eval/evaluate";
 export type { EvalSettings, EvalSettingsInput, EvalSample, EvalResult, CorrectionMode } from "./eval/evaluate";
-export { passAtK, majAtK, meanAtK, majorityVote, evaluationMetrics } from "./eval/metrics";
+export { passAtK, majAtK, meanAtK, evaluationMetrics } from "./eval/metrics";
+export { majorityVote } from "./grading/majority";
+export type { MajorityVote, AnswerCluster } from "./grading/majority";
 export type { EvalMetrics, SelfCorrectionMetrics, RoundMetrics, RoundTransition, GradedAnswer } from "./eval/metrics";
 export { runEvalCommand } from "./eval/eval-command";
 export { EVAL_PRESETS, resolveEvalData } from "./eval/presets";

@@ -1,7 +1,7 @@
 // Evaluation metrics against references we did not derive from the formulas under test:
 // pass@k by enumerating every k-subset and by exact BigInt binomials; maj@k, mean@k and the
 // self-correction transitions on crafted cases.
-import { defaultKs, evaluationMetrics, majAtK, majorityVote, meanAtK, passAtK, type GradedAnswer } from "../lib/eval/metrics";
+import { defaultKs, evaluationMetrics, majAtK, meanAtK, passAtK, type GradedAnswer } from "../lib/eval/metrics";
 import { closeVerifier } from "../lib/grading/verify";
 import { mulberry32 } from "./helpers/random";
 
@@ -76,18 +76,17 @@ const right = (answer: string): GradedAnswer => ({ answer, correct: true });
 describe("maj@k", () => {
   test("answers the verifier calls equal vote together (1/2 = 0.5 = \\frac{1}{2})", () => {
     const attempts = [wrong("3"), right("\\frac{1}{2}"), wrong("3"), right("0.5"), right("1/2")];
-    expect(majorityVote(attempts)).toEqual(attempts[1]);
     expect(majAtK(attempts, 5)).toBe(1);
     // among the first 3, "3" has two votes
     expect(majAtK(attempts, 3)).toBe(0);
   });
 
-  test("ties go to the answer voted first; samples without an answer do not vote", () => {
+  test("ties go to the smallest answer whatever the sample order; samples without an answer do not vote", () => {
     expect(majAtK([right("7"), wrong("8"), wrong("8"), right("7")], 4)).toBe(1);
-    expect(majAtK([wrong("8"), right("7"), right("7"), wrong("8")], 4)).toBe(0);
+    expect(majAtK([wrong("8"), right("7"), right("7"), wrong("8")], 4)).toBe(1);
+    expect(majAtK([right("8"), wrong("7"), wrong("7"), right("8")], 4)).toBe(0);
     expect(majAtK([wrong(undefined), wrong(undefined), right("7")], 3)).toBe(1);
     expect(majAtK([wrong(undefined), wrong(undefined)], 2)).toBe(0);
-    expect(majorityVote([])).toBeUndefined();
   });
 
   test("the equivalence is injectable (exact string match here)", () => {
@@ -134,9 +133,9 @@ describe("evaluationMetrics", () => {
     // round 1: each problem has 1 of 2 right, its first sample wrong
     expect(m.byRound[0].passAtK).toEqual({ 1: 0.5, 2: 1 });
     expect(m.byRound[0].meanAtK).toEqual({ 1: 0, 2: 0.5 });
-    // maj@2 round 1: ties go to the first sample: problem 0 → "1" (wrong), problem 1 → "4" (wrong)
-    expect(m.byRound[0].majAtK).toEqual({ 1: 0, 2: 0 });
-    // round 3: problem 0 both "2" (right); problem 1 "6", "9" → first (wrong)
+    // maj@2 round 1: ties go to the smallest answer: problem 0 → "1" (wrong), problem 1 → "3" (right)
+    expect(m.byRound[0].majAtK).toEqual({ 1: 0, 2: 0.5 });
+    // round 3: problem 0 both "2" (right); problem 1 "6", "9" → "6" (wrong)
     expect(m.byRound[2].majAtK).toEqual({ 1: 0.5, 2: 0.5 });
     expect(m.byRound[2].passAtK).toEqual({ 1: 0.5, 2: 0.5 });
   });

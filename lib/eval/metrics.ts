@@ -11,7 +11,7 @@
  *   Δ(ta,tb) Acc@tb − Acc@ta = Δ_i→c − Δ_c→i
  *   Δ_i→c    fraction wrong at ta and right at tb;  Δ_c→i: right at ta, wrong at tb
  */
-import { isEquivalent } from "../grading/verify";
+import { majorityVote, type AnswerEquivalence } from "../grading/majority";
 
 /** One graded attempt: the extracted answer (none when nothing could be extracted) and its verdict. */
 export interface GradedAnswer {
@@ -34,31 +34,16 @@ export function passAtK(samples: number, correct: number, k: number): number {
 }
 
 /**
- * The majority answer of `attempts`: answers are grouped by `same` (the verifier's equivalence,
- * compared with each group's first answer); attempts without an answer do not vote. The group
- * with the most votes wins; a tie goes to the group whose first vote came earliest. Returns the
- * winning group's first attempt, or undefined when no attempt has an answer.
+ * maj@k of one problem: 1 when the majority answer of its first k attempts is correct. The vote
+ * is SRT's (lib/grading/majority): verifier clusters, attempts without an answer do not vote,
+ * ties broken by the smallest answer, whatever order the samples came in.
  */
-export function majorityVote(
-  attempts: GradedAnswer[],
-  same: (a: string, b: string) => boolean = isEquivalent,
-): GradedAnswer | undefined {
-  const groups: { first: GradedAnswer; votes: number }[] = [];
-  for (const attempt of attempts) {
-    if (attempt.answer === undefined) continue;
-    const group = groups.find((g) => g.first.answer === attempt.answer || same(g.first.answer!, attempt.answer!));
-    if (group) group.votes++;
-    else groups.push({ first: attempt, votes: 1 });
-  }
-  let best: (typeof groups)[number] | undefined;
-  for (const g of groups) if (!best || g.votes > best.votes) best = g;
-  return best?.first;
-}
-
-/** maj@k of one problem: 1 when the majority answer of its first k attempts is correct. */
-export function majAtK(attempts: GradedAnswer[], k: number, same?: (a: string, b: string) => boolean): number {
+export function majAtK(attempts: GradedAnswer[], k: number, same?: AnswerEquivalence): number {
   checkK(attempts.length, k);
-  return majorityVote(attempts.slice(0, k), same)?.correct ? 1 : 0;
+  const first = attempts.slice(0, k);
+  const vote = majorityVote(first.map((a) => a.answer), same);
+  const winner = vote.clusters[0]?.members.find((i) => first[i].answer === vote.label);
+  return winner !== undefined && first[winner].correct ? 1 : 0;
 }
 
 /** mean@k of one problem: the fraction of its first k attempts that are correct. */
