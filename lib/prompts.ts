@@ -1,5 +1,6 @@
 /** Prompt building (SPEC §9): the instruction template, then the tokenizer's chat template. */
 import type { Example } from "./data";
+import { SCORE_INSTRUCTION } from "./methods/score";
 import type { ChatMessage, TextTokenizer } from "./tokenizer";
 
 export interface PromptOptions {
@@ -11,12 +12,10 @@ export interface PromptOptions {
 }
 
 /**
- * SCoRe's turn-2 instruction (SPEC §6.2): there might be an error, rewrite the solution; it
- * never says whether the first attempt was right.
+ * SCoRe's turn-2 instruction (SPEC §6.2), as the evaluation's two-turn mode asks it: the paper's
+ * sentence (it never says whether the first attempt was right) plus where to put the answer.
  */
-export const DEFAULT_CORRECTION_INSTRUCTION =
-  "There might be an error in the solution above because of lack of understanding of the question. " +
-  "Please correct the error, if any, and rewrite the solution. Put your final answer within \\boxed{}.";
+export const DEFAULT_CORRECTION_INSTRUCTION = `${SCORE_INSTRUCTION} Put your final answer within \\boxed{}.`;
 
 export function promptText(example: Example, template: string): string {
   return template.split("{problem}").join(example.problem);

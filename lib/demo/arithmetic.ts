@@ -97,11 +97,6 @@ export function writeSolutionReaching(problem: string, answer: number): string {
   return writeSolution(problem, by === 0 ? undefined : { at: steps.length - 1, by });
 }
 
-/** The boxed integer that ends a quick answer or a solution written here. */
-export function writtenAnswer(text: string): number {
-  return Number(/\\boxed\{(-?\d+)\}\s*$/.exec(text)?.[1]);
-}
-
 /** A solution that is wrong with probability `errorRate` (one slipped step, seeded). */
 export function sampleSolution(problem: string, errorRate: number, random: () => number): string {
   if (random() >= errorRate) return writeSolution(problem);

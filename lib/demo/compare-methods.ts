@@ -15,14 +15,12 @@ import path from "node:path";
 import { loadConfig, type RunConfig } from "../config";
 import { evaluateModel } from "../eval/evaluate";
 import type { SelfCorrectionMetrics } from "../eval/metrics";
-import { DEFAULT_SEPARATOR } from "../methods/octopus";
 import { Model } from "../model";
 import { shippedRecipe } from "../package-root";
 import { TextTokenizer } from "../tokenizer";
 import { runTraining } from "../train";
-import { arithmeticProblems } from "./arithmetic";
 import { demoMethodConfig, type MethodRecipe } from "./method-demos";
-import { formatTable } from "./run-demo";
+import { demoEvalProblems, demoEvalSettings, demoTrainProblems, formatTable } from "./run-demo";
 
 export interface MethodComparison {
   steps: number;
@@ -94,13 +92,15 @@ function meanMethodMetrics(runDirs: string[]): Record<string, number> {
 export async function compareMethodsOnDemo(options: { sftDir: string; outDir: string; steps: number; methods?: string[]; log?: (line: string) => void }): Promise<MethodComparison> {
   const log = options.log ?? ((line: string) => process.stderr.write(line + "\n"));
   const tokenizer = TextTokenizer.fromDir(options.sftDir);
-  const evalSet = arithmeticProblems(128, 999);
-  const train = arithmeticProblems(2000, 2);
+  // The demo's evaluation (same problems, sampling and seeds), on its full 1000-problem set:
+  // 128 problems left differences of ±2 points in the noise.
+  const evalSet = demoEvalProblems(1000);
+  const train = demoTrainProblems();
+  const settings = demoEvalSettings(loadConfig(shippedRecipe("demo.yaml")));
   const evaluate = async (dir: string) => {
     const model = await Model.load(dir, { device: "cpu" });
     try {
-      const options = { prompt: { template: "{problem}=", chat: false }, separator: DEFAULT_SEPARATOR, maxNewTokens: 112, temperature: 1.0, samplesPerProblem: 4, seed: 12345 };
-      return (await evaluateModel(model, tokenizer, evalSet, options)).metrics;
+      return (await evaluateModel(model, tokenizer, evalSet, settings)).metrics;
     } finally {
       model.dispose();
     }

@@ -8,11 +8,12 @@ import fs from "node:fs";
 import path from "node:path";
 
 import { writeFileAtomic } from "../atomic-file";
-import { loadConfig } from "../config";
+import { loadConfig, type RunConfig } from "../config";
 import { loadDataset } from "../data";
 import { DEMO_MODEL_SPEC, writeDemoTokenizer } from "../demo-model";
 import { evaluateModel, resolveEvalSettings, type EvalSettings } from "../eval/evaluate";
 import type { EvalMetrics, SelfCorrectionMetrics } from "../eval/metrics";
+import { extractAnswer } from "../grading/extract";
 import { DEFAULT_SEPARATOR } from "../methods/octopus";
 import { Model } from "../model";
 import { shippedRecipe } from "../package-root";
@@ -21,7 +22,7 @@ import { writeReportAfterRun } from "../report";
 import { runSft } from "../sft";
 import { TextTokenizer } from "../tokenizer";
 import { runTraining } from "../train";
-import { arithmeticProblems, sampleQuickAnswer, writeSolution, writeSolutionReaching, writtenAnswer } from "./arithmetic";
+import { arithmeticProblems, sampleQuickAnswer, writeSolution, writeSolutionReaching } from "./arithmetic";
 
 /** How often the SFT data's first attempt is wrong. */
 const SFT_FIRST_ATTEMPT_ERROR_RATE = 0.3;
@@ -31,6 +32,21 @@ const SFT_FIRST_ATTEMPT_ERROR_RATE = 0.3;
  * rewarded over w→w) is there to remove.
  */
 const SFT_CONFIRMATION_RATE = 0.2; // 0, 0.3 and 0.4 tried: see the issue 5 note
+
+/** The demo's RL prompts and held-out problems (distinct seeds); compare-methods uses the same. */
+export const demoTrainProblems = () => arithmeticProblems(2000, 2);
+export const demoEvalProblems = (count: number) => arithmeticProblems(count, 999);
+
+/**
+ * How the demo evaluates: sampled at the rollout temperature, several samples per problem — the
+ * distribution RL optimises, and far from the ceiling that greedy decoding of this easy task sits near.
+ */
+export function demoEvalSettings(config: RunConfig): EvalSettings {
+  return resolveEvalSettings({
+    mode: "octopus", prompt: { template: config.data.promptTemplate, chat: config.data.chat }, separator: DEFAULT_SEPARATOR,
+    maxNewTokens: config.rollout.maxNewTokens, temperature: config.rollout.temperature, samplesPerProblem: 4, rounds: 2, seed: 12345, batch: 64,
+  });
+}
 
 export interface DemoOptions {
   dir: string;
@@ -84,14 +100,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   // The eval set is written to the run directory and read back, so `octo-native eval` can
   // reproduce the numbers from the files alone.
   const evalFile = path.join(dir, "eval.jsonl");
-  writeFileAtomic(evalFile, arithmeticProblems(budget.evalProblems, 999).map((e) => JSON.stringify(e) + "\n").join(""));
+  writeFileAtomic(evalFile, demoEvalProblems(budget.evalProblems).map((e) => JSON.stringify(e) + "\n").join(""));
   const evalSet = await loadDataset({ path: evalFile });
-  // Sampled at the rollout temperature, several samples per problem: the distribution RL
-  // optimises, and far from the ceiling that greedy decoding of this easy task sits near.
-  const evalSettings = resolveEvalSettings({
-    mode: "octopus", prompt, separator: DEFAULT_SEPARATOR, maxNewTokens: config.rollout.maxNewTokens,
-    temperature: config.rollout.temperature, samplesPerProblem: 4, rounds: 2, seed: 12345, batch: 64,
-  });
+  const evalSettings = demoEvalSettings(config);
   const evaluate = async (model: Model) => (await evaluateModel(model, tokenizer, evalSet, evalSettings)).metrics;
 
   // 2. SFT cold start: o1 is an answer at a glance (off by 1-2 in 30% of the examples), o2 the
@@ -100,8 +111,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const random = seededRandom(7);
   const sftItems = arithmeticProblems(4000, 1).map((example) => {
     const o1 = sampleQuickAnswer(example.problem, SFT_FIRST_ATTEMPT_ERROR_RATE, random);
-    const o1Wrong = String(writtenAnswer(o1)) !== example.answer;
-    const o2 = o1Wrong && random() < SFT_CONFIRMATION_RATE ? writeSolutionReaching(example.problem, writtenAnswer(o1)) : writeSolution(example.problem);
+    const o1Answer = extractAnswer(o1) as string;
+    const o2 = o1Answer !== example.answer && random() < SFT_CONFIRMATION_RATE ? writeSolutionReaching(example.problem, Number(o1Answer)) : writeSolution(example.problem);
     return { example, o1, o2 };
   });
   log(`demo: SFT cold start, ${budget.sft} steps on ${sftItems.length} examples`);
@@ -117,7 +128,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   log(`demo: after SFT   acc@t1 ${afterSft.accT1.toFixed(3)} acc@t2 ${afterSft.accT2.toFixed(3)}`);
 
   // 3. Octopus Stage I, then Stage II from the Stage I checkpoint (the published recipe's order).
-  const train = arithmeticProblems(2000, 2);
+  const train = demoTrainProblems();
   const stage = async (n: 1 | 2, from: string, steps: number) => {
     const stageConfig = loadConfig(recipe, [`model.path=${from}`, `run.dir=${path.join(dir, `stage${n}`)}`, `run.steps=${steps}`, `method.octopus.stage=${n}`]);
     log(`demo: Octopus Stage ${n}, ${steps} steps`);
