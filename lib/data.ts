@@ -9,6 +9,7 @@ import path from "node:path";
 import { parquetReadObjects } from "hyparquet";
 
 import { gsm8kGold } from "./grading/extract";
+import { packageRoot } from "./package-root";
 import { seededPermutation } from "./random";
 
 export class DatasetError extends Error {
@@ -32,9 +33,22 @@ export type Adapter = "gsm8k" | "math" | "verl" | "auto";
 
 type Row = Record<string, unknown>;
 
+/**
+ * A dataset path as written in a config or on the command line. A relative path is taken from the
+ * working directory; one that is not there but is in the package (the shipped recipes name
+ * `data/gsm8k/train.jsonl`) is taken from the package, so recipes also run from outside a clone.
+ */
+export function resolveDatasetPath(file: string): string {
+  if (fs.existsSync(file)) return file;
+  if (path.isAbsolute(file)) throw new DatasetError(`dataset file '${file}' does not exist`);
+  const shipped = path.join(packageRoot, file);
+  if (fs.existsSync(shipped)) return shipped;
+  throw new DatasetError(`dataset file '${file}' does not exist (looked in ${process.cwd()} and in the package at ${packageRoot})`);
+}
+
 /** Reads every row of a .jsonl / .json / .parquet file. */
 export async function readRows(file: string): Promise<Row[]> {
-  if (!fs.existsSync(file)) throw new DatasetError(`dataset file '${file}' does not exist`);
+  file = resolveDatasetPath(file);
   const ext = path.extname(file).toLowerCase();
   if (ext === ".parquet") {
     const bytes = fs.readFileSync(file);

@@ -1,4 +1,5 @@
-// Datasets: the real benchmark files in ../shared/data through each adapter, a verl-layout
+// Datasets: the real benchmark files the repo ships (data/, and parquet copies written by
+// pyarrow in test/fixtures/datasets/) through each adapter, the AIME/AMC layouts, a verl-layout
 // parquet written here, bad files, and the seeded cursor that checkpoints save.
 import fs from "node:fs";
 import os from "node:os";
@@ -8,35 +9,57 @@ import { parquetWriteBuffer } from "hyparquet-writer";
 
 import { DataCursor, DatasetError, loadDataset } from "../lib/data";
 
-const SHARED = path.resolve(__dirname, "..", "..", "shared", "data");
+const DATA = path.resolve(__dirname, "..", "data");
+const PARQUET = path.join(__dirname, "fixtures", "datasets");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-data-test-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 describe("real benchmark files", () => {
   test("GSM8K: jsonl and parquet copies of the test split agree; answers are the numbers after ####", async () => {
-    const jsonl = await loadDataset({ path: path.join(SHARED, "gsm8k", "test.jsonl") });
-    const parquet = await loadDataset({ path: path.join(SHARED, "gsm8k", "test.parquet") });
+    const jsonl = await loadDataset({ path: path.join(DATA, "gsm8k", "test.jsonl") });
+    const parquet = await loadDataset({ path: path.join(PARQUET, "gsm8k-test.parquet") });
     expect(jsonl).toHaveLength(1319);
     expect(parquet).toHaveLength(1319);
     expect(parquet.map((e) => [e.problem, e.answer])).toEqual(jsonl.map((e) => [e.problem, e.answer]));
     expect(jsonl[0].answer).toBe("18");
     expect(jsonl.every((e) => /^-?\d+(\.\d+)?$/.test(e.answer))).toBe(true);
-    expect((await loadDataset({ path: path.join(SHARED, "gsm8k", "train.jsonl") })).length).toBe(7473);
+    expect((await loadDataset({ path: path.join(DATA, "gsm8k", "train.jsonl") })).length).toBe(7473);
   });
 
   test("MATH-500 jsonl and the verl-prepared parquet hold the same answers", async () => {
-    const jsonl = await loadDataset({ path: path.join(SHARED, "math500", "test.jsonl") });
-    const parquet = await loadDataset({ path: path.join(SHARED, "math500", "math500_verl.parquet") });
+    const jsonl = await loadDataset({ path: path.join(DATA, "math500", "test.jsonl") });
+    const parquet = await loadDataset({ path: path.join(PARQUET, "math500_verl.parquet") });
     expect(jsonl).toHaveLength(500);
     expect(parquet.map((e) => e.answer)).toEqual(jsonl.map((e) => e.answer));
     expect(jsonl[0].id).toMatch(/test\//);
   });
 
-  test("AIME24 and AMC23 load with the math adapter", async () => {
-    expect(await loadDataset({ path: path.join(SHARED, "aime24", "test.jsonl") })).toHaveLength(30);
-    const amc = await loadDataset({ path: path.join(SHARED, "amc23", "test.jsonl") });
-    expect(amc).toHaveLength(40);
-    expect(amc.every((e) => e.answer.length > 0)).toBe(true);
+  test("AIME24 and AMC23 layouts load with the math adapter (zero-padded string and float answers)", async () => {
+    // Not shipped (no licence to redistribute): rows of their published layouts, made up here.
+    const aime = path.join(tmp, "aime24.jsonl"), amc = path.join(tmp, "amc23.jsonl");
+    fs.writeFileSync(aime, [
+      { id: 60, problem: "Find the remainder when 2^10 is divided by 1000.", solution: "1024 - 1000 = 24", answer: "024", url: "https://example.org/1", year: 2024 },
+      { id: 61, problem: "Compute 7 * 11.", solution: "77", answer: "077", url: "https://example.org/2", year: 2024 },
+    ].map((r) => JSON.stringify(r)).join("\n") + "\n");
+    // written as the file has them: float literals such as 27.0
+    fs.writeFileSync(amc, [
+      `{"id": 0, "problem": "What is 3^3?", "answer": 27.0, "url": "https://example.org/3", "question": "What is 3^3?"}`,
+      `{"id": 1, "problem": "What is 1 - 2?", "answer": -1.0, "url": "https://example.org/4", "question": "What is 1 - 2?"}`,
+    ].join("\n") + "\n");
+    expect((await loadDataset({ path: aime })).map((e) => [e.id, e.answer])).toEqual([["60", "024"], ["61", "077"]]);
+    // 27.0 parses to the number 27: the answer is its text
+    expect((await loadDataset({ path: amc })).map((e) => e.answer)).toEqual(["27", "-1"]);
+  });
+
+  test("a relative path not found in the working directory is taken from the package (shipped recipes run anywhere)", async () => {
+    const cwd = process.cwd();
+    process.chdir(tmp);
+    try {
+      expect(await loadDataset({ path: "data/math500/test.jsonl" })).toHaveLength(500);
+      await expect(loadDataset({ path: "data/nope.jsonl" })).rejects.toThrow(/'data\/nope.jsonl' does not exist \(looked in .* and in the package at /);
+    } finally {
+      process.chdir(cwd);
+    }
   });
 });
 

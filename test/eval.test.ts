@@ -151,14 +151,18 @@ describe("presets", () => {
     expect(examples[0].problem).toMatch(/^Janet’s ducks lay 16 eggs per day/);
   });
 
-  test("math500, aime24 and amc23 resolve to files with their published row counts", async () => {
+  test("math500 resolves to the shipped file; aime24 and amc23, not shipped, fail saying where to put them", async () => {
     expect(await loadDataset(resolveEvalData("math500"))).toHaveLength(500);
-    const aime = await loadDataset(resolveEvalData("aime24"));
-    expect(aime).toHaveLength(30);
-    expect(aime[0].answer).toBe("204");
-    const amc = await loadDataset(resolveEvalData("amc23"));
-    expect(amc).toHaveLength(40);
-    expect(amc[0].answer).toBe("27"); // 27.0 in the file
+    const saved = process.env.OCTO_NATIVE_DATA;
+    delete process.env.OCTO_NATIVE_DATA;
+    try {
+      for (const name of ["aime24", "amc23"])
+        expect(() => resolveEvalData(name)).toThrow(
+          new RegExp(`preset '${name}': ${name} is not shipped .* Put its file at DIR/${name}/test.jsonl .* set OCTO_NATIVE_DATA=DIR, or pass --data`),
+        );
+    } finally {
+      if (saved !== undefined) process.env.OCTO_NATIVE_DATA = saved;
+    }
   });
 
   test("OCTO_NATIVE_DATA is searched first; an unknown name lists the presets", () => {
