@@ -8,10 +8,14 @@ function aptUsable() {
   return isRoot && spawnSync("apt-get", ["--version"]).status === 0;
 }
 
-/** apt-get update, then install `packages`; throws naming the command that failed. */
-function aptInstall(packages, { noInstallRecommends = false } = {}) {
+/**
+ * apt-get update, then install `packages` without their recommended packages (libtorch-dev's
+ * pull in GTK, Qt, GStreamer, VA drivers and more that nothing here uses); throws naming the
+ * command that failed.
+ */
+function aptInstall(packages) {
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  const install = ["install", "-y", "-qq", ...(noInstallRecommends ? ["--no-install-recommends"] : []), ...packages];
+  const install = ["install", "-y", "-qq", "--no-install-recommends", ...packages];
   for (const args of [["update", "-qq"], install]) {
     const r = spawnSync("apt-get", args, { stdio: "inherit", env });
     if (r.status !== 0) throw new Error(`'apt-get ${args.join(" ")}' failed (exit ${r.status}).`);

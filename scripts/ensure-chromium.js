@@ -20,7 +20,7 @@ function ensureChromium() {
     return false;
   }
   console.log("octo-native: installing Debian's chromium for the report's browser test …");
-  aptInstall(["chromium"], { noInstallRecommends: true });
+  aptInstall(["chromium"]);
   if (!fs.existsSync(CHROMIUM)) throw new Error(`apt-get installed chromium but ${CHROMIUM} is still missing`);
   return true;
 }
