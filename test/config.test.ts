@@ -4,6 +4,7 @@ import os from "node:os";
 import path from "node:path";
 
 import { applyOverrides, ConfigError, loadConfig, parseConfig } from "../lib/config";
+import { loadDataset, resolveDatasetPath } from "../lib/data";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-config-test-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -49,4 +50,25 @@ test("YAML files: malformed, missing, and valid", () => {
   expect(c.rollout.samplesPerPrompt).toBe(4);
   expect(c.rollout.maxNewTokens).toBe(64);
   expect(c.loss.ratioLevel).toBe("sequence");
+});
+
+test("every shipped recipe parses, and every dataset it names is in the package (none reads outside it)", async () => {
+  const configs = path.resolve(__dirname, "..", "configs");
+  const recipes = fs.readdirSync(configs).filter((f) => f.endsWith(".yaml"));
+  expect(recipes.length).toBeGreaterThan(10);
+  const cwd = process.cwd();
+  process.chdir(tmp); // from anywhere, not only from a clone's root
+  try {
+    for (const recipe of recipes) {
+      const c = loadConfig(path.join(configs, recipe));
+      for (const spec of [c.data.train, c.data.eval]) {
+        if (!spec) continue;
+        const examples = await loadDataset(spec);
+        expect([recipe, examples.length > 0]).toEqual([recipe, true]);
+        expect([recipe, path.relative(path.resolve(__dirname, ".."), resolveDatasetPath(spec.path)).startsWith("..")]).toEqual([recipe, false]);
+      }
+    }
+  } finally {
+    process.chdir(cwd);
+  }
 });
