@@ -1,5 +1,5 @@
 /**
- * The cost of data parallelism per step at 2 ranks (SPEC §13): two local Gloo ranks train a
+ * The cost of data parallelism per step at 2 ranks (docs/methods.md §13): two local Gloo ranks train a
  * ~50M-parameter model (bench/model-benches.ts) on their halves of each batch. A rank's
  * communication time is what its step spends in collectives (the step-wide counts, the gradient
  * buckets the backward did not hide, the statistics); it also holds any wait for a slower peer.

@@ -1,6 +1,6 @@
 /**
  * Bench harness: every bench measures its subject and a baseline in the same run and
- * reports their ratio, with the device and versions, as one JSON object (SPEC §11).
+ * reports their ratio, with the device and versions, as one JSON object (docs/methods.md §11).
  */
 import os from "node:os";
 

@@ -1,5 +1,5 @@
 /**
- * Octopus's cost claim (SPEC §6.1, §11): generating n samples and training on 2n (n paired
+ * Octopus's cost claim (docs/methods.md §6.1, §11): generating n samples and training on 2n (n paired
  * from them) against generating all 2n, measured in the same run on the same model.
  * Published: 958 s vs 1323 s per step (0.72x).
  */

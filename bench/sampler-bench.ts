@@ -1,5 +1,5 @@
 /**
- * Bench of the rollout sampler (SPEC §3, §11): generated tokens/s of the cached batched
+ * Bench of the rollout sampler (docs/methods.md §3, §11): generated tokens/s of the cached batched
  * sampler against two baselines measured in the same run on the same model and requests:
  *  (a) no KV cache — every token recomputes the whole sequence (the engine's recompute mode);
  *  (b) one sample at a time — the same cached sampler called with one prompt and n = 1.

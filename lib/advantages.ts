@@ -1,10 +1,10 @@
 /**
- * Advantage estimators and DAPO reward shaping (SPEC §5), as pure functions over plain
+ * Advantage estimators and DAPO reward shaping (docs/methods.md §5), as pure functions over plain
  * reward arrays.
  *
  * Layout: `rewards` is the flat batch, group after group — samples
  * [g·groupSize, (g+1)·groupSize) are the rollouts of prompt g (for Octopus, the n
- * originals then the n augmented samples of SPEC §6.1). Arithmetic is in float64; the
+ * originals then the n augmented samples of docs/methods.md §6.1). Arithmetic is in float64; the
  * result is the Float32Array the trainer takes (TrainSequence.advantage).
  */
 
@@ -17,11 +17,11 @@ export interface AdvantageOptions {
   whiten?: boolean;
 }
 
-/** Added to the std before dividing (SPEC §5: `std + 1e-6`). */
+/** Added to the std before dividing (docs/methods.md §5: `std + 1e-6`). */
 const STD_EPSILON = 1e-6;
 
 /**
- * Per-sample advantages (SPEC §5), one per reward:
+ * Per-sample advantages (docs/methods.md §5), one per reward:
  *
  * - `grpo`:  A_i = (R_i − mean_g R) / (std_g R + 1e-6), std with Bessel's correction
  *   (n − 1). A group of one sample has no spread and gets A = 0. With
@@ -66,7 +66,7 @@ export function groupAdvantages(
 }
 
 /**
- * DAPO dynamic sampling (SPEC §5): one flag per group, true where the group's rewards are
+ * DAPO dynamic sampling (docs/methods.md §5): one flag per group, true where the group's rewards are
  * not all equal. A group whose rewards are all equal has zero advantage under every group
  * estimator and contributes no gradient, so it is dropped (and the batch refilled by the
  * caller). Equality is exact: rewards are computed by the same formula from discrete
@@ -82,7 +82,7 @@ export function dynamicSamplingKeep(rewards: ArrayLike<number>, groupSize: numbe
 }
 
 /**
- * DAPO soft overlong punishment (SPEC §5), added to the reward of a response of
+ * DAPO soft overlong punishment (docs/methods.md §5), added to the reward of a response of
  * `length` tokens, with L_max = `maxLength` and L_cache = `cacheLength`:
  *
  *   0                                  if length ≤ L_max − L_cache

@@ -1,4 +1,4 @@
-/** Whole-file writes that a crash never leaves half done (SPEC §12): a temp file renamed into place. */
+/** Whole-file writes that a crash never leaves half done (docs/methods.md §12): a temp file renamed into place. */
 import fs from "node:fs";
 
 export function writeFileAtomic(file: string, data: string | Uint8Array): void {

@@ -1,5 +1,5 @@
 /**
- * Checkpoints of a run (SPEC §9, §12): the model in the Hugging Face layout plus the
+ * Checkpoints of a run (docs/methods.md §9, §12): the model in the Hugging Face layout plus the
  * optimizer state and everything else a resumed run needs (step, data cursor). Written to a
  * temporary directory and renamed into place, so a checkpoint directory is always complete.
  */

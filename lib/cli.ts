@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The `octo-native` command line (SPEC §9). */
+/** The `octo-native` command line (docs/methods.md §9). */
 import path from "node:path";
 
 import yargs from "yargs";
@@ -138,7 +138,7 @@ async function main(argv: string[]): Promise<void> {
           .option("max-tokens", { type: "number", default: 1024, describe: "response tokens at most" })
           .option("template", { type: "string", default: "{problem}", describe: "user message; {problem} is replaced" })
           .option("chat", { type: "boolean", default: true, describe: "wrap in the tokenizer's chat template" })
-          .option("separator", { type: "string", describe: "self-correction marker (default: SPEC's)" })
+          .option("separator", { type: "string", describe: "self-correction marker (default: the one in docs/methods.md §6.1)" })
           .option("device", { type: "string", default: "auto" }),
       async (args) => {
         const result = await runSftCommand({

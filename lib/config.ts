@@ -1,5 +1,5 @@
 /**
- * Run configuration (SPEC §9): one zod schema gives validation, defaults and the
+ * Run configuration (docs/methods.md §9): one zod schema gives validation, defaults and the
  * documentation of every key. YAML recipes live in configs/; `--set a.b=c` overrides.
  * Unknown keys and wrong types are errors that name the key.
  */
@@ -126,7 +126,7 @@ export const configSchema = z.strictObject({
       logprobChunkSize: positiveInt.default(1024),
     })
     .prefault({}),
-  /** data-parallel training (SPEC §13), used when started with --nproc or torchrun's variables */
+  /** data-parallel training (docs/methods.md §13), used when started with --nproc or torchrun's variables */
   distributed: z
     .strictObject({
       /** seconds the start-up rendezvous and every collective wait for the other ranks before the run stops with an error (a rank died or hangs) */
@@ -142,7 +142,7 @@ export const configSchema = z.strictObject({
   method: z
     .strictObject({
       /**
-       * grpo (SPEC §5), octopus (§6.1), score (§6.2), trust-grpo (§6.3), srt (§6.4), and
+       * grpo (docs/methods.md §5), octopus (§6.1), score (§6.2), trust-grpo (§6.3), srt (§6.4), and
        * octopus-srt: Octopus with o1/o2 judged against the group's majority answer (no labels).
        */
       name: z.enum(["grpo", "octopus", "score", "trust-grpo", "srt", "octopus-srt"]).default("grpo"),
@@ -157,7 +157,7 @@ export const configSchema = z.strictObject({
           augment: z.boolean().default(true),
         })
         .prefault({}),
-      /** SCoRe (SPEC §6.2): two attempts; the KL comes from beta1/beta2 here, loss.klCoef is unused */
+      /** SCoRe (docs/methods.md §6.2): two attempts; the KL comes from beta1/beta2 here, loss.klCoef is unused */
       score: z
         .strictObject({
           /** 1: reward on turn 2, strong KL on turn 1; 2: both turns rewarded, bonus on turn 2 */
@@ -182,7 +182,7 @@ export const configSchema = z.strictObject({
           gamma: z.number().min(0).max(1).default(0),
         })
         .prefault({}),
-      /** Trust-GRPO with a thinking reward (SPEC §6.3): R = R_out + γ·α·exp(−t/T)·R_think */
+      /** Trust-GRPO with a thinking reward (docs/methods.md §6.3): R = R_out + γ·α·exp(−t/T)·R_think */
       trustGrpo: z
         .strictObject({
           alpha: z.number().min(0).default(0.3),
@@ -223,7 +223,7 @@ export const configSchema = z.strictObject({
             .prefault({}),
         })
         .prefault({}),
-      /** SRT (SPEC §6.4): majority-vote pseudo-labels; also the labelling of octopus-srt */
+      /** SRT (docs/methods.md §6.4): majority-vote pseudo-labels; also the labelling of octopus-srt */
       srt: z
         .strictObject({
           /** hard: 1 for the majority answer; soft: the answer's vote share */

@@ -1,5 +1,5 @@
 /**
- * Datasets of verifiable problems (SPEC §8, §9): JSONL or Parquet files, read through
+ * Datasets of verifiable problems (docs/methods.md §8, §9): JSONL or Parquet files, read through
  * adapters for the layouts people bring (GSM8K, MATH-500, verl-style parquet), shuffled with
  * a seed and walked by a cursor whose state goes into checkpoints.
  */

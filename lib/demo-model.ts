@@ -1,5 +1,5 @@
 /**
- * The built-in model of the embedded default (SPEC §10): a tiny Qwen3-architecture model
+ * The built-in model of the embedded default (docs/methods.md §10): a tiny Qwen3-architecture model
  * created from scratch, with a character-level tokenizer of our own, saved as an ordinary
  * Hugging Face directory so that it runs through exactly the code path of a real checkpoint.
  */

@@ -1,5 +1,5 @@
 /**
- * Data-parallel training across processes and hosts (SPEC §13) on PyTorch's own c10d process
+ * Data-parallel training across processes and hosts (docs/methods.md §13) on PyTorch's own c10d process
  * groups (Gloo on CPU, NCCL on CUDA), started the way torchrun starts workers: every rank gets
  * RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in its environment
  * (`octo-native train --nproc N` sets them for N local ranks, see lib/launch.ts).

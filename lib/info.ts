@@ -1,4 +1,4 @@
-/** `octo-native info`: what this install runs on (SPEC §9). */
+/** `octo-native info`: what this install runs on (docs/methods.md §9). */
 import fs from "node:fs";
 import path from "node:path";
 

@@ -1,5 +1,5 @@
 /**
- * `--nproc N`: starts N local ranks of a command the way torchrun does (SPEC §13): each child
+ * `--nproc N`: starts N local ranks of a command the way torchrun does (docs/methods.md §13): each child
  * gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1 and a free
  * MASTER_PORT, and its share of the CPU threads. Their output lines come out prefixed by rank.
  * When one rank fails, the others are stopped and the launcher exits with that rank's code.

@@ -1,5 +1,5 @@
 /**
- * Learning-rate schedule (SPEC §2): linear warm-up from lr/warmupSteps to lr over
+ * Learning-rate schedule (docs/methods.md §2): linear warm-up from lr/warmupSteps to lr over
  * `warmupSteps` optimizer steps, then constant, or cosine decay to lr·minLrRatio at totalSteps.
  */
 export interface LrSchedule {

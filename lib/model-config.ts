@@ -1,6 +1,6 @@
 /**
  * Hugging Face `config.json` <-> the engine's ModelSpec: the one place that knows the
- * config keys of the supported families (SPEC §2) and their defaults.
+ * config keys of the supported families (docs/methods.md §2) and their defaults.
  *
  *   LlamaForCausalLM   Llama 3.x: optional attention/mlp bias, rope_scaling llama3
  *   Qwen2ForCausalLM   Qwen2/2.5: bias on q/k/v (never on o_proj)

@@ -1,6 +1,6 @@
 /**
  * Models on the native engine: load a Hugging Face directory, run it, save it back in the
- * same layout (SPEC §2). Checkpoint problems are found here, before any byte is read, and
+ * same layout (docs/methods.md §2). Checkpoint problems are found here, before any byte is read, and
  * reported with the file and tensor they concern.
  */
 import fs from "node:fs";
@@ -184,7 +184,7 @@ export class Model {
   }
 
   /**
-   * Samples `n` completions of each request's prompt (SPEC §3): batched over one KV cache, each
+   * Samples `n` completions of each request's prompt (docs/methods.md §3): batched over one KV cache, each
    * prompt prefilled once for its n samples. Returns, per request, its n samples.
    */
   async generate(requests: GenerationRequest[], params: Partial<SamplingParams> = {}, options: GenerateOptions = {}): Promise<GenerationResult[][]> {

@@ -139,7 +139,7 @@ export interface NativeModel {
   dispose(): void;
 }
 
-/** Policy-loss options of the fused op (SPEC §4); absent keys take the defaults shown. */
+/** Policy-loss options of the fused op (docs/methods.md §4); absent keys take the defaults shown. */
 export interface LossOptions {
   /** "token" (GRPO/PPO) | "sequence" (GSPO-token); default token */
   ratioLevel?: "token" | "sequence";

@@ -1,5 +1,5 @@
 /**
- * Low-level engine ops over plain typed arrays (SPEC §4), so anyone can check our numbers
+ * Low-level engine ops over plain typed arrays (docs/methods.md §4), so anyone can check our numbers
  * independently: token log-probs (chunked, with gradients) and the fused policy loss, each
  * also in its unfused eager form (`eager: true`), and AdamW next to libtorch's own.
  */

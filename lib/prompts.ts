@@ -1,4 +1,4 @@
-/** Prompt building (SPEC §9): the instruction template, then the tokenizer's chat template. */
+/** Prompt building (docs/methods.md §9): the instruction template, then the tokenizer's chat template. */
 import type { Example } from "./data";
 import { SCORE_INSTRUCTION } from "./methods/score";
 import type { ChatMessage, TextTokenizer } from "./tokenizer";
@@ -12,7 +12,7 @@ export interface PromptOptions {
 }
 
 /**
- * SCoRe's turn-2 instruction (SPEC §6.2), as the evaluation's two-turn mode asks it: the paper's
+ * SCoRe's turn-2 instruction (docs/methods.md §6.2), as the evaluation's two-turn mode asks it: the paper's
  * sentence (it never says whether the first attempt was right) plus where to put the answer.
  */
 export const DEFAULT_CORRECTION_INSTRUCTION = `${SCORE_INSTRUCTION} Put your final answer within \\boxed{}.`;

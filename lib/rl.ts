@@ -1,5 +1,5 @@
 /**
- * One RL step end to end (SPEC §1): prompts → n rollouts each (native sampler) → method hook
+ * One RL step end to end (docs/methods.md §1): prompts → n rollouts each (native sampler) → method hook
  * (rewards; Octopus pairing and stage masks, SCoRe's second turn, Trust-GRPO's judge, SRT's
  * majority labels: lib/method-hooks/) → group advantages → old and reference log-probs →
  * mini-batch updates → metrics.

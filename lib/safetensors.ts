@@ -1,5 +1,5 @@
 /**
- * safetensors headers: parse and validate (reading), build (writing). SPEC §2.
+ * safetensors headers: parse and validate (reading), build (writing). docs/methods.md §2.
  *
  * Layout: u64 little-endian header length N, N bytes of JSON, then the data section.
  * The JSON maps tensor names to {dtype, shape, data_offsets: [begin, end]} (offsets relative

@@ -1,6 +1,6 @@
 /**
  * Sampling parameters and generation requests: validated here, executed by the engine's
- * rollout sampler (native/core/sampler.*). SPEC §3.
+ * rollout sampler (native/core/sampler.*). docs/methods.md §3.
  */
 import { z } from "zod";
 

@@ -1,5 +1,5 @@
 /**
- * Supervised cold start (SPEC §6.1): teach a model the self-correction format on
+ * Supervised cold start (docs/methods.md §6.1): teach a model the self-correction format on
  * (prompt, o1, SEP, o2) examples before RL. o2 can come from a stronger model or from the
  * ground truth. Each example is tokenised as prompt + o1 + SEP + o2 + EOS with the parts
  * encoded separately (exact boundaries); the loss covers the whole response.

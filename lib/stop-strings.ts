@@ -1,5 +1,5 @@
 /**
- * Stop strings (SPEC §3): text that ends a sample, e.g. "</answer>" or "\n\nQuestion:".
+ * Stop strings (docs/methods.md §3): text that ends a sample, e.g. "</answer>" or "\n\nQuestion:".
  *
  * Two halves, because text and tokens do not map one to one:
  *  - the engine stops a sample as soon as its generated tokens end with the stop string's

@@ -1,5 +1,5 @@
 /**
- * Text tokenizer and chat template (SPEC §2: tokenization is a TS concern).
+ * Text tokenizer and chat template (docs/methods.md §2: tokenization is a TS concern).
  *
  * Loads a Hugging Face tokenizer directory — `tokenizer.json` plus optional
  * `tokenizer_config.json` — with `@huggingface/tokenizers`, and renders the config's

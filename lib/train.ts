@@ -1,9 +1,9 @@
 /**
- * `octo-native train`: an RL run from a config (SPEC §1, §9, §12). Writes the resolved
+ * `octo-native train`: an RL run from a config (docs/methods.md §1, §9, §12). Writes the resolved
  * config, metrics.jsonl (one line per step), checkpoints and summary.json into the run
  * directory; resumes from the newest checkpoint; Ctrl-C saves and exits cleanly.
  *
- * Data-parallel (SPEC §13; torchrun's variables in the environment, as `--nproc` sets them):
+ * Data-parallel (docs/methods.md §13; torchrun's variables in the environment, as `--nproc` sets them):
  * every rank trains on its share of each step (lib/distributed.ts), rank 0 alone writes, and
  * every decision that changes what the ranks do next (resume point, stop) is agreed on first.
  */

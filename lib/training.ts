@@ -1,5 +1,5 @@
 /**
- * Training steps on the native engine (SPEC §2, §4): sequences in, one optimizer step out.
+ * Training steps on the native engine (docs/methods.md §2, §4): sequences in, one optimizer step out.
  *
  * A step takes ragged sequences, packs them into right-padded micro-batches, computes the
  * aggregation counts over the whole step (so k micro-batches give exactly the gradient of

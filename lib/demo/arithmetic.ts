@@ -1,5 +1,5 @@
 /**
- * The synthetic task of the embedded demo (SPEC §10): multi-step arithmetic on small
+ * The synthetic task of the embedded demo (docs/methods.md §10): multi-step arithmetic on small
  * integers, whose answers a program can check. Solutions are written step by step, so a
  * model can make (and learn to fix) a slip in one step.
  *

@@ -1,5 +1,5 @@
 /**
- * The embedded demo, the default main job (SPEC §10): a tiny model and tokenizer created
+ * The embedded demo, the default main job (docs/methods.md §10): a tiny model and tokenizer created
  * from scratch, an SFT cold start into the self-correction format on synthetic arithmetic,
  * then Octopus Stage I and Stage II through the same `runTraining` a real run uses;
  * evaluation before and after, a table, and summary.json.

@@ -1,13 +1,13 @@
 /**
- * Evaluation of a model on problems with verifiable answers (SPEC §8): n samples per problem,
- * R rounds of each, every round graded by the verifier (SPEC §7), in one of two self-correction
+ * Evaluation of a model on problems with verifiable answers (docs/methods.md §8): n samples per problem,
+ * R rounds of each, every round graded by the verifier (docs/methods.md §7), in one of two self-correction
  * modes:
  *
- *   octopus   single pass (SPEC §6.1). Round 1 is the first attempt o1, round 2 the re-solve o2
+ *   octopus   single pass (docs/methods.md §6.1). Round 1 is the first attempt o1, round 2 the re-solve o2
  *             after the marker, or o1 again when the model did not correct itself (o1 is then
  *             its final answer). Each further round appends the marker to the response again and
  *             continues generation from the cached prefix (test-time scaling).
- *   two-turn  SCoRe prompting (SPEC §6.2). Turn r+1 sees the prompt, the earlier turns and after
+ *   two-turn  SCoRe prompting (docs/methods.md §6.2). Turn r+1 sees the prompt, the earlier turns and after
  *             each an instruction that there might be an error, asking to rewrite the solution.
  *
  * The CLI (`octo-native eval`), evaluation inside training and the demo all call evaluateModel,

@@ -1,5 +1,5 @@
 /**
- * Evaluation metrics (SPEC §8), pure functions over graded samples.
+ * Evaluation metrics (docs/methods.md §8), pure functions over graded samples.
  *
  *   pass@k   unbiased estimator 1 − C(n−c, k)/C(n, k) over all n samples of a problem
  *   maj@k    the answer most samples agree on (equivalence by the verifier) among the first k
@@ -75,7 +75,7 @@ export interface RoundTransition {
   correctToIncorrect: number;
 }
 
-/** The SPEC §8 self-correction numbers for rounds t1 and t2 (the shape train and demo summaries use). */
+/** The docs/methods.md §8 self-correction numbers for rounds t1 and t2 (the shape train and demo summaries use). */
 export interface SelfCorrectionMetrics {
   /** samples graded (problems × samples per problem) */
   count: number;

@@ -1,5 +1,5 @@
 /**
- * Benchmark presets of `octo-native eval --data` (SPEC §8): GSM8K and MATH-500 ship in data/
+ * Benchmark presets of `octo-native eval --data` (docs/methods.md §8): GSM8K and MATH-500 ship in data/
  * (MIT); AIME24 and AMC23 carry no licence that lets us ship them, so they are found only in
  * $OCTO_NATIVE_DATA (see data/README.md), or given as a file with --data.
  */

@@ -1,5 +1,5 @@
 /**
- * Final-answer extraction (SPEC §7; §6.1 for the box conventions).
+ * Final-answer extraction (docs/methods.md §7; §6.1 for the box conventions).
  *
  * Order of preference:
  *   1. the content of the last balanced `\boxed{…}` / `\fbox{…}` (or the brace-less `\boxed 5`);

@@ -1,5 +1,5 @@
 /**
- * `octo-native grade` (SPEC §7): JSONL of `{gold, pred, ...}` → the same lines with `correct` and
+ * `octo-native grade` (docs/methods.md §7): JSONL of `{gold, pred, ...}` → the same lines with `correct` and
  * `method` added (and `grade_error` when the verifier could not compare the answers).
  * All lines are checked before anything is graded or written; the output file is written atomically
  * (temp file + rename), so a failed run never leaves half a file.

@@ -1,5 +1,5 @@
 /**
- * Majority vote over extracted answers, equivalence decided by the verifier (SPEC §7):
+ * Majority vote over extracted answers, equivalence decided by the verifier (docs/methods.md §7):
  * "1/2", "0.5" and "\frac{1}{2}" are one vote cluster. Used by SRT pseudo-labels (§6.4) and
  * by maj@k style metrics.
  */

@@ -1,5 +1,5 @@
 /**
- * Answer verification (SPEC §7): is a predicted final answer equivalent to the gold one?
+ * Answer verification (docs/methods.md §7): is a predicted final answer equivalent to the gold one?
  *
  * Comparison chain, first decisive stage wins:
  *   (a) string   — both answers normalised (`$`, `\left`/`\right`, `\!` `\,` spacing, `\text{…}` units,

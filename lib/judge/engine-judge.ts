@@ -1,5 +1,5 @@
 /**
- * A thinking judge that is a model on our own engine (SPEC §6.3): `Model.load` + greedy
+ * A thinking judge that is a model on our own engine (docs/methods.md §6.3): `Model.load` + greedy
  * `generate`, the score parsed from its text. Any supported Hugging Face checkpoint works; the
  * demo recipes use the demo model itself as a smoke test of the path (it cannot really judge).
  */

@@ -1,5 +1,5 @@
 /**
- * A thinking judge behind an OpenAI-compatible endpoint (SPEC §6.3): POST
+ * A thinking judge behind an OpenAI-compatible endpoint (docs/methods.md §6.3): POST
  * `{baseUrl}/chat/completions` with Node's built-in fetch, a timeout per attempt
  * (AbortController), bounded retries with exponential backoff on network errors, timeouts,
  * 429, 5xx and malformed bodies, and errors that name the URL. Other 4xx (a wrong model name,

@@ -1,5 +1,5 @@
 /**
- * The thinking-reward interface of Trust-GRPO (SPEC §6.3): a judge reads a problem and a whole
+ * The thinking-reward interface of Trust-GRPO (docs/methods.md §6.3): a judge reads a problem and a whole
  * response and scores the quality of its reasoning in [0, 1]. Two back ends share it: a model
  * on our engine (engine-judge.ts) and an OpenAI-compatible endpoint (http-judge.ts). Both are
  * generative: the score is parsed from the judge's text and clipped to [0, 1]; a text with no

@@ -1,4 +1,4 @@
-/** Plain GRPO-family rollouts (SPEC §5): verifier reward 1/0 per response, trained as generated. */
+/** Plain GRPO-family rollouts (docs/methods.md §5): verifier reward 1/0 per response, trained as generated. */
 import { overlongPenalty } from "../advantages";
 import type { RunConfig } from "../config";
 import { answerMatches, plainSample, type GroupBuild, type MethodHook, type PromptRollouts } from "./hook";

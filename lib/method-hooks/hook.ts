@@ -1,5 +1,5 @@
 /**
- * The method hook of one RL step (SPEC §1: "method hook: Octopus pairing / SCoRe turn 2 /
+ * The method hook of one RL step (docs/methods.md §1: "method hook: Octopus pairing / SCoRe turn 2 /
  * Trust-GRPO weighting / SRT majority label"). rl.ts generates the rollouts of a batch of
  * prompts and hands them here; a hook turns each prompt's rollouts into one advantage group of
  * training samples (tokens, per-token loss and KL masks, per-turn returns) plus the statistics

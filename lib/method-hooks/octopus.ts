@@ -1,5 +1,5 @@
 /**
- * Octopus rollouts (SPEC §6.1): parse o1/o2, the r_sc reward, the n augmented pairs and the
+ * Octopus rollouts (docs/methods.md §6.1): parse o1/o2, the r_sc reward, the n augmented pairs and the
  * Stage I / II masks (lib/methods/octopus.ts), as one advantage group of 2n (n without augmentation).
  */
 import type { RunConfig } from "../config";

@@ -1,5 +1,5 @@
 /**
- * SCoRe rollouts (SPEC §6.2): turn 2 continues each turn-1 sample from x ⊕ y1 ⊕ I through the
+ * SCoRe rollouts (docs/methods.md §6.2): turn 2 continues each turn-1 sample from x ⊕ y1 ⊕ I through the
  * sampler's prefix cache (the keys and values of x ⊕ y1 are reused, not recomputed); per-turn
  * rewards, returns, loss masks and per-token KL coefficients from lib/methods/score.ts.
  */

@@ -1,5 +1,5 @@
 /**
- * SRT rollouts (SPEC §6.4) and Octopus + SRT: no labels in the reward — each prompt's
+ * SRT rollouts (docs/methods.md §6.4) and Octopus + SRT: no labels in the reward — each prompt's
  * pseudo-label is the majority answer of its rollouts (or, with fixedLabels, of the base
  * model's rollouts, computed once per prompt). The collapse guard: the majority-share filter,
  * the collapse alarm, early stopping on a small labelled split, and the accuracy of the

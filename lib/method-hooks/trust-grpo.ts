@@ -1,5 +1,5 @@
 /**
- * Trust-GRPO rollouts (SPEC §6.3): outcome rewards (0 when the format check fails), one judge
+ * Trust-GRPO rollouts (docs/methods.md §6.3): outcome rewards (0 when the format check fails), one judge
  * call for the responses that need a thinking reward, then γ, the annealed weight and
  * R = R_out + γ·α·exp(−t/T)·R_think per group (lib/methods/trust-grpo.ts).
  */

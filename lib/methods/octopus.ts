@@ -1,5 +1,5 @@
 /**
- * Octopus: correction-specific rollouts (SPEC §6.1), as pure functions over texts,
+ * Octopus: correction-specific rollouts (docs/methods.md §6.1), as pure functions over texts,
  * correctness flags, token ids and masks — parsing, the format and correction rewards,
  * the rollout augmentation (pairing), tokenisation with exact span boundaries, and the
  * Stage I / Stage II loss and KL masks.
@@ -7,13 +7,13 @@
  * A response is `o1 ⊕ SEP ⊕ o2`: a first answer, the plain-text marker SEP, and a
  * re-solve from scratch; o1 and o2 each end in a final `\boxed{…}` answer.
  * Correctness is an input (booleans, or an injected `isCorrect(text)`), so this module
- * knows nothing of the answer verifier (SPEC §7).
+ * knows nothing of the answer verifier (docs/methods.md §7).
  */
 
 import { lastBoxedSpan } from "../grading/extract";
 import { seededRandom, shuffleInPlace } from "../random";
 
-/** The default marker between the first answer and the correction (SPEC §6.1). */
+/** The default marker between the first answer and the correction (docs/methods.md §6.1). */
 export const DEFAULT_SEPARATOR = "\n\n<self-correction>\n</self-correction>\n\n";
 
 // ---------------------------------------------------------------------------------------
@@ -66,16 +66,16 @@ export interface ParsedCorrection {
 }
 
 /**
- * Splits a response into o1 and o2 (SPEC §6.1 "Parsing").
+ * Splits a response into o1 and o2 (docs/methods.md §6.1 "Parsing").
  *
- * The SPEC says both "o2 = text after the last marker's end" and "anything after a second
- * marker is dropped"; with two or more markers these conflict (the text after the last
- * marker IS after a second marker). Reading used here, consistent for any marker count:
- * the response is first truncated at its second marker (the second marker and everything
- * after it are dropped), and in what remains the first marker is also the last one. So
- * o1 = text before the first marker, o2 = text between the first marker's end and the
- * second marker (or the end of the response), each cut right after its last balanced
- * `\boxed{}`. Examples: `A SEP B` → (A, B); `A SEP B SEP C` → (A, B);
+ * The rule as first written said both "o2 = text after the last marker's end" and
+ * "anything after a second marker is dropped"; with two or more markers these conflict (the
+ * text after the last marker IS after a second marker). Reading used here, consistent for
+ * any marker count: the response is first truncated at its second marker (the second
+ * marker and everything after it are dropped), and in what remains the first marker is also
+ * the last one. So o1 = text before the first marker, o2 = text between the first marker's
+ * end and the second marker (or the end of the response), each cut right after its last
+ * balanced `\boxed{}`. Examples: `A SEP B` → (A, B); `A SEP B SEP C` → (A, B);
  * `A SEP B SEP C SEP D` → (A, B). A response with 2+ markers is off the `o1 ⊕ SEP ⊕ o2`
  * format, so its formatO2 is 0 (the "o2 failing format" cap applies).
  *
@@ -136,7 +136,7 @@ function cutAfterLastBox(segment: string): { text: string; box?: string; hasBox:
 const CLOSING_TAIL = /^[\s$.\\\])}*]*$/;
 
 /**
- * The format reward f(part) of SPEC §6.1, 1 or 0. A part (o1 or o2, raw, before cutting)
+ * The format reward f(part) of docs/methods.md §6.1, 1 or 0. A part (o1 or o2, raw, before cutting)
  * is well formed when it holds reasoning then one final answer:
  *  - exactly one `\boxed` (or `\fbox`) command, and it is balanced;
  *  - its content is not empty (whitespace only counts as empty);
@@ -173,11 +173,11 @@ export interface CorrectionRewardInput {
   acc?: number;
 }
 
-/** r' of SPEC §6.1 by (o1 correct, o2 correct). */
+/** r' of docs/methods.md §6.1 by (o1 correct, o2 correct). */
 const CORRECTION_REWARD = { w2c: 1.0, c2c: 0.75, w2w: 0, c2w: -0.25 } as const;
 
 /**
- * The self-correction reward r_sc (SPEC §6.1).
+ * The self-correction reward r_sc (docs/methods.md §6.1).
  *
  * With a marker: r' = 1.0 (w→c), 0.75 (c→c), 0 (w→w), −0.25 (c→w);
  * f = min(f(o1), f(o2)); r = 0.9·r' + 0.1·f; then the caps
@@ -297,7 +297,7 @@ export interface PairingOptions {
 }
 
 /**
- * The rollout augmentation of SPEC §6.1: n more samples for a prompt's n rollouts, with
+ * The rollout augmentation of docs/methods.md §6.1: n more samples for a prompt's n rollouts, with
  * no extra generation.
  *
  * - o1 pool: rollouts whose o1 has a (non-empty) box; o2 pool: rollouts with a marker and
@@ -401,7 +401,7 @@ export interface CorrectionTokens extends CorrectionSpans {
 }
 
 /**
- * Tokenises `o1 ⊕ separator ⊕ o2 ⊕ EOS` (SPEC §6.1) with each part encoded SEPARATELY
+ * Tokenises `o1 ⊕ separator ⊕ o2 ⊕ EOS` (docs/methods.md §6.1) with each part encoded SEPARATELY
  * (no special tokens added) and concatenated, so the span boundaries are exact token
  * indices — joint encoding could merge tokens across a boundary. The result is clipped to
  * `maxLength` tokens (the EOS, appended when `eosId` is given, is clipped like any
@@ -455,7 +455,7 @@ export interface StageMasks {
 }
 
 /**
- * The per-token loss and KL masks of SPEC §6.1 over the response tokens.
+ * The per-token loss and KL masks of docs/methods.md §6.1 over the response tokens.
  *
  * Stage I (learn pure correction), response with a marker: m_loss = 0 on o1 and SEP
  * (o1 is a fixed context), 1 on o2 and EOS; m_kl = 1 on o1 only (the trainer applies

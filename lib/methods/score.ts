@@ -1,5 +1,5 @@
 /**
- * SCoRe — two-attempt self-correction (SPEC §6.2), as pure functions over token ids, rewards
+ * SCoRe — two-attempt self-correction (docs/methods.md §6.2), as pure functions over token ids, rewards
  * and masks: the token layout of a two-turn episode, the per-token loss masks and KL
  * coefficients of Stage I and Stage II, and the per-turn returns.
  *

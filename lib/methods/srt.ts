@@ -1,5 +1,5 @@
 /**
- * SRT — self-rewarding training by majority vote (SPEC §6.4), as pure functions: pseudo-label
+ * SRT — self-rewarding training by majority vote (docs/methods.md §6.4), as pure functions: pseudo-label
  * rewards (hard and soft), the majority-share filter, label accuracy against hidden labels,
  * the dominant answer across prompts, the collapse alarm, and early stopping.
  *

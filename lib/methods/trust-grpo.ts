@@ -1,5 +1,5 @@
 /**
- * Trust-GRPO with a thinking reward (SophiaVL-R1; SPEC §6.3), as pure functions over outcome
+ * Trust-GRPO with a thinking reward (SophiaVL-R1; docs/methods.md §6.3), as pure functions over outcome
  * rewards and judge scores: which responses the judge sees (saturated-group and low-outcome
  * skips), the trust γ of a group, the annealed weight, and the final reward
  *

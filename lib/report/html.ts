@@ -14,7 +14,7 @@ export function escapeHtml(text: string): string {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 }
 
-/** The self-correction metrics of SPEC §8 (lib/evaluate.ts), in table order. */
+/** The self-correction metrics of docs/methods.md §8 (lib/evaluate.ts), in table order. */
 const EVAL_COLUMNS: { key: string; header: string; kind: "count" | "fraction" | "signed" }[] = [
   { key: "count", header: "n", kind: "count" },
   { key: "accT1", header: "Acc@t1", kind: "fraction" },

@@ -1,5 +1,5 @@
 /**
- * `octo-native report RUN_DIR` (SPEC §9): the run's HTML report, and each plot as an SVG
+ * `octo-native report RUN_DIR` (docs/methods.md §9): the run's HTML report, and each plot as an SVG
  * file in a `plots/` folder next to it. Written at the end of every training run and of the
  * demo; rerun it any time on a run directory (also while a run is going).
  */

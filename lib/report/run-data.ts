@@ -1,5 +1,5 @@
 /**
- * What a run directory holds for its report (SPEC §9): the metrics.jsonl lines of a training
+ * What a run directory holds for its report (docs/methods.md §9): the metrics.jsonl lines of a training
  * run — or of each stage of a staged run such as the embedded demo (stage1/, stage2/, …),
  * concatenated along the step axis — and the evaluations its summary.json files record.
  */

@@ -1,4 +1,4 @@
-// Data-parallel communication (SPEC §13) on PyTorch's own c10d process groups: a TCPStore
+// Data-parallel communication (docs/methods.md §13) on PyTorch's own c10d process groups: a TCPStore
 // rendezvous from torchrun's convention (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE), Gloo for
 // CPU tensors, NCCL for CUDA tensors when the libtorch was built with it. Nothing here
 // implements a collective: every all-reduce and broadcast is c10d's.

@@ -1,5 +1,5 @@
 // Operations on the KV cache of model.h, and the prefix cache that keeps the keys and values
-// of finished sequences for a later generate call (multi-turn continuation, SPEC §3).
+// of finished sequences for a later generate call (multi-turn continuation, docs/methods.md §3).
 //
 // Shape legend: R = cache rows, Hkv = key/value heads, S = cache slots, D = head dim, L = tokens.
 #pragma once

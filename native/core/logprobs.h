@@ -1,5 +1,5 @@
 // Token log-probs from final hidden states and the LM head, in chunks of tokens, so the
-// [tokens x vocab] fp32 logits are never materialised whole (SPEC §4). The backward
+// [tokens x vocab] fp32 logits are never materialised whole (docs/methods.md §4). The backward
 // recomputes each chunk's logits instead of keeping them.
 //
 // Shapes: N = tokens, C = hidden size, V = vocab.

@@ -76,7 +76,7 @@ class DecoderModel {
   // With a cache, the new keys are appended after cache->length and attention covers the
   // cached prefix. `keyValid` [B, T] marks padding tokens (false) that no query may attend to.
   // With `checkpointLayers`, each decoder layer keeps only its input for backward and
-  // recomputes the rest (training memory; SPEC §2). Only meaningful without a cache.
+  // recomputes the rest (training memory; docs/methods.md §2). Only meaningful without a cache.
   at::Tensor hiddenStates(const at::Tensor& inputIds, const at::Tensor& positions, KVCache* cache,
                           const at::Tensor& keyValid = {}, bool checkpointLayers = false) const;
   at::Tensor logits(const at::Tensor& hidden) const;  // [..., C] -> [..., V] (fp32)

@@ -1,5 +1,5 @@
 // AdamW with decoupled weight decay on >= 2-D weights only, global-norm gradient clipping,
-// and fp32 master weights for models that compute in bf16/fp16 (SPEC §2).
+// and fp32 master weights for models that compute in bf16/fp16 (docs/methods.md §2).
 #pragma once
 
 #include "core/torch_prelude.h"

@@ -6,7 +6,7 @@ namespace octo {
 
 namespace {
 
-constexpr double kMaxLogRatio = 20.0;  // SPEC §4: log-ratio clamped to ±20 before exp
+constexpr double kMaxLogRatio = 20.0;  // docs/methods.md §4: log-ratio clamped to ±20 before exp
 constexpr double kMaxKlLogRatio = 10.0;  // k3: d clamped to ±10
 
 // Per-token weights that turn Σ_t w_t x_t into the aggregation of x over `mask`.

@@ -1,4 +1,4 @@
-// The fused policy + KL loss of SPEC §4: one custom autograd op whose forward computes the
+// The fused policy + KL loss of docs/methods.md §4: one custom autograd op whose forward computes the
 // loss and every logging statistic in a single pass over the tokens and saves only the
 // per-token gradient, instead of an autograd graph of a dozen elementwise ops.
 //

@@ -1,4 +1,4 @@
-// The rollout sampler (SPEC §3): batched generation of n samples per prompt over one
+// The rollout sampler (docs/methods.md §3): batched generation of n samples per prompt over one
 // preallocated KV cache, and the token sampling it uses.
 //
 // One call: every prompt is prefilled once (left-padded batches; positions count real
