@@ -1,4 +1,4 @@
-// Advantage estimators and DAPO shaping (SPEC §5): hand-computed values, random groups
+// Advantage estimators and DAPO shaping (docs/methods.md §5): hand-computed values, random groups
 // against direct formulas, group identities, dynamic-sampling keep/drop, overlong penalty.
 import { dynamicSamplingKeep, groupAdvantages, overlongPenalty } from "../lib/advantages";
 import { mulberry32 } from "./helpers/random";

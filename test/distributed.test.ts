@@ -1,4 +1,4 @@
-// Data-parallel training (SPEC §13) with real processes on loopback: 2 Gloo ranks against one
+// Data-parallel training (docs/methods.md §13) with real processes on loopback: 2 Gloo ranks against one
 // process on the combined batch, a rank killed or hung mid-run, the --nproc launcher, and a
 // short `train --nproc 2` run with resume.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";

@@ -1,4 +1,4 @@
-// Answer verification (SPEC §7): extraction, equivalence on the real MATH-500 / GSM8K answers the
+// Answer verification (docs/methods.md §7): extraction, equivalence on the real MATH-500 / GSM8K answers the
 // repo ships in data/ and on the AIME/AMC answer columns (reformatted copies must match, other
 // items' answers must not), hand cases, the time bound on pathological input, and the `grade`
 // JSONL command.

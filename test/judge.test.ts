@@ -1,4 +1,4 @@
-// Thinking-reward judges (SPEC §6.3): the score parser, the OpenAI-compatible HTTP judge
+// Thinking-reward judges (docs/methods.md §6.3): the score parser, the OpenAI-compatible HTTP judge
 // against a stub server on loopback (success, timeouts, 5xx then success, malformed bodies,
 // 4xx without retry, a dead port), and the engine judge on the demo model.
 import fs from "node:fs";

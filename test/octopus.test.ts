@@ -1,4 +1,4 @@
-// Octopus (SPEC §6.1): parsing, format and correction rewards with every cap, pairing
+// Octopus (docs/methods.md §6.1): parsing, format and correction rewards with every cap, pairing
 // properties over random seeded rollout sets against an independent reference of the
 // selection order, and exact Stage I / II token masks on the real Qwen3 and demo tokenizers.
 import * as path from "path";
@@ -20,7 +20,7 @@ import { TextTokenizer } from "../lib/tokenizer";
 import { mulberry32 } from "./helpers/random";
 
 describe("parseCorrectionResponse", () => {
-  test("the default separator is the SPEC's marker", () => {
+  test("the default separator is the documented marker (docs/methods.md §6.1)", () => {
     expect(SEP).toBe("\n\n<self-correction>\n</self-correction>\n\n");
   });
 
@@ -240,7 +240,7 @@ function randomRollout(random: () => number, i: number): RandomRollout {
 }
 
 /**
- * Reference of the SPEC §6.1 selection order, written as counts: with h = ⌊(n−k)/2⌋, take
+ * Reference of the docs/methods.md §6.1 selection order, written as counts: with h = ⌊(n−k)/2⌋, take
  * min(h, #w2c) w2c, min(h, #c2c) c2c, min(1, #c2w) c2w, all w2w, the rest of c2w, the rest
  * of w2c, the rest of c2c; truncate to n and pad with copies.
  */
@@ -320,7 +320,7 @@ describe("pairCorrectionRollouts", () => {
 
   const configurations = randomConfigurations(200, 31);
 
-  test("200 random rollout sets: slots, pools, group size 2n, and the SPEC selection order", () => {
+  test("200 random rollout sets: slots, pools, group size 2n, and the documented selection order", () => {
     let pairsSeen = 0;
     let copiesSeen = 0;
     const bucketsSeen = new Set<string>();

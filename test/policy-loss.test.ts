@@ -1,5 +1,5 @@
 // The fused policy loss and the chunked token log-probs against their unfused eager forms
-// (plain autograd ops on full logits): values and gradients within 1e-5 in fp32 (SPEC §4).
+// (plain autograd ops on full logits): values and gradients within 1e-5 in fp32 (docs/methods.md §4).
 import { ops } from "../lib/ops";
 import type { LossOptions } from "../lib/native";
 import { maxAbsDiff, mulberry32 } from "./helpers/random";

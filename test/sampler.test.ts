@@ -1,4 +1,4 @@
-// The rollout sampler (SPEC §3) against references that share none of its code: full
+// The rollout sampler (docs/methods.md §3) against references that share none of its code: full
 // forwards without a KV cache, log-softmax and the top-k/top-p/min-p filter in float64 TS,
 // and the engine's own no-cache recompute path for whole sampled rollouts.
 import { spawnSync } from "node:child_process";

@@ -1,4 +1,4 @@
-// SCoRe (SPEC §6.2): two-turn token layout, Stage I / II loss masks and per-token KL
+// SCoRe (docs/methods.md §6.2): two-turn token layout, Stage I / II loss masks and per-token KL
 // coefficients, per-turn returns with γ = 0 and the Stage II bonus; per-turn advantages in the
 // RL step; and per-token KL coefficients through the trainer against a TS reference of the
 // KL term.

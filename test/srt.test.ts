@@ -1,4 +1,4 @@
-// SRT (SPEC §6.4) and the majority vote it labels with: labels equal the majority (checked
+// SRT (docs/methods.md §6.4) and the majority vote it labels with: labels equal the majority (checked
 // against a brute-force count over random answer sets), only parseable answers vote, verifier
 // equivalence merges "1/2" and "0.5", ties are broken independently of the voters' order, hard
 // and soft rewards, the majority-share filter, label accuracy, the collapse alarm on crafted

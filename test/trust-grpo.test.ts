@@ -1,4 +1,4 @@
-// Trust-GRPO (SPEC §6.3): γ for crafted groups (μc ≥ μw → 1, otherwise exp(μc − μw)), the
+// Trust-GRPO (docs/methods.md §6.3): γ for crafted groups (μc ≥ μw → 1, otherwise exp(μc − μw)), the
 // saturated-group and low-outcome skips, outcome 0 when the format fails, the annealed weight
 // and the final reward R = R_out + γ·α·exp(−t/T)·R_think.
 import {
