@@ -137,7 +137,8 @@ describe("2 Gloo ranks on loopback", () => {
         expect(r.communication.gradients.buckets).toBeGreaterThan(5);
       });
     }
-    expect(reference.some((r) => r.gradNorm > 1)).toBe(true); // clipping was exercised
+    // Clipping was exercised. Built inputs, nothing sampled: the norms are 1.44-1.80 on every machine.
+    expect(reference.some((r) => r.gradNorm > 1)).toBe(true);
     // With overlap, the buckets went out from the backward's hooks.
     expect(stepReports(dirOf(pair), 0, "overlap").every((r) => r.communication.gradients.bucketsDuringBackward > 0)).toBe(true);
     expect(stepReports(dirOf(pair), 0, "after-backward").every((r) => r.communication.gradients.bucketsDuringBackward === 0)).toBe(true);

@@ -71,8 +71,11 @@ describe("on the quick demo run", () => {
     expect(m.deltaCorrectToIncorrect).toBeCloseTo(count((a, b) => a && !b), 12);
     expect(m.delta).toBeCloseTo(m.deltaIncorrectToCorrect - m.deltaCorrectToIncorrect, 12);
     expect(m.delta).toBeCloseTo(m.accT2 - m.accT1, 12);
-    // a trained model: the numbers are not all zero (the test could not fail otherwise)
-    expect(m.accT2).toBeGreaterThan(0);
+    // The numbers are not all zero (the reproduction could not fail otherwise). Not the accuracy:
+    // the quick demo's tiny model gets ~3-8% of 128 samples right, so 0 right is a legitimate
+    // outcome on some machine. The marker rate: its SFT data always carry the marker and ~9 in
+    // 10 samples write it, so none of 128 doing so is beyond any chance.
+    expect(m.markerRate).toBeGreaterThan(0);
     // round 2 without a marker carries round 1's answer
     for (const s of samples.filter((x) => x.carried)) {
       const first = samples.find((x) => x.problemIndex === s.problemIndex && x.sample === s.sample && x.round === 1)!;
@@ -101,11 +104,12 @@ describe("on the quick demo run", () => {
     // Round 3 is generated, never carried; in two-turn mode no round is carried.
     expect(samples.filter((s) => s.round === 3 && s.carried)).toHaveLength(0);
     if (mode === "two-turn") expect(samples.filter((s) => s.carried)).toHaveLength(0);
-    // Something was generated for the later rounds (not all empty attempts).
+    // Something was generated for the later rounds (not all empty attempts): after the marker the
+    // SFT model writes a re-solve, so all 12 round-3 attempts ending at once is beyond any chance.
     expect(samples.filter((s) => s.round === 3).some((s) => s.text.length > 0)).toBe(true);
   });
 
-  test("octopus round 3 and two-turn turn 2 are what generating from the assembled prompt from scratch gives (greedy)", async () => {
+  test("octopus's continued round and two-turn turn 2 are what generating from the assembled prompt from scratch gives (greedy)", async () => {
     const { dir, summary } = run;
     const modelDir = path.join(dir, summary.evalSetup.checkpoints.afterStage2);
     const examples = (await loadDataset({ path: path.join(dir, summary.evalSetup.data) })).slice(0, 4);
@@ -113,29 +117,34 @@ describe("on the quick demo run", () => {
     const tokenizer = TextTokenizer.fromDir(modelDir);
     const { prompt, separator, maxNewTokens, instruction } = summary.evalSetup.settings;
     try {
-      const result = await evaluateModel(model, tokenizer, examples, { prompt, separator, maxNewTokens, rounds: 3, batch: 3 });
-      const twoTurn = await evaluateModel(model, tokenizer, examples, { prompt, maxNewTokens, instruction, mode: "two-turn", rounds: 2, batch: 3 });
       const params = { temperature: 0, maxNewTokens, eosTokenIds: tokenizer.eosTokenIds };
       const strip = (r: GenerationResult) => Array.from(r.finishReason === "eos" ? r.tokens.subarray(0, -1) : r.tokens);
-      let continued = 0;
-      for (const [i, example] of examples.entries()) {
+      const firsts: { promptIds: Int32Array; first: GenerationResult; segments: string[] }[] = [];
+      for (const example of examples) {
         const promptIds = encodePrompt(example, tokenizer, prompt);
         const [[first]] = await model.generate([{ promptIds }], params);
-        const segments = tokenizer.decode(strip(first), { skipSpecialTokens: true }).split(separator);
+        firsts.push({ promptIds, first, segments: tokenizer.decode(strip(first), { skipSpecialTokens: true }).split(separator) });
+      }
+      // The round octopus mode generates by appending the marker to the first pass and continuing:
+      // round 3 after a pass with at most one marker (round 2 is o2, or o1 carried), round s + 1
+      // after a pass the model itself split into s ≥ 3 attempts. Evaluating that many rounds takes
+      // every problem down the continuation path, whatever the model wrote.
+      const continuedRound = firsts.map((f) => Math.max(3, f.segments.length + 1));
+      const result = await evaluateModel(model, tokenizer, examples, { prompt, separator, maxNewTokens, rounds: Math.max(...continuedRound), batch: 3 });
+      const twoTurn = await evaluateModel(model, tokenizer, examples, { prompt, maxNewTokens, instruction, mode: "two-turn", rounds: 2, batch: 3 });
+      const sep = Array.from(tokenizer.encode(separator, { addSpecialTokens: false }));
+      for (const [i, { promptIds, first, segments }] of firsts.entries()) {
         const rounds = result.samples.filter((s) => s.problemIndex === i).map((s) => s.text);
-        expect(rounds[0]).toBe(segments[0]);
+        // the first pass's attempts; without a marker, o1 carried as round 2
+        expect(rounds.slice(0, Math.max(2, segments.length))).toEqual(segments.length === 1 ? [segments[0], segments[0]] : segments);
         // two-turn (no chat template here): prompt + turn 1 + the instruction, then turn 2
         const instructionIds = Array.from(tokenizer.encode(`\n\n${instruction}\n\n`, { addSpecialTokens: false }));
         const [[turn2]] = await model.generate([{ promptIds: Int32Array.from([...promptIds, ...strip(first), ...instructionIds]) }], params);
         const turns = twoTurn.samples.filter((s) => s.problemIndex === i).map((s) => s.text);
         expect(turns).toEqual([tokenizer.decode(strip(first), { skipSpecialTokens: true }), tokenizer.decode(strip(turn2), { skipSpecialTokens: true })]);
-        if (segments.length > 2) continue; // the model wrote round 3 itself
-        const sep = Array.from(tokenizer.encode(separator, { addSpecialTokens: false }));
         const [[next]] = await model.generate([{ promptIds: Int32Array.from([...promptIds, ...strip(first), ...sep]) }], params);
-        expect(rounds[2]).toBe(tokenizer.decode(strip(next), { skipSpecialTokens: true }).split(separator)[0]);
-        continued++;
+        expect(rounds[continuedRound[i] - 1]).toBe(tokenizer.decode(strip(next), { skipSpecialTokens: true }).split(separator)[0]);
       }
-      expect(continued).toBeGreaterThan(0);
     } finally {
       model.dispose();
     }

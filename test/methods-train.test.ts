@@ -6,8 +6,15 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 
+import type { RunConfig } from "../lib/config";
+import type { Example } from "../lib/data";
 import { arithmeticProblems } from "../lib/demo/arithmetic";
 import { demoMethodConfig, type MethodRecipe } from "../lib/demo/method-demos";
+import { createMethodHook, type PromptRollouts } from "../lib/method-hooks";
+import { DEFAULT_SEPARATOR } from "../lib/methods/octopus";
+import { Model } from "../lib/model";
+import { encodePrompt } from "../lib/prompts";
+import { TextTokenizer } from "../lib/tokenizer";
 import { runTraining } from "../lib/train";
 import { quickDemoRun } from "./helpers/quick-demo";
 
@@ -32,8 +39,25 @@ async function run(recipe: MethodRecipe, name: string, steps: number, extra: Rec
 }
 
 test("SCoRe Stage I and II: two turns per rollout, turn 2 from the prefix cache, per-turn accuracies", async () => {
-  const stage1 = await run("score-stage1", "score1", 2);
+  // Stage I rewards turn 2 only, and the quick demo's model gets few of them right: a step's 8
+  // rewards are often all 0 (no advantage, no policy gradient), and at step 1 the KL gradient is 0
+  // too (the policy is the reference). A small entropy bonus is a gradient that does not depend on
+  // the rewards, so step 1 always updates: Adam's first step moves every parameter with a nonzero
+  // gradient by about lr (2.5e-5, the first warm-up step), whatever the gradient's size.
+  const stage1 = await run("score-stage1", "score1", 2, { loss: { entropyCoef: 0.01 } });
   expect(stage1.lines).toHaveLength(2);
+  // Turn 2's prompt is prompt ⊕ y1 ⊕ marker. The cache holds each turn-1 sequence but its last
+  // sampled token (never fed to the model), so each sample i (n_i tokens) reuses exactly
+  // P + n_i − 1 tokens, of P + n_i when turn 1 stopped on the marker (y1 ⊕ marker is what was
+  // sampled) or of P + n_i + |marker| when it ended otherwise (the marker is appended). Every
+  // training prompt has the same length P, so the step's reuse is (8P + G − 8) / (8P + G + k·|marker|)
+  // for G generated turn-1 tokens and some number k ∈ [0, 8] of samples that did not stop on the
+  // marker: exact for whatever was sampled.
+  const tokenizer = TextTokenizer.fromDir(sftDir);
+  const promptLengths = new Set(examples.map((e) => encodePrompt(e, tokenizer, { template: stage1.config.data.promptTemplate, chat: stage1.config.data.chat }).length));
+  expect(promptLengths.size).toBe(1);
+  const [P] = promptLengths;
+  const markerTokens = tokenizer.encode(DEFAULT_SEPARATOR, { addSpecialTokens: false }).length;
   for (const m of stage1.lines) {
     expect(m.methodMetrics).toMatchObject({ stage: 1 });
     for (const key of ["turn1Accuracy", "turn2Accuracy", "delta", "deltaIncorrectToCorrect", "deltaCorrectToIncorrect"]) expect(typeof m.methodMetrics[key]).toBe("number");
@@ -41,25 +65,66 @@ test("SCoRe Stage I and II: two turns per rollout, turn 2 from the prefix cache,
     expect(m.methodMetrics.turn2Accuracy).toBe(m.accuracyFinal);
     // every episode made two attempts
     expect(Object.values(m.transitions as Record<string, number>).reduce((a, b) => a + b, 0)).toBe(2 * 4);
-    // prompt + turn 1 (+ the marker it stopped on) came from the cache: most of turn 2's prompt
-    expect(m.methodMetrics.turn2PrefixReuse).toBeGreaterThan(0.5);
+    // prompt + turn 1 (+ the marker it stopped on) came from the cache: all of turn 2's prompt but a token or the marker
+    const reused = 8 * P + m.generatedTokens - 8;
+    const possible = Array.from({ length: 9 }, (_, k) => reused / (8 * P + m.generatedTokens + k * markerTokens));
+    expect(possible.some((r) => Math.abs(r - m.methodMetrics.turn2PrefixReuse) < 1e-12)).toBe(true);
     expect(m.trainedSequences).toBe(2 * 4);
+    expect(m.gradNorm).toBeGreaterThan(0); // the entropy bonus: an update every step
   }
-  // the first step's policy is the reference: the KL is 0; the second has moved (KL on turn 1 and 2)
+  // The first step's policy is the reference: the KL is 0. The second step's policy has taken
+  // that update, so its KL (on turn 1 and 2) is > 0: ~1e-4 here even when every reward is 0,
+  // four orders of magnitude above the float32 rounding of k3 (which could only blur a KL ~1e-8).
   expect(stage1.lines[0].kl).toBe(0);
   expect(stage1.lines[1].kl).toBeGreaterThan(0);
   const stage2 = await run("score-stage2", "score2", 1, { model: { path: stage1.summary.finalCheckpoint } });
   expect(stage2.lines[0].methodMetrics.stage).toBe(2);
 }, 300_000);
 
+/**
+ * One Trust-GRPO step through the run's own hook and judge, on crafted rollouts instead of sampled
+ * ones: a group with 2 right and 2 wrong answers (not saturated: the 2 right ones go to the judge,
+ * the 2 wrong ones are skipped for their low outcome) and an all-wrong group (saturated: no call).
+ * The sampled runs may judge nothing at all: the quick demo's model answers few problems right, so
+ * its groups of 4 are mostly all wrong, and saturated.
+ */
+async function craftedTrustStep(config: RunConfig) {
+  const policy = await Model.load(sftDir, { device: "cpu" });
+  const tokenizer = TextTokenizer.fromDir(sftDir);
+  const hook = await createMethodHook({ config, policy, tokenizer }, sftDir);
+  try {
+    const group = (example: Example, answers: number[]): PromptRollouts => {
+      const texts = answers.map((a) => `${a} \\boxed{${a}}`);
+      const samples = texts.map((t) => {
+        const tokens = tokenizer.encode(t, { addSpecialTokens: false });
+        return { tokens, logprobs: new Float32Array(tokens.length), finishReason: "eos" as const };
+      });
+      return { example, promptIds: encodePrompt(example, tokenizer, { template: config.data.promptTemplate, chat: config.data.chat }), samples, texts, seed: 1 };
+    };
+    const [a, b] = examples.map((e) => ({ example: e, right: Number(e.answer) }));
+    const builds = await hook.buildGroups([
+      group(a.example, [a.right, a.right + 1, a.right, a.right - 1]),
+      group(b.example, [b.right + 1, b.right + 2, b.right - 1, b.right + 1]),
+    ], 1);
+    const { metrics } = await hook.finishStep(1, { kl: 0 });
+    return { rewards: builds.map((g) => g.rollouts.map((r) => r.reward)), metrics: metrics as Record<string, number> };
+  } finally {
+    hook.dispose();
+    policy.dispose();
+  }
+}
+
 test("Trust-GRPO with the HTTP judge on a loopback stub: γ, thinking reward and skips in the metrics", async () => {
   let calls = 0;
+  const replies: string[] = [];
   const server = http.createServer((req, res) => {
     req.resume();
     req.on("end", () => {
       calls++;
+      const content = calls % 3 === 0 ? "no idea" : "Score: 0.5";
+      replies.push(content);
       res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify({ choices: [{ message: { content: calls % 3 === 0 ? "no idea" : "Score: 0.5" } }] }));
+      res.end(JSON.stringify({ choices: [{ message: { content } }] }));
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -79,19 +144,41 @@ test("Trust-GRPO with the HTTP judge on a loopback stub: γ, thinking reward and
       judged += t.judgedResponses;
     }
     expect(calls).toBe(judged);
+
+    // The judge's part for certain: crafted rollouts send exactly the 2 right answers to the stub.
+    const crafted = await craftedTrustStep(config);
+    const t = crafted.metrics;
+    expect([t.judgedResponses, t.skippedLowOutcome, t.skippedSaturatedGroups, t.formatFailures]).toEqual([2, 2, 1, 0]);
+    expect(calls).toBe(judged + 2);
+    const scores = replies.slice(judged).map((r) => (r === "no idea" ? 0 : 0.5)); // unparseable: fallbackScore 0
+    expect(t.unparseableJudgements).toBe(replies.slice(judged).filter((r) => r === "no idea").length);
+    expect(t.thinkingReward).toBeCloseTo((scores[0] + scores[1]) / 2, 12);
+    // no judged wrong answer, so no evidence against the judge: γ = 1; R = R_out + γ·0.3·R_think at step 1
+    expect(t.gamma).toBe(1);
+    expect(t.thinkingWeight).toBeCloseTo(0.3, 12);
+    const [mixed, allWrong] = crafted.rewards;
+    expect([mixed[1], mixed[3]]).toEqual([0, 0]);
+    expect(mixed[0] + mixed[2]).toBeCloseTo(2 + 0.3 * (scores[0] + scores[1]), 12);
+    expect(allWrong).toEqual([0, 0, 0, 0]);
   } finally {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 }, 300_000);
 
 test("Trust-GRPO with the engine judge (the demo model itself, a smoke test of the path)", async () => {
-  const { lines } = await run("trust-grpo", "trust-engine", 1);
+  const { lines, config } = await run("trust-grpo", "trust-engine", 1);
   const t = lines[0].methodMetrics;
   expect(t.judgedResponses + t.skippedLowOutcome + 4 * t.skippedSaturatedGroups).toBe(2 * 4);
   if (t.judgedResponses > 0) {
     expect(t.thinkingReward).toBeGreaterThanOrEqual(0);
     expect(t.thinkingReward).toBeLessThanOrEqual(1);
   }
+  // The engine judge for certain: crafted rollouts send exactly 2 responses to it.
+  const crafted = (await craftedTrustStep(config)).metrics;
+  expect([crafted.judgedResponses, crafted.skippedLowOutcome, crafted.skippedSaturatedGroups]).toEqual([2, 2, 1]);
+  expect(crafted.thinkingReward).toBeGreaterThanOrEqual(0);
+  expect(crafted.thinkingReward).toBeLessThanOrEqual(1);
+  expect(crafted.unparseableJudgements).toBeLessThanOrEqual(2);
 }, 300_000);
 
 test("SRT: pseudo-label metrics, the majority-share filter, label accuracy, the alarm; fixed labels and early stopping", async () => {
@@ -103,6 +190,10 @@ test("SRT: pseudo-label metrics, the majority-share filter, label accuracy, the 
     expect(m.trainedSequences).toBe(4 * s.trainedGroups);
     expect(s.labelAccuracy).toBeGreaterThanOrEqual(0);
     expect(s.labelAccuracy).toBeLessThanOrEqual(1);
+    // hard rewards: 1 for each vote of its group's majority, so their mean is the mean majority share
+    expect(s.pseudoReward).toBeCloseTo(s.majorityShare, 12);
+    // > 0 as soon as one of the step's 8 samples has a parseable answer (its own cluster is a
+    // share of 1/4): the SFT model boxes an answer in ~3 of 4 samples, so all 8 lacking one is a ~1e-5 event
     expect(s.majorityShare).toBeGreaterThan(0);
   }
   // soft rewards and a strict filter (only unanimous prompts train; a step with none makes no update)
@@ -143,5 +234,7 @@ test("Octopus + SRT: pairing against the majority answer, label accuracy and hid
   expect(m.methodMetrics.filteredGroups + m.methodMetrics.trainedGroups).toBe(2);
   expect(m.trainedSequences).toBe(2 * 4 * m.methodMetrics.trainedGroups);
   expect(Object.values(m.augmented as Record<string, number>).reduce((a, b) => a + b, 0)).toBe(4 * m.methodMetrics.trainedGroups);
+  // The SFT cold start trains on responses that all carry the marker: ~9 in 10 samples write it
+  // (the quick demo's evaluations), so none of the 8 doing so is a ~1e-8 event.
   expect(m.markerRate).toBeGreaterThan(0);
 }, 300_000);

@@ -87,16 +87,20 @@ describe.each(Object.entries(TINY_SPECS))("%s", (family, spec) => {
     const [[result]] = await model.generate([{ promptIds: prompt }], { temperature: 0, maxNewTokens: 12 });
     expect(result.tokens.length).toBe(12);
     expect(result.finishReason).toBe("length");
+    // Along the generated tokens: each is the argmax of the full forward's logits after the tokens
+    // before it, up to rounding (the cached and the full forward differ by ~1e-6, so a near-tie
+    // may go either way).
     let sequence = Array.from(prompt);
     for (let step = 0; step < result.tokens.length; step++) {
       const logits = await model.forward(Int32Array.from(sequence), 1, sequence.length);
       const last = logits.subarray((sequence.length - 1) * spec.vocabSize, sequence.length * spec.vocabSize);
       let best = 0;
       for (let v = 1; v < last.length; v++) if (last[v] > last[best]) best = v;
-      expect(result.tokens[step]).toBe(best);
+      const token = result.tokens[step];
+      expect(last[token]).toBeGreaterThanOrEqual(last[best] - 1e-4);
       const logSumExp = Math.log(last.reduce((s, x) => s + Math.exp(x - last[best]), 0)) + last[best];
-      expect(Math.abs(result.logprobs[step] - (last[best] - logSumExp))).toBeLessThan(1e-4);
-      sequence = [...sequence, best];
+      expect(Math.abs(result.logprobs[step] - (last[token] - logSumExp))).toBeLessThan(1e-4);
+      sequence = [...sequence, token];
     }
     model.dispose();
   });

@@ -16,6 +16,9 @@ import { argmax, chiSquareTest, filteredDistribution, logSoftmax, nextTokenLogit
 import { TINY_SPECS } from "./helpers/tiny-models";
 
 const LOGPROB_TOLERANCE = 1e-4;  // fp32, as the issue asks
+// How far below the full forward's top logit a greedy token may be: the cached and the full
+// forward round differently (~1e-6), so a near-tie may go either way.
+const ARGMAX_TOLERANCE = 1e-4;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-sampler-test-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -44,18 +47,19 @@ describe.each(Object.entries(TINY_SPECS))("%s", (_family, spec) => {
     const results = await model.generate(requests, { temperature: 0, maxNewTokens: 10 });
     for (const [i, samples] of results.entries()) {
       expect(samples).toHaveLength(i + 1);
-      const sequence = Array.from(prompts[i]);
-      for (let step = 0; step < 10; step++) {
-        const logits = await nextTokenLogits(model, sequence);
-        const best = argmax(logits);
-        const logprob = logSoftmax(logits)[best];
-        for (const sample of samples) {
-          expect(sample.tokens[step]).toBe(best);
-          expect(Math.abs(sample.logprobs[step] - logprob)).toBeLessThan(LOGPROB_TOLERANCE);
+      // Each sample along its own tokens: each is the argmax of the full forward's logits after the
+      // tokens before it, up to rounding (the nearest tie on these prompts is 6e-5 wide).
+      for (const sample of samples) {
+        expect(sample.finishReason).toBe("length");
+        expect(sample.tokens).toHaveLength(10);
+        const sequence = Array.from(prompts[i]);
+        for (const [step, token] of sample.tokens.entries()) {
+          const logits = await nextTokenLogits(model, sequence);
+          expect(logits[token]).toBeGreaterThanOrEqual(logits[argmax(logits)] - ARGMAX_TOLERANCE);
+          expect(Math.abs(sample.logprobs[step] - logSoftmax(logits)[token])).toBeLessThan(LOGPROB_TOLERANCE);
+          sequence.push(token);
         }
-        sequence.push(best);
       }
-      for (const sample of samples) expect(sample.finishReason).toBe("length");
     }
     model.dispose();
   });

@@ -51,15 +51,20 @@ const withoutTimes = (line: string) => {
 };
 
 test("N steps straight equal k steps, stop, resume, N-k steps (weights, optimizer state, metrics)", async () => {
+  // Rewards alone may leave a step without gradient: at lr 0.01 the cold-start model's rollouts are
+  // often all format failures after one step (equal rewards, advantages 0). A small entropy bonus
+  // gives every step a gradient from its own rollouts, whatever the rewards, so a resume that drew
+  // other rollouts or lost optimizer state could not end on the same weights.
+  const withEntropy = ["loss.entropyCoef=0.01"];
   const straight = path.join(tmp, "straight");
-  const a = await runTraining(config(straight), { examples, quiet: true });
+  const a = await runTraining(config(straight, withEntropy), { examples, quiet: true });
   expect(a.steps).toBe(3);
 
   const resumed = path.join(tmp, "resumed");
-  const first = await runTraining(config(resumed), { examples, quiet: true, stopAfterSteps: 1 });
+  const first = await runTraining(config(resumed, withEntropy), { examples, quiet: true, stopAfterSteps: 1 });
   expect(first.interrupted).toBe(true);
   expect(first.steps).toBe(1);
-  const b = await runTraining(config(resumed), { examples, quiet: true, resume: true });
+  const b = await runTraining(config(resumed, withEntropy), { examples, quiet: true, resume: true });
   expect(b.steps).toBe(3);
 
   for (const file of ["model.safetensors", "optimizer.safetensors"]) {
@@ -69,8 +74,8 @@ test("N steps straight equal k steps, stop, resume, N-k steps (weights, optimize
   }
   const metrics = (dir: string) => fs.readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map(withoutTimes);
   expect(metrics(resumed)).toEqual(metrics(straight));
-  // The steps did learn something: rewards differed within groups, so gradients were not zero.
-  expect(metrics(straight).some((m) => m.rewardStd > 0 && m.gradNorm > 0)).toBe(true);
+  // Every step did update the weights (the entropy bonus; on top of it the rewards, where they differed).
+  expect(metrics(straight).every((m) => m.gradNorm > 0 && !m.skipped)).toBe(true);
   expect(metrics(straight).map((m) => m.step)).toEqual([1, 2, 3]);
   // The checkpoint is a Hugging Face directory: config, weights, tokenizer, plus the trainer state.
   for (const f of ["config.json", "model.safetensors", "tokenizer.json", "optimizer.safetensors", "trainer_state.json"])
@@ -88,6 +93,8 @@ test("metrics.jsonl carries the Octopus step metrics", async () => {
   for (const key of ["reward", "accuracyO1", "accuracyFinal", "transitions", "augmented", "kl", "clipFraction", "entropy", "responseLength", "generationTokensPerSecond", "seconds", "lr", "gradNorm"])
     expect(line).toHaveProperty(key);
   // With no entropy bonus the loss does not compute the entropy: the sampled tokens' −log p estimate it.
+  // It is > 0 unless every sampled token had probability 1 in float32; the cold-start model samples
+  // at ~1.5 nats a token at temperature 1.
   expect(line.entropy).toBeGreaterThan(0);
   // n originals + n augmented samples per prompt.
   expect(line.trainedSequences).toBe(2 * 2 * 4);

@@ -190,7 +190,10 @@ test("a few hundred supervised steps on a tiny model drive the loss down", async
   for (let step = 0; step < 200; step++) losses.push((await trainer.trainStep(batch(), { objective: "supervised" })).loss);
   const first = losses.slice(0, 10).reduce((a, b) => a + b) / 10;
   const last = losses.slice(-10).reduce((a, b) => a + b) / 10;
-  expect(first).toBeGreaterThan(Math.log(spec.vocabSize) - 0.5); // starts near uniform
+  // starts near uniform: the first step's loss is the untrained model's (taken before its update)
+  expect(losses[0]).toBeGreaterThan(Math.log(spec.vocabSize) - 0.5);
+  // A trained outcome with a wide margin: the data are seeded and nothing is sampled, so machines
+  // differ only in rounding, and the loss ends ~250x below where it starts (bound: 4x).
   expect(last).toBeLessThan(0.25 * first);
   model.dispose();
 });
@@ -225,6 +228,7 @@ describe("bf16 models train through fp32 master weights", () => {
     const first = await trainer.trainStep(sequences, { objective: "supervised" });
     let last = first;
     for (let i = 0; i < 40; i++) last = await trainer.trainStep(sequences, { objective: "supervised" });
+    // fixed sequences, nothing sampled: the loss ends ~100x below its start (bound: 3x)
     expect(last.loss).toBeLessThan(0.3 * first.loss);
     model.dispose();
   });
