@@ -11,7 +11,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { launchLocalRanks } from "../lib/launch";
+import { launchLocalRanks } from "../lib/commands/launch";
 import { benchEnvironment, type Bench } from "./harness";
 import type { WorkerJob } from "./data-parallel-worker";
 import { benchModelSpec } from "./model-benches";

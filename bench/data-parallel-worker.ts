@@ -11,11 +11,11 @@
 import fs from "node:fs";
 import path from "node:path";
 
-import { DataParallel, torchrunEnv } from "../lib/distributed";
-import { Model } from "../lib/model";
+import { DataParallel, torchrunEnv } from "../lib/engine/distributed";
+import { Model } from "../lib/engine/model";
 import type { LossOptions, ModelSpec } from "../lib/native";
-import { seededRandom } from "../lib/random";
-import { PolicyTrainer, type StepReport, type TrainSequence } from "../lib/training";
+import { seededRandom } from "../lib/util/random";
+import { PolicyTrainer, type StepReport, type TrainSequence } from "../lib/engine/trainer";
 
 export interface WorkerJob {
   /** "train": train and save the weights; "bench": time data-parallel steps against local ones */

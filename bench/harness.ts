@@ -4,7 +4,7 @@
  */
 import os from "node:os";
 
-import { installInfo } from "../lib/info";
+import { installInfo } from "../lib/commands/info";
 
 export interface BenchResult {
   bench: string;

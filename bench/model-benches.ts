@@ -3,7 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { Model } from "../lib/model";
+import { Model } from "../lib/engine/model";
 import { native, type ModelSpec } from "../lib/native";
 import { benchEnvironment, medianSeconds, type Bench } from "./harness";
 

@@ -4,9 +4,9 @@
  * Every heavy call returns a Promise and runs on libuv's thread pool.
  */
 import os from "node:os";
-import { packageRoot } from "./package-root";
+import { packageRoot } from "./util/package-root";
 
-/** Model hyper-parameters as the engine takes them (made by lib/model-config.ts). */
+/** Model hyper-parameters as the engine takes them (made by lib/engine/model-config.ts). */
 export interface ModelSpec {
   architecture: "LlamaForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM";
   vocabSize: number;

@@ -1,6 +1,6 @@
 // Advantage estimators and DAPO shaping (docs/methods.md §5): hand-computed values, random groups
 // against direct formulas, group identities, dynamic-sampling keep/drop, overlong penalty.
-import { dynamicSamplingKeep, groupAdvantages, overlongPenalty } from "../lib/advantages";
+import { dynamicSamplingKeep, groupAdvantages, overlongPenalty } from "../lib/rl/advantages";
 import { mulberry32 } from "./helpers/random";
 
 const close = (actual: ArrayLike<number>, expected: number[], digits = 5) => {

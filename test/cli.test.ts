@@ -4,11 +4,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { DEMO_VOCAB_SIZE } from "../lib/demo-model";
-import { Model } from "../lib/model";
+import { DEMO_VOCAB_SIZE } from "../lib/demo/model";
+import { Model } from "../lib/engine/model";
 import { TINY_SPECS } from "./helpers/tiny-models";
 
-const CLI = path.join(__dirname, "..", "dist", "lib", "cli.js");
+const CLI = path.join(__dirname, "..", "dist", "lib", "commands", "cli.js");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-cli-test-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -86,7 +86,7 @@ describe("bad input gives a clear error and exit code 1, never a crash", () => {
     const model = await Model.create({ ...TINY_SPECS.qwen3, vocabSize: 50 }, 1, { device: "cpu" });
     await model.save(dir);
     model.dispose();
-    const demo = require("../lib/demo-model");
+    const demo = require("../lib/demo/model");
     fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify(demo.demoTokenizerJson()));
     fs.writeFileSync(path.join(dir, "tokenizer_config.json"), JSON.stringify(demo.demoTokenizerConfig()));
     expectCleanFailure(run("generate", "--model", dir, "--prompt", "x"), new RegExp(`tokenizer has ${DEMO_VOCAB_SIZE} tokens but the model.s vocab_size is 50`));

@@ -3,8 +3,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { applyOverrides, ConfigError, loadConfig, parseConfig } from "../lib/config";
-import { loadDataset, resolveDatasetPath } from "../lib/data";
+import { applyOverrides, ConfigError, loadConfig, parseConfig } from "../lib/rl/config";
+import { loadDataset, resolveDatasetPath } from "../lib/rl/data";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-config-test-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

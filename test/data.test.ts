@@ -7,7 +7,7 @@ import path from "node:path";
 
 import { parquetWriteBuffer } from "hyparquet-writer";
 
-import { DataCursor, DatasetError, loadDataset } from "../lib/data";
+import { DataCursor, DatasetError, loadDataset } from "../lib/rl/data";
 
 const DATA = path.resolve(__dirname, "..", "data");
 const PARQUET = path.join(__dirname, "fixtures", "datasets");

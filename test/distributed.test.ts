@@ -8,14 +8,14 @@ import path from "node:path";
 
 import type { WorkerJob } from "../bench/data-parallel-worker";
 import { arithmeticProblems } from "../lib/demo/arithmetic";
-import { DataParallel, torchrunEnv } from "../lib/distributed";
-import { freePort, launchLocalRanks } from "../lib/launch";
-import { readSafetensorsHeader } from "../lib/safetensors";
+import { DataParallel, torchrunEnv } from "../lib/engine/distributed";
+import { freePort, launchLocalRanks } from "../lib/commands/launch";
+import { readSafetensorsHeader } from "../lib/engine/safetensors";
 import { TINY_SPECS } from "./helpers/tiny-models";
 
 const ROOT = path.join(__dirname, "..");
 const WORKER = path.join(ROOT, "dist", "bench", "data-parallel-worker.js");
-const CLI = path.join(ROOT, "dist", "lib", "cli.js");
+const CLI = path.join(ROOT, "dist", "lib", "commands", "cli.js");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-dist-test-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 

@@ -6,18 +6,18 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { loadDataset } from "../lib/data";
-import { runEvalCommand, type EvalSummary } from "../lib/eval/eval-command";
+import { loadDataset } from "../lib/rl/data";
+import { runEvalCommand, type EvalSummary } from "../lib/commands/eval";
 import { evaluateModel, type EvalSample } from "../lib/eval/evaluate";
 import { presetDirectories, resolveEvalData } from "../lib/eval/presets";
 import { closeVerifier } from "../lib/grading/verify";
-import { Model } from "../lib/model";
-import { encodePrompt } from "../lib/prompts";
-import type { GenerationResult } from "../lib/sampling";
-import { TextTokenizer } from "../lib/tokenizer";
+import { Model } from "../lib/engine/model";
+import { encodePrompt } from "../lib/rl/prompts";
+import type { GenerationResult } from "../lib/engine/sampling";
+import { TextTokenizer } from "../lib/engine/tokenizer";
 import { quickDemoRun } from "./helpers/quick-demo";
 
-const CLI = path.join(__dirname, "..", "dist", "lib", "cli.js");
+const CLI = path.join(__dirname, "..", "dist", "lib", "commands", "cli.js");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-eval-test-"));
 afterAll(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });

@@ -4,7 +4,7 @@
 import fs from "node:fs";
 import path from "node:path";
 
-import { Model } from "../lib/model";
+import { Model } from "../lib/engine/model";
 
 const FIXTURES = path.join(__dirname, "fixtures", "hf-parity");
 const FAMILIES = [

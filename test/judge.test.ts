@@ -7,10 +7,10 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 
-import { ensureDemoModel } from "../lib/demo-model";
-import { EngineJudge } from "../lib/judge/engine-judge";
-import { HttpJudge, JudgeEndpointError, type HttpJudgeOptions } from "../lib/judge/http-judge";
-import { judgePrompt, parseJudgeScore, scoresFromTexts, THINKING_JUDGE_PROMPT } from "../lib/judge/thinking-judge";
+import { ensureDemoModel } from "../lib/demo/model";
+import { EngineJudge } from "../lib/methods/trust-grpo/judge/engine-judge";
+import { HttpJudge, JudgeEndpointError, type HttpJudgeOptions } from "../lib/methods/trust-grpo/judge/http-judge";
+import { judgePrompt, parseJudgeScore, scoresFromTexts, THINKING_JUDGE_PROMPT } from "../lib/methods/trust-grpo/judge/thinking-judge";
 
 describe("parseJudgeScore", () => {
   test("reads `Score: s` and its variants, the last one wins", () => {

@@ -6,16 +6,16 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 
-import type { RunConfig } from "../lib/config";
-import type { Example } from "../lib/data";
+import type { RunConfig } from "../lib/rl/config";
+import type { Example } from "../lib/rl/data";
 import { arithmeticProblems } from "../lib/demo/arithmetic";
 import { demoMethodConfig, type MethodRecipe } from "../lib/demo/method-demos";
-import { createMethodHook, type PromptRollouts } from "../lib/method-hooks";
-import { DEFAULT_SEPARATOR } from "../lib/methods/octopus";
-import { Model } from "../lib/model";
-import { encodePrompt } from "../lib/prompts";
-import { TextTokenizer } from "../lib/tokenizer";
-import { runTraining } from "../lib/train";
+import { createMethodHook, type PromptRollouts } from "../lib/methods";
+import { DEFAULT_SEPARATOR } from "../lib/methods/octopus/octopus";
+import { Model } from "../lib/engine/model";
+import { encodePrompt } from "../lib/rl/prompts";
+import { TextTokenizer } from "../lib/engine/tokenizer";
+import { runTraining } from "../lib/rl/run";
 import { quickDemoRun } from "./helpers/quick-demo";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-methods-test-"));

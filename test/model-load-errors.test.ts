@@ -7,10 +7,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { ModelLoadError, Model } from "../lib/model";
-import { configFromModelSpec, ModelConfigError } from "../lib/model-config";
+import { ModelLoadError, Model } from "../lib/engine/model";
+import { configFromModelSpec, ModelConfigError } from "../lib/engine/model-config";
 import { native, type ModelSpec, type ParameterShape } from "../lib/native";
-import { buildSafetensorsHeader, SafetensorsError } from "../lib/safetensors";
+import { buildSafetensorsHeader, SafetensorsError } from "../lib/engine/safetensors";
 import { TINY_TIED_QWEN3 } from "./helpers/tiny-models";
 
 const SPEC: ModelSpec = TINY_TIED_QWEN3;

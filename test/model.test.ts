@@ -4,9 +4,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { configFromModelSpec, modelSpecFromConfig } from "../lib/model-config";
-import { Model } from "../lib/model";
-import { readSafetensorsHeader } from "../lib/safetensors";
+import { configFromModelSpec, modelSpecFromConfig } from "../lib/engine/model-config";
+import { Model } from "../lib/engine/model";
+import { readSafetensorsHeader } from "../lib/engine/safetensors";
 import { TINY_SPECS } from "./helpers/tiny-models";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-model-test-"));

@@ -2,7 +2,7 @@
 // properties over random seeded rollout sets against an independent reference of the
 // selection order, and exact Stage I / II token masks on the real Qwen3 and demo tokenizers.
 import * as path from "path";
-import { demoTokenizerConfig, demoTokenizerJson } from "../lib/demo-model";
+import { demoTokenizerConfig, demoTokenizerJson } from "../lib/demo/model";
 import {
   DEFAULT_SEPARATOR as SEP,
   correctionReward,
@@ -15,8 +15,8 @@ import {
   type CorrectionBucket,
   type CorrectionRewardInput,
   type CorrectionRollout,
-} from "../lib/methods/octopus";
-import { TextTokenizer } from "../lib/tokenizer";
+} from "../lib/methods/octopus/octopus";
+import { TextTokenizer } from "../lib/engine/tokenizer";
 import { mulberry32 } from "./helpers/random";
 
 describe("parseCorrectionResponse", () => {

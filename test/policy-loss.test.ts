@@ -1,6 +1,6 @@
 // The fused policy loss and the chunked token log-probs against their unfused eager forms
 // (plain autograd ops on full logits): values and gradients within 1e-5 in fp32 (docs/methods.md §4).
-import { ops } from "../lib/ops";
+import { ops } from "../lib/engine/ops";
 import type { LossOptions } from "../lib/native";
 import { maxAbsDiff, mulberry32 } from "./helpers/random";
 

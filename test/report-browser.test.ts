@@ -11,7 +11,7 @@ import { chromium, type Browser, type Page } from "playwright-core";
 import { quickDemoRun } from "./helpers/quick-demo";
 
 const CHROMIUM = "/usr/bin/chromium";
-const CLI = path.join(__dirname, "..", "dist", "lib", "cli.js");
+const CLI = path.join(__dirname, "..", "dist", "lib", "commands", "cli.js");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-report-browser-"));
 let browser: Browser | undefined;
 afterAll(async () => {
@@ -19,7 +19,7 @@ afterAll(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-// What each plot must show, written from StepMetrics (lib/rl.ts) independently of lib/report.
+// What each plot must show, written from StepMetrics (lib/rl/step.ts) independently of lib/report.
 type RawLine = Record<string, any>;
 const BUCKETS: [string, string][] = [["w2c", "w→c"], ["c2c", "c→c"], ["c2w", "c→w"], ["w2w", "w→w"]];
 const EXPECTED_SERIES: Record<string, [string, (line: RawLine) => unknown][]> = {

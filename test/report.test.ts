@@ -9,7 +9,7 @@ import path from "node:path";
 import { evaluationMetrics } from "../lib/eval/metrics";
 import { PLOTS, ReportInputError, parseMetricsFile, plotRows, readRun, stageSpans, transitionRates, writeRunReport } from "../lib/report";
 
-const CLI = path.join(__dirname, "..", "dist", "lib", "cli.js");
+const CLI = path.join(__dirname, "..", "dist", "lib", "commands", "cli.js");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-report-test-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -23,7 +23,7 @@ function runDir(files: Record<string, string>): string {
   return dir;
 }
 
-/** A metrics.jsonl line shaped like lib/rl.ts StepMetrics, with values that differ per step. */
+/** A metrics.jsonl line shaped like lib/rl/step.ts StepMetrics, with values that differ per step. */
 function stepLine(step: number, extra: Record<string, unknown> = {}) {
   return {
     step, lr: 1e-6, loss: 0.1 * step, gradNorm: 1, skipped: false,

@@ -1,5 +1,5 @@
 /**
- * lib/safetensors.ts (header parse / validate / build) and the native reader's re-check of
+ * lib/engine/safetensors.ts (header parse / validate / build) and the native reader's re-check of
  * the file size (native/core/safetensors.cpp).
  *
  * Every malformed file must be rejected with a SafetensorsError that names the file (and the
@@ -9,7 +9,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { inspectCheckpoint, Model } from "../lib/model";
+import { inspectCheckpoint, Model } from "../lib/engine/model";
 import { native, type ModelSpec } from "../lib/native";
 import {
   buildSafetensorsHeader,
@@ -19,7 +19,7 @@ import {
   readSafetensorsHeader,
   SafetensorsError,
   type SafetensorsFile,
-} from "../lib/safetensors";
+} from "../lib/engine/safetensors";
 import { TINY_TIED_QWEN3 } from "./helpers/tiny-models";
 
 // ---------------------------------------------------------------------------------------------

@@ -6,12 +6,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { ensureDemoModel } from "../lib/demo-model";
-import { generateFromPrompt } from "../lib/generate";
-import { Model } from "../lib/model";
-import type { GenerationRequest, GenerationResult, SamplingParams } from "../lib/sampling";
-import { applyStopStrings, stopSequencesFor, truncateAtStopStrings } from "../lib/stop-strings";
-import { TextTokenizer } from "../lib/tokenizer";
+import { ensureDemoModel } from "../lib/demo/model";
+import { generateFromPrompt } from "../lib/commands/generate";
+import { Model } from "../lib/engine/model";
+import type { GenerationRequest, GenerationResult, SamplingParams } from "../lib/engine/sampling";
+import { applyStopStrings, stopSequencesFor, truncateAtStopStrings } from "../lib/engine/stop-strings";
+import { TextTokenizer } from "../lib/engine/tokenizer";
 import { argmax, chiSquareTest, filteredDistribution, logSoftmax, nextTokenLogits } from "./helpers/reference";
 import { TINY_SPECS } from "./helpers/tiny-models";
 
@@ -313,7 +313,7 @@ test("no memory growth across 100 generate calls: RSS after 30 warm-up calls vs 
   // (12 rows x 55 slots x 1 KB) would add 66 MB, prefix-cache contents kept instead of replaced
   // (every other call) 33 MB.
   const script = `
-    const { Model } = require(${JSON.stringify(path.join(__dirname, "..", "dist", "lib", "model.js"))});
+    const { Model } = require(${JSON.stringify(path.join(__dirname, "..", "dist", "lib", "engine", "model.js"))});
     (async () => {
       const model = await Model.create(${JSON.stringify(TINY_SPECS.qwen3)}, 3, { device: "cpu" });
       const cache = model.createPrefixCache();
@@ -338,7 +338,7 @@ test("no memory growth across 100 generate calls: RSS after 30 warm-up calls vs 
 });
 
 test("octo-native bench sampler --quick --json: ratios against both baselines, the same tokens as recompute", () => {
-  const cli = path.join(__dirname, "..", "dist", "lib", "cli.js");
+  const cli = path.join(__dirname, "..", "dist", "lib", "commands", "cli.js");
   const run = spawnSync(process.execPath, [cli, "bench", "sampler", "--quick", "--json"], { encoding: "utf8", timeout: 120_000 });
   expect(run.status).toBe(0);
   const result = JSON.parse(run.stdout);

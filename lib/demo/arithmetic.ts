@@ -7,8 +7,8 @@
  *   at a glance  "9 \boxed{9}"                 (the demo's first attempt o1)
  *   solution     "7+5=12 12-3=9 \boxed{9}"     (its careful re-solve o2)
  */
-import type { Example } from "../data";
-import { seededRandom } from "../random";
+import type { Example } from "../rl/data";
+import { seededRandom } from "../util/random";
 
 export interface ArithmeticOptions {
   /** numbers per problem (>= 2) */

@@ -12,13 +12,13 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 
-import { loadConfig, type RunConfig } from "../config";
+import { loadConfig, type RunConfig } from "../rl/config";
 import { evaluateModel } from "../eval/evaluate";
 import type { SelfCorrectionMetrics } from "../eval/metrics";
-import { Model } from "../model";
-import { shippedRecipe } from "../package-root";
-import { TextTokenizer } from "../tokenizer";
-import { runTraining } from "../train";
+import { Model } from "../engine/model";
+import { shippedRecipe } from "../util/package-root";
+import { TextTokenizer } from "../engine/tokenizer";
+import { runTraining } from "../rl/run";
 import { demoMethodConfig, type MethodRecipe } from "./method-demos";
 import { demoEvalProblems, demoEvalSettings, demoTrainProblems, formatTable } from "./run-demo";
 

@@ -14,9 +14,9 @@ import fs from "node:fs";
 
 import YAML from "yaml";
 
-import { parseConfig, type RunConfig } from "../config";
-import { DEFAULT_SEPARATOR } from "../methods/octopus";
-import { shippedRecipe } from "../package-root";
+import { parseConfig, type RunConfig } from "../rl/config";
+import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
+import { shippedRecipe } from "../util/package-root";
 
 /** Recipes (configs/*.yaml) by short name. */
 export const METHOD_RECIPES = {

@@ -7,21 +7,21 @@
 import fs from "node:fs";
 import path from "node:path";
 
-import { writeFileAtomic } from "../atomic-file";
-import { loadConfig, type RunConfig } from "../config";
-import { loadDataset } from "../data";
-import { DEMO_MODEL_SPEC, writeDemoTokenizer } from "../demo-model";
+import { writeFileAtomic } from "../util/atomic-file";
+import { loadConfig, type RunConfig } from "../rl/config";
+import { loadDataset } from "../rl/data";
+import { DEMO_MODEL_SPEC, writeDemoTokenizer } from "./model";
 import { evaluateModel, resolveEvalSettings, type EvalSettings } from "../eval/evaluate";
 import type { EvalMetrics, SelfCorrectionMetrics } from "../eval/metrics";
 import { extractAnswer } from "../grading/extract";
-import { DEFAULT_SEPARATOR } from "../methods/octopus";
-import { Model } from "../model";
-import { shippedRecipe } from "../package-root";
-import { seededRandom } from "../random";
+import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
+import { Model } from "../engine/model";
+import { shippedRecipe } from "../util/package-root";
+import { seededRandom } from "../util/random";
 import { writeReportAfterRun } from "../report";
-import { runSft } from "../sft";
-import { TextTokenizer } from "../tokenizer";
-import { runTraining } from "../train";
+import { runSft } from "../rl/sft";
+import { TextTokenizer } from "../engine/tokenizer";
+import { runTraining } from "../rl/run";
 import { arithmeticProblems, sampleQuickAnswer, writeSolution, writeSolutionReaching } from "./arithmetic";
 
 /** How often the SFT data's first attempt is wrong. */

@@ -6,8 +6,8 @@
 import fs from "node:fs";
 import path from "node:path";
 
-import { DatasetError, type DatasetSpec } from "../data";
-import { packageRoot } from "../package-root";
+import { DatasetError, type DatasetSpec } from "../rl/data";
+import { packageRoot } from "../util/package-root";
 
 /** Preset name → its file, relative to a data directory. */
 export const EVAL_PRESETS: Record<string, string> = {

@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 
-import { writeFileAtomic } from "../atomic-file";
+import { writeFileAtomic } from "../util/atomic-file";
 import { plotSpec, renderSvg } from "./charts";
 import { renderReportHtml, type RenderedPlot } from "./html";
 import { readRun } from "./run-data";

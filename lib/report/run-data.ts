@@ -18,7 +18,7 @@ export class ReportInputError extends Error {
 const metricValue = z.number().nullable().optional();
 const count = z.number().min(0);
 
-/** The fields of a `StepMetrics` line (lib/rl.ts) that the report reads; others pass through. */
+/** The fields of a `StepMetrics` line (lib/rl/step.ts) that the report reads; others pass through. */
 const metricsLineSchema = z.looseObject({
   step: z.number().int().min(0),
   reward: metricValue,

@@ -2,7 +2,7 @@
  * The report's plots as data: which metrics each plot shows, and the long-form rows
  * (one per step, series and value) they are drawn from. Pure functions over metrics lines.
  */
-import type { CorrectionBucket } from "../methods/octopus";
+import type { CorrectionBucket } from "../methods/octopus/octopus";
 import type { MetricsLine, Stage } from "./run-data";
 
 /** One point of a plot: `step` on the run's axis (stages placed one after the other). */

@@ -236,7 +236,7 @@ Napi::Value ModelHandle::parameters(const Napi::CallbackInfo& info) {
 }
 
 // saveSafetensors(path, header: Buffer, names: string[], dtypes: string[]) -> Promise<void>
-// `header` is the complete prefix (length + JSON + padding) built by lib/safetensors.ts.
+// `header` is the complete prefix (length + JSON + padding) built by lib/engine/safetensors.ts.
 Napi::Value ModelHandle::saveSafetensors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {

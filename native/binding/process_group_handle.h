@@ -1,5 +1,5 @@
 // JS handle of a c10d process group (`NativeProcessGroup` in lib/native.ts): made by
-// createProcessGroup(), passed to Trainer.enableDataParallel, and used by lib/distributed.ts for
+// createProcessGroup(), passed to Trainer.enableDataParallel, and used by lib/engine/distributed.ts for
 // the small reductions of the control layer (counts, metrics, flags).
 #pragma once
 

@@ -237,7 +237,7 @@ Napi::Value TrainerHandle::saveState(const Napi::CallbackInfo& info) {
   });
 }
 
-// loadState(records, steps) -> Promise<void>: records validated by lib/safetensors.ts
+// loadState(records, steps) -> Promise<void>: records validated by lib/engine/safetensors.ts
 Napi::Value TrainerHandle::loadState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {

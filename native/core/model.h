@@ -11,7 +11,7 @@
 namespace octo {
 
 // Everything the forward needs from config.json, already validated and defaulted by
-// lib/model-config.ts (the one place that reads Hugging Face configs).
+// lib/engine/model-config.ts (the one place that reads Hugging Face configs).
 struct ModelSpec {
   std::string architecture;     // "LlamaForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM"
   int64_t vocabSize = 0;

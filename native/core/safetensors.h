@@ -1,7 +1,7 @@
 // safetensors data I/O: read tensors at known offsets, write a file from a header and tensors.
 //
 // The header (u64 LE length + JSON) is parsed and validated on the TypeScript side
-// (lib/safetensors.ts): it hands us a table of records whose offsets are absolute file
+// (lib/engine/safetensors.ts): it hands us a table of records whose offsets are absolute file
 // positions. We still check every range against the real file size, because a file can
 // change or be truncated between the header read and the data read.
 #pragma once

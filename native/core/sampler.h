@@ -23,7 +23,7 @@ struct SamplingParams {
   int64_t maxNewTokens = 256;
   std::vector<int64_t> eosTokenIds;
   // A sample stops ("stop") once its generated tokens end with one of these id sequences.
-  // Stop *strings* are text: lib/stop-strings.ts encodes them and re-checks decoded text.
+  // Stop *strings* are text: lib/engine/stop-strings.ts encodes them and re-checks decoded text.
   std::vector<std::vector<int64_t>> stopSequences;
 };
 

@@ -1,6 +1,6 @@
 // Reference computations in plain TypeScript (float64) that the engine's sampler is checked
 // against: full forwards without a KV cache, log-softmax, and the top-k/top-p/min-p filter.
-import type { Model } from "../../lib/model";
+import type { Model } from "../../lib/engine/model";
 
 /** Next-token logits after `sequence`, from one full forward of it alone (no cache, no padding). */
 export async function nextTokenLogits(model: Model, sequence: ArrayLike<number>): Promise<Float32Array> {

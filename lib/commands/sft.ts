@@ -1,0 +1,50 @@
+/** `octo-native sft`: the cold start from a JSONL file of (problem, o1, o2) examples. */
+import { DatasetError, readRows } from "../rl/data";
+import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
+import { Model } from "../engine/model";
+import { runSft, type SftExample } from "../rl/sft";
+import { TextTokenizer } from "../engine/tokenizer";
+
+export interface SftCommandOptions {
+  model: string;
+  data: string;
+  out: string;
+  steps: number;
+  batchSize: number;
+  lr: number;
+  maxResponseTokens: number;
+  template: string;
+  chat: boolean;
+  separator?: string;
+  device: string;
+}
+
+export async function runSftCommand(options: SftCommandOptions): Promise<{ out: string; steps: number; firstLoss: number; lastLoss: number }> {
+  const rows = await readRows(options.data);
+  if (rows.length === 0) throw new DatasetError(`${options.data}: the dataset is empty`);
+  const items: SftExample[] = rows.map((row, i) => {
+    const problem = row.problem ?? row.question ?? row.prompt;
+    if (typeof problem !== "string" || typeof row.o1 !== "string")
+      throw new DatasetError(`${options.data}: row ${i + 1} needs string 'problem' (or 'question') and 'o1' fields`);
+    if (row.o2 !== undefined && typeof row.o2 !== "string") throw new DatasetError(`${options.data}: row ${i + 1}: 'o2' must be a string`);
+    return { example: { id: String(i), problem, answer: String(row.answer ?? "") }, o1: row.o1, o2: row.o2 as string | undefined };
+  });
+  const model = await Model.load(options.model, { device: options.device });
+  try {
+    const tokenizer = TextTokenizer.fromDir(options.model);
+    const losses = await runSft(model, tokenizer, items, {
+      prompt: { template: options.template, chat: options.chat },
+      separator: options.separator ?? DEFAULT_SEPARATOR,
+      steps: options.steps,
+      batchSize: options.batchSize,
+      lr: options.lr,
+      maxResponseTokens: options.maxResponseTokens,
+      seed: 0,
+      onStep: (step, loss) => (step % 10 === 0 || step === options.steps) && process.stderr.write(`sft step ${step}/${options.steps} loss ${loss.toFixed(4)}\n`),
+    });
+    await model.save(options.out);
+    return { out: options.out, steps: options.steps, firstLoss: losses[0], lastLoss: losses[losses.length - 1] };
+  } finally {
+    model.dispose();
+  }
+}

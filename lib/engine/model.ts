@@ -1,0 +1,325 @@
+/**
+ * Models on the native engine: load a Hugging Face directory, run it, save it back in the
+ * same layout (docs/methods.md §2). Checkpoint problems are found here, before any byte is read, and
+ * reported with the file and tensor they concern.
+ */
+import fs from "node:fs";
+import path from "node:path";
+
+import { configFromModelSpec, modelSpecFromConfig } from "./model-config";
+import { native, type DeviceOptions, type ModelSpec, type NativeModel, type TensorRecord } from "../native";
+import { buildSafetensorsHeader, DTYPE_BYTES, readSafetensorsHeader } from "./safetensors";
+import {
+  resolveSamplingParams,
+  type FinishReason,
+  type GenerateOptions,
+  type GenerationRequest,
+  type GenerationResult,
+  type GenerationStats,
+  type PrefixCache,
+  type SamplingParams,
+} from "./sampling";
+
+export class ModelLoadError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ModelLoadError";
+  }
+}
+
+const WEIGHTS_FILE = "model.safetensors";
+const INDEX_FILE = "model.safetensors.index.json";
+/** Files besides the weights that make a saved directory usable by transformers and vLLM. */
+const COMPANION_FILES = ["generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt"];
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
+/** native/core/sampler.h FinishReason codes. */
+const FINISH_REASONS: Record<number, FinishReason> = { 1: "eos", 2: "stop", 3: "length" };
+/** Tensors that old checkpoints carry but that are derived, not learned. */
+const DERIVED_TENSOR = /\.rotary_emb\.inv_freq$/;
+
+function readJson(file: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (error) {
+    throw new ModelLoadError(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new ModelLoadError(`${file}: not valid JSON (${(error as Error).message})`);
+  }
+}
+
+/** The weight files of a model directory, in shard order. */
+function weightFiles(dir: string): string[] {
+  const indexPath = path.join(dir, INDEX_FILE);
+  if (fs.existsSync(indexPath)) {
+    const index = readJson(indexPath) as { weight_map?: unknown };
+    if (!index || typeof index.weight_map !== "object" || index.weight_map === null)
+      throw new ModelLoadError(`${indexPath}: has no 'weight_map' object`);
+    const files = [...new Set(Object.values(index.weight_map as Record<string, unknown>))];
+    const isShardName = (f: unknown) => typeof f === "string" && f.endsWith(".safetensors") && !f.includes("/") && !f.includes("\\");
+    const bad = files.find((f) => !isShardName(f));
+    if (bad !== undefined)
+      throw new ModelLoadError(`${indexPath}: 'weight_map' names ${JSON.stringify(bad)}; values must be .safetensors file names in the same directory`);
+    for (const f of files as string[])
+      if (!fs.existsSync(path.join(dir, f))) throw new ModelLoadError(`${indexPath}: names shard '${f}', which is missing from ${dir}`);
+    return (files as string[]).sort().map((f) => path.join(dir, f));
+  }
+  if (fs.existsSync(path.join(dir, WEIGHTS_FILE))) return [path.join(dir, WEIGHTS_FILE)];
+  const pickles = fs.readdirSync(dir).filter((f) => /\.(bin|pt|pth|ckpt)$/.test(f));
+  if (pickles.length > 0)
+    throw new ModelLoadError(
+      `${dir} holds only PyTorch pickle weights (${pickles.join(", ")}). octo-native never loads pickle files: they can run ` +
+        `arbitrary code. Convert once with transformers: AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`,
+    );
+  throw new ModelLoadError(`${dir} has no ${WEIGHTS_FILE} or ${INDEX_FILE}; a Hugging Face model directory needs one of them`);
+}
+
+export interface Checkpoint {
+  dir: string;
+  config: Record<string, unknown>;
+  spec: ModelSpec;
+  /** one record per model parameter, in Hugging Face order */
+  records: TensorRecord[];
+}
+
+/** Reads and cross-checks config.json and every safetensors header of a model directory. */
+export function inspectCheckpoint(dir: string): Checkpoint {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory())
+    throw new ModelLoadError(`model directory '${dir}' does not exist (expected a Hugging Face directory with config.json and model.safetensors)`);
+  const configPath = path.join(dir, "config.json");
+  if (!fs.existsSync(configPath)) throw new ModelLoadError(`${dir} has no config.json; is it a Hugging Face model directory?`);
+  const config = readJson(configPath) as Record<string, unknown>;
+  const spec = modelSpecFromConfig(config, configPath);
+
+  const found = new Map<string, TensorRecord>();
+  for (const file of weightFiles(dir)) {
+    for (const record of readSafetensorsHeader(file).tensors) {
+      const previous = found.get(record.name);
+      if (previous) throw new ModelLoadError(`tensor '${record.name}' appears in both ${previous.file} and ${record.file}`);
+      found.set(record.name, record);
+    }
+  }
+  const records: TensorRecord[] = [];
+  for (const expected of native().expectedParameters(spec)) {
+    const record = found.get(expected.name);
+    if (!record)
+      throw new ModelLoadError(`${dir}: tensor '${expected.name}' is missing; ${spec.architecture} with this config.json needs it`);
+    if (record.shape.join() !== expected.shape.join())
+      throw new ModelLoadError(
+        `${record.file}: tensor '${record.name}' has shape [${record.shape}] but config.json implies [${expected.shape}] ` +
+          `(does config.json belong to these weights?)`,
+      );
+    if (!FLOAT_DTYPES.has(record.dtype))
+      throw new ModelLoadError(`${record.file}: tensor '${record.name}' is ${record.dtype}; parameters must be F32, F16, BF16 or F64`);
+    records.push(record);
+    found.delete(expected.name);
+  }
+  for (const [name, record] of found) {
+    // A tied model may still carry a copy of the embedding as lm_head; transformers ignores it too.
+    if (DERIVED_TENSOR.test(name) || (spec.tieWordEmbeddings && name === "lm_head.weight")) continue;
+    throw new ModelLoadError(
+      `${record.file}: unexpected tensor '${name}', not part of ${spec.architecture} with this config.json ` +
+        `(does config.json belong to these weights?)`,
+    );
+  }
+  return { dir, config, spec, records };
+}
+
+export interface ForwardOptions {
+  positions?: Int32Array;
+  attentionMask?: Uint8Array;
+}
+
+export interface SaveOptions {
+  /** largest shard in bytes before splitting into model-0000i-of-0000n files (default 5 GB, as transformers) */
+  maxShardBytes?: number;
+  /** safetensors dtype of every tensor; default: the dtype each tensor had when loaded (F32 for created models) */
+  dtype?: "F32" | "BF16" | "F16";
+}
+
+/** A model on the engine plus what is needed to save it back in the Hugging Face layout. */
+export class Model {
+  private constructor(
+    readonly handle: NativeModel,
+    readonly spec: ModelSpec,
+    readonly config: Record<string, unknown>,
+    private readonly tensorDtypes: Map<string, string>,
+    /** where companion files (tokenizer, generation config) are copied from on save */
+    readonly sourceDir: string | undefined,
+  ) {}
+
+  static async load(dir: string, options: DeviceOptions = {}): Promise<Model> {
+    const checkpoint = inspectCheckpoint(dir);
+    const handle = await native().loadModel(checkpoint.spec, checkpoint.records, options);
+    const dtypes = new Map(checkpoint.records.map((r) => [r.name, r.dtype]));
+    return new Model(handle, checkpoint.spec, checkpoint.config, dtypes, dir);
+  }
+
+  /** A model with fresh weights (normal(0, 0.02), norms at 1) from a spec. */
+  static async create(spec: ModelSpec, seed: number, options: DeviceOptions = {}): Promise<Model> {
+    const handle = await native().createModel(spec, seed, options);
+    const dtypes = new Map(handle.parameters().map((p) => [p.name, "F32"]));
+    return new Model(handle, spec, configFromModelSpec(spec), dtypes, undefined);
+  }
+
+  get device(): string {
+    return this.handle.device;
+  }
+
+  /**
+   * Logits [batch, length, vocab] (fp32) for token ids [batch, length]. With padding, pass
+   * `attentionMask` (1 = token, 0 = padding that nothing attends to) and the real
+   * `positions`; by default positions are 0..length-1 in every row.
+   */
+  forward(inputIds: Int32Array, batch: number, length: number, options: ForwardOptions = {}): Promise<Float32Array> {
+    const n = batch * length;
+    if (inputIds.length !== n) throw new RangeError(`inputIds has ${inputIds.length} ids, expected batch*length = ${n}`);
+    if (options.positions && options.positions.length !== n) throw new RangeError(`positions has ${options.positions.length} entries, expected ${n}`);
+    if (options.attentionMask && options.attentionMask.length !== n)
+      throw new RangeError(`attentionMask has ${options.attentionMask.length} entries, expected ${n}`);
+    return this.handle.forward(inputIds, batch, length, options.positions, options.attentionMask);
+  }
+
+  /**
+   * Samples `n` completions of each request's prompt (docs/methods.md §3): batched over one KV cache, each
+   * prompt prefilled once for its n samples. Returns, per request, its n samples.
+   */
+  async generate(requests: GenerationRequest[], params: Partial<SamplingParams> = {}, options: GenerateOptions = {}): Promise<GenerationResult[][]> {
+    return (await this.generateWithStats(requests, params, options)).results;
+  }
+
+  /** generate(), plus the counters of the call (tokens prefilled, reused, decoded; compactions). */
+  async generateWithStats(
+    requests: GenerationRequest[],
+    params: Partial<SamplingParams> = {},
+    options: GenerateOptions = {},
+  ): Promise<{ results: GenerationResult[][]; stats: GenerationStats }> {
+    const resolved = resolveSamplingParams(params);
+    const vocab = this.spec.vocabSize;
+    for (const [i, r] of requests.entries()) {
+      if (!(r.promptIds instanceof Int32Array)) throw new TypeError(`request ${i}: promptIds must be an Int32Array`);
+      if (r.promptIds.length === 0) throw new RangeError(`request ${i} has an empty prompt`);
+      const bad = r.promptIds.find((id) => id < 0 || id >= vocab);
+      if (bad !== undefined) throw new RangeError(`request ${i}: token id ${bad} is outside the model's vocabulary [0, ${vocab})`);
+      if (r.n !== undefined && (!Number.isInteger(r.n) || r.n < 1)) throw new RangeError(`request ${i}: n must be an integer >= 1, not ${r.n}`);
+      if (r.seed !== undefined && (!Number.isSafeInteger(r.seed) || r.seed < 0))
+        throw new RangeError(`request ${i}: seed must be a non-negative integer, not ${r.seed}`);
+    }
+    for (const [i, stop] of resolved.stopSequences.entries()) {
+      const bad = stop.find((id) => id >= vocab);
+      if (bad !== undefined) throw new RangeError(`stopSequences[${i}]: token id ${bad} is outside the model's vocabulary [0, ${vocab})`);
+    }
+    if (options.recompute && options.prefixCache) throw new TypeError("recompute runs without a KV cache, so it takes no prefixCache");
+    const prefillChunkTokens = options.prefillChunkTokens ?? 8192;
+    if (!Number.isSafeInteger(prefillChunkTokens) || prefillChunkTokens < 1)
+      throw new RangeError(`prefillChunkTokens must be an integer >= 1, not ${prefillChunkTokens}`);
+    const output = await this.handle.generate(
+      requests.map((r, i) => ({ promptIds: r.promptIds, samples: r.n ?? 1, seed: r.seed ?? resolved.seed + i })),
+      {
+        temperature: resolved.temperature,
+        topP: resolved.topP,
+        topK: resolved.topK,
+        minP: resolved.minP,
+        maxNewTokens: resolved.maxNewTokens,
+        eosTokenIds: resolved.eosTokenIds,
+        stopSequences: resolved.stopSequences.map((s) => Int32Array.from(s)),
+      },
+      {
+        prefixCache: options.prefixCache,
+        recompute: options.recompute ?? false,
+        staticShapes: options.staticShapes ?? false,
+        prefillChunkTokens,
+      },
+    );
+    // Views into the call's flat arrays: no copy per sample.
+    let sample = 0;
+    const results = requests.map((r) =>
+      Array.from({ length: r.n ?? 1 }, () => {
+        const start = output.sampleOffsets[sample], end = output.sampleOffsets[sample + 1];
+        const finishReason = FINISH_REASONS[output.finishReasons[sample++]];
+        return { tokens: output.tokens.subarray(start, end), logprobs: output.logprobs.subarray(start, end), finishReason };
+      }),
+    );
+    return { results, stats: output.stats };
+  }
+
+  /** A prefix cache for generate({ prefixCache }) with this model (multi-turn continuation). */
+  createPrefixCache(): PrefixCache {
+    return this.handle.createPrefixCache();
+  }
+
+  /**
+   * Writes config.json, the weights (sharded with an index past maxShardBytes) and the
+   * source's companion files into `dir`, atomically: a temp directory renamed into place,
+   * so an interrupted save never leaves a half-written model.
+   */
+  async save(dir: string, options: SaveOptions = {}): Promise<void> {
+    const maxShardBytes = options.maxShardBytes ?? 5 * 1024 ** 3;
+    const target = path.resolve(dir);
+    const staging = `${target}.tmp-${process.pid}-${Date.now()}`;
+    fs.mkdirSync(staging, { recursive: true });
+    try {
+      const tensors = this.handle.parameters().map((p) => {
+        const dtype = options.dtype ?? this.tensorDtypes.get(p.name) ?? "F32";
+        return { ...p, dtype, bytes: p.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype] };
+      });
+      const shards: (typeof tensors)[] = [[]];
+      let shardBytes = 0;
+      for (const t of tensors) {
+        if (shardBytes > 0 && shardBytes + t.bytes > maxShardBytes) {
+          shards.push([]);
+          shardBytes = 0;
+        }
+        shards[shards.length - 1].push(t);
+        shardBytes += t.bytes;
+      }
+      const weightMap: Record<string, string> = {};
+      let totalSize = 0;
+      for (const [i, shard] of shards.entries()) {
+        const n = String(shards.length).padStart(5, "0");
+        const name = shards.length === 1 ? WEIGHTS_FILE : `model-${String(i + 1).padStart(5, "0")}-of-${n}.safetensors`;
+        const header = buildSafetensorsHeader(shard);
+        await this.handle.saveSafetensors(path.join(staging, name), header, shard.map((t) => t.name), shard.map((t) => t.dtype));
+        for (const t of shard) {
+          weightMap[t.name] = name;
+          totalSize += t.bytes;
+        }
+      }
+      if (shards.length > 1)
+        fs.writeFileSync(path.join(staging, INDEX_FILE), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2));
+      const torchDtype = options.dtype === "BF16" ? "bfloat16" : options.dtype === "F16" ? "float16" : options.dtype === "F32" ? "float32" : this.config.torch_dtype;
+      fs.writeFileSync(path.join(staging, "config.json"), JSON.stringify({ ...this.config, torch_dtype: torchDtype ?? "float32" }, null, 2) + "\n");
+      if (this.sourceDir && path.resolve(this.sourceDir) !== target)
+        for (const f of COMPANION_FILES)
+          if (fs.existsSync(path.join(this.sourceDir, f))) fs.copyFileSync(path.join(this.sourceDir, f), path.join(staging, f));
+      replaceDirectory(staging, target);
+    } catch (error) {
+      fs.rmSync(staging, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  dispose(): void {
+    this.handle.dispose();
+  }
+}
+
+/** Moves `staging` to `target`, replacing an existing `target` only once the new one is complete. */
+export function replaceDirectory(staging: string, target: string): void {
+  if (!fs.existsSync(target)) {
+    fs.mkdirSync(path.dirname(target), { recursive: true });
+    fs.renameSync(staging, target);
+    return;
+  }
+  // Keep the files of `target` that the new save does not write (tokenizer of an older save, …).
+  for (const f of fs.readdirSync(target))
+    if (!fs.existsSync(path.join(staging, f)) && !/\.safetensors$|^model\.safetensors\.index\.json$/.test(f))
+      fs.cpSync(path.join(target, f), path.join(staging, f), { recursive: true });
+  const old = `${target}.old-${process.pid}-${Date.now()}`;
+  fs.renameSync(target, old);
+  fs.renameSync(staging, target);
+  fs.rmSync(old, { recursive: true, force: true });
+}

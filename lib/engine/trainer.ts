@@ -1,0 +1,317 @@
+/**
+ * Training steps on the native engine (docs/methods.md §2, §4): sequences in, one optimizer step out.
+ *
+ * A step takes ragged sequences, packs them into right-padded micro-batches, computes the
+ * aggregation counts over the whole step (so k micro-batches give exactly the gradient of
+ * one batch), accumulates gradients through the fused loss, then clips and applies AdamW.
+ */
+import type { DataParallel } from "./distributed";
+import type { Model } from "./model";
+import { learningRate, type LrSchedule } from "./lr-schedule";
+import { buildSafetensorsHeader, readSafetensorsHeader } from "./safetensors";
+import { native, type GradientReduceReport, type LossNormalizers, type LossOptions, type LossStats, type NativeMicroBatch, type NativeTrainer } from "../native";
+
+/** One sequence (prompt + response). Per-token arrays are aligned with `tokens`: entry t concerns token t. */
+export interface TrainSequence {
+  tokens: Int32Array;
+  /** 1 where token t gets the policy (or supervised) loss; entry 0 must be 0 */
+  lossMask: ArrayLike<number>;
+  /**
+   * 1 where token t gets the KL penalty (default: the loss mask). Entries may also be per-token
+   * coefficients ≥ 0 (SCoRe's β1/β2): the penalty of t is klCoef·klMask[t], normalised by the
+   * COUNT of tokens with klMask > 0, so a 0/1 mask reads exactly as before. (seq-mean-token-mean
+   * divides by each sequence's mask sum instead: use 0/1 masks with it.)
+   */
+  klMask?: ArrayLike<number>;
+  /** the sequence advantage, or one per token (per-turn rewards) */
+  advantage?: number | Float32Array;
+  /** log π_old per token (policy objective) */
+  oldLogprobs?: Float32Array;
+  /** log π_ref per token (when klCoef != 0) */
+  refLogprobs?: Float32Array;
+}
+
+export interface TrainerOptions {
+  schedule: LrSchedule;
+  /** AdamW */
+  weightDecay?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** global-norm clip (0 = off; default 1) */
+  maxGradNorm?: number;
+  /** sequences per micro-batch (memory); the step's result does not depend on it */
+  microBatchSize?: number;
+  activationCheckpointing?: boolean;
+  logprobChunkSize?: number;
+  /** sampling temperature the log-probs are taken at */
+  temperature?: number;
+}
+
+export interface StepOptions {
+  objective: "policy" | "supervised";
+  loss?: LossOptions;
+  /** the constant of seq-mean-token-sum-norm (default: the longest sequence of the step) */
+  maxLength?: number;
+}
+
+export interface StepReport {
+  step: number;
+  lr: number;
+  loss: number;
+  gradNorm: number;
+  /** non-finite loss or gradients: nothing was updated */
+  skipped: boolean;
+  stats: LossStats;
+  /** derived means */
+  clipFraction: number;
+  meanRatio: number;
+  meanKl: number;
+  meanEntropy: number;
+  /** tokens of the step's sequences (all ranks) */
+  tokens: number;
+  seconds: number;
+  /** data-parallel: the step's communication */
+  communication?: StepCommunication;
+}
+
+export interface StepCommunication {
+  /** the gradient all-reduce (native: what was left after the backward, and the waits) */
+  gradients: GradientReduceReport;
+  /** the small reductions: step-wide counts before the loss, then loss statistics and the finite flag */
+  countsSeconds: number;
+  statsSeconds: number;
+}
+
+export interface DataParallelTrainerOptions {
+  /** gradient bucket size (fp32), MiB */
+  bucketMegabytes: number;
+  /** launch bucket all-reduces from the last backward's hooks, overlapping it */
+  overlapBackward: boolean;
+}
+
+function emptyStats(): LossStats {
+  return { policyLoss: 0, klLoss: 0, entropyLoss: 0, lossTokens: 0, klTokens: 0, clippedTokens: 0, dualClippedTokens: 0, ratioSum: 0, klSum: 0, entropySum: 0 };
+}
+
+function sum(values: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < values.length; i++) s += values[i];
+  return s;
+}
+
+function countPositive(values: ArrayLike<number>): number {
+  let n = 0;
+  for (let i = 0; i < values.length; i++) if (values[i] > 0) n++;
+  return n;
+}
+
+function validateSequence(s: TrainSequence, i: number, objective: StepOptions["objective"], needRef: boolean): void {
+  const n = s.tokens.length;
+  const where = `sequence ${i}`;
+  if (n < 2) throw new RangeError(`${where}: needs at least 2 tokens`);
+  const sameLength = (name: string, a: ArrayLike<number> | undefined) => {
+    if (a !== undefined && a.length !== n) throw new RangeError(`${where}: ${name} has ${a.length} entries for ${n} tokens`);
+  };
+  sameLength("lossMask", s.lossMask);
+  sameLength("klMask", s.klMask);
+  sameLength("oldLogprobs", s.oldLogprobs);
+  sameLength("refLogprobs", s.refLogprobs);
+  if (typeof s.advantage !== "number") sameLength("advantage", s.advantage);
+  if (s.lossMask[0] !== 0 || (s.klMask && s.klMask[0] !== 0))
+    throw new RangeError(`${where}: token 0 has no prefix to predict it from; its lossMask/klMask entry must be 0`);
+  if (objective === "policy" && !s.oldLogprobs) throw new RangeError(`${where}: the policy objective needs oldLogprobs (see PolicyTrainer.logprobs)`);
+  if (needRef && !s.refLogprobs) throw new RangeError(`${where}: klCoef != 0 needs refLogprobs`);
+}
+
+/** Right-pads `sequences` into one native micro-batch. */
+function packMicroBatch(sequences: TrainSequence[], useKl: boolean): NativeMicroBatch {
+  const batch = sequences.length;
+  const length = Math.max(...sequences.map((s) => s.tokens.length));
+  const n = batch * length;
+  const mb: NativeMicroBatch = {
+    inputIds: new Int32Array(n),
+    batch,
+    length,
+    attentionMask: new Uint8Array(n),
+    lossMask: new Float32Array(n),
+    klMask: new Float32Array(n),
+    advantages: new Float32Array(n),
+    oldLogprobs: new Float32Array(n),
+    refLogprobs: useKl ? new Float32Array(n) : undefined,
+  };
+  sequences.forEach((s, b) => {
+    const offset = b * length;
+    mb.inputIds.set(s.tokens, offset);
+    mb.attentionMask.fill(1, offset, offset + s.tokens.length);
+    for (let t = 0; t < s.tokens.length; t++) {
+      mb.lossMask[offset + t] = s.lossMask[t];
+      mb.klMask[offset + t] = (s.klMask ?? s.lossMask)[t];
+      mb.advantages[offset + t] = typeof s.advantage === "number" ? s.advantage : (s.advantage?.[t] ?? 0);
+    }
+    if (s.oldLogprobs) mb.oldLogprobs.set(s.oldLogprobs, offset);
+    if (useKl && s.refLogprobs) mb.refLogprobs!.set(s.refLogprobs, offset);
+  });
+  return mb;
+}
+
+/** Trains one model: an AdamW optimizer with fp32 master weights, on the engine. */
+export class PolicyTrainer {
+  private readonly trainer: NativeTrainer;
+  private stepsTaken = 0;
+  private dataParallel?: DataParallel;
+
+  constructor(readonly model: Model, readonly options: TrainerOptions) {
+    this.trainer = new (native().Trainer)(model.handle, {
+      maxGradNorm: options.maxGradNorm ?? 1.0,
+      activationCheckpointing: options.activationCheckpointing ?? false,
+      logprobChunkSize: options.logprobChunkSize ?? 1024,
+      temperature: options.temperature ?? 1.0,
+      weightDecay: options.weightDecay ?? 0.01,
+      beta1: options.beta1,
+      beta2: options.beta2,
+      eps: options.eps,
+    });
+  }
+
+  get step(): number {
+    return this.stepsTaken;
+  }
+
+  /**
+   * Trains data-parallel from here on: every rank's weights become rank 0's, each trainStep
+   * takes this rank's share of the step's sequences, and the update is the one of the combined
+   * batch (counts and gradients summed over the ranks). A collective: every rank calls it.
+   */
+  async enableDataParallel(dataParallel: DataParallel, options: DataParallelTrainerOptions): Promise<void> {
+    if (this.dataParallel) throw new Error("data-parallel training is already enabled on this trainer");
+    if (!(options.bucketMegabytes > 0)) throw new RangeError("distributed.bucketMegabytes must be positive");
+    await this.trainer.enableDataParallel(dataParallel.group, {
+      bucketBytes: Math.max(1, Math.round(options.bucketMegabytes * 2 ** 20)),
+      overlapBackward: options.overlapBackward,
+    });
+    this.dataParallel = dataParallel;
+  }
+
+  /**
+   * log p(token t | tokens < t) for every token of every sequence (0 for token 0), without
+   * gradient: the old log-probs of the policy, or the reference log-probs of a frozen model.
+   */
+  static async logprobs(model: Model, sequences: Int32Array[], options: { microBatchSize?: number; temperature?: number; chunkSize?: number } = {}): Promise<Float32Array[]> {
+    const size = options.microBatchSize ?? 8;
+    const out: Float32Array[] = [];
+    for (let start = 0; start < sequences.length; start += size) {
+      const group = sequences.slice(start, start + size);
+      const length = Math.max(...group.map((s) => s.length));
+      const ids = new Int32Array(group.length * length);
+      const mask = new Uint8Array(group.length * length);
+      group.forEach((s, b) => {
+        ids.set(s, b * length);
+        mask.fill(1, b * length, b * length + s.length);
+      });
+      const lp = await model.handle.sequenceLogprobs(ids, group.length, length, mask, options.temperature ?? 1.0, options.chunkSize ?? 1024);
+      group.forEach((s, b) => out.push(lp.slice(b * length, b * length + s.length)));
+    }
+    return out;
+  }
+
+  /**
+   * Writes the optimizer state (AdamW moments, fp32 masters of low-precision models, the step
+   * count) as one safetensors file; with the model's own save it is all a resumed run needs.
+   */
+  async saveState(file: string): Promise<void> {
+    const tensors = this.trainer.stateTensors().map((t) => ({ ...t, dtype: "F32" }));
+    const header = buildSafetensorsHeader(tensors, { format: "octo-native-optimizer", step: String(this.stepsTaken) });
+    await this.trainer.saveState(file, header);
+  }
+
+  /** Restores what saveState wrote, into a trainer of a model loaded from the same checkpoint. */
+  async loadState(file: string): Promise<void> {
+    const state = readSafetensorsHeader(file);
+    const steps = Number(state.metadata.step);
+    if (!Number.isInteger(steps) || steps < 0) throw new Error(`${file}: no valid 'step' in its metadata; is it an optimizer state file?`);
+    await this.trainer.loadState(state.tensors, steps);
+    this.stepsTaken = steps;
+  }
+
+  /**
+   * One optimizer step over `sequences`: the step's batch, or, data-parallel, this rank's share
+   * of it (possibly none; every rank calls trainStep for every step).
+   */
+  async trainStep(sequences: TrainSequence[], options: StepOptions): Promise<StepReport> {
+    const start = process.hrtime.bigint();
+    const seconds = (since: bigint) => Number(process.hrtime.bigint() - since) / 1e9;
+    const dp = this.dataParallel;
+    if (sequences.length === 0 && !dp) throw new RangeError("trainStep needs at least one sequence");
+    const loss = options.loss ?? {};
+    const useKl = options.objective === "policy" && (loss.klCoef ?? 0) !== 0;
+    sequences.forEach((s, i) => validateSequence(s, i, options.objective, useKl));
+
+    // Counts over the whole step (all ranks): what makes micro-batching and data parallelism exact.
+    const normalizers: LossNormalizers = {
+      lossTokens: sequences.reduce((n, s) => n + sum(s.lossMask), 0),
+      klTokens: useKl ? sequences.reduce((n, s) => n + countPositive(s.klMask ?? s.lossMask), 0) : 0,
+      sequences: sequences.length,
+      maxLength: options.maxLength ?? Math.max(0, ...sequences.map((s) => s.tokens.length)),
+    };
+    const countsStart = process.hrtime.bigint();
+    if (dp) {
+      [normalizers.lossTokens, normalizers.klTokens, normalizers.sequences] = await dp.sum(
+        [normalizers.lossTokens, normalizers.klTokens, normalizers.sequences], "the step-wide loss counts");
+      if (options.maxLength === undefined) [normalizers.maxLength] = await dp.max([normalizers.maxLength!], "the step's longest sequence");
+      if (normalizers.sequences === 0) throw new RangeError("trainStep needs at least one sequence on some rank");
+    }
+    const countsSeconds = seconds(countsStart);
+    const microBatchSize = this.options.microBatchSize ?? sequences.length;
+    const stats = emptyStats();
+    let totalLoss = 0;
+    let finite = true;
+    for (let i = 0; i < sequences.length; i += microBatchSize) {
+      const mb = packMicroBatch(sequences.slice(i, i + microBatchSize), useKl);
+      const r = await this.trainer.accumulate(mb, options.objective, loss, normalizers, i + microBatchSize >= sequences.length);
+      finite &&= r.finite;
+      totalLoss += r.loss;
+      for (const key of Object.keys(stats) as (keyof LossStats)[]) stats[key] += r.stats[key];
+    }
+    let tokens = sequences.reduce((n, s) => n + s.tokens.length, 0);
+    let communication: StepCommunication | undefined;
+    if (dp) {
+      // Every rank, always, in this order: the gradient buckets (some perhaps already launched by
+      // the backward), then the step's statistics with the agreement on finiteness.
+      const gradients = await this.trainer.reduceGradients();
+      const statsStart = process.hrtime.bigint();
+      const keys = Object.keys(stats) as (keyof LossStats)[];
+      const totals = await dp.sum([totalLoss, tokens, finite ? 0 : 1, ...keys.map((k) => stats[k])], "the step's loss statistics");
+      [totalLoss, tokens] = totals;
+      finite = totals[2] === 0;
+      keys.forEach((k, j) => (stats[k] = totals[3 + j]));
+      communication = { gradients, countsSeconds, statsSeconds: seconds(statsStart) };
+    }
+    const lr = learningRate(this.options.schedule, this.stepsTaken);
+    let gradNorm = NaN;
+    let skipped = true;
+    if (finite) {
+      const r = await this.trainer.step(lr);
+      gradNorm = r.gradNorm;
+      skipped = r.skipped;
+    } else {
+      this.trainer.zeroGrad(); // a NaN/Inf loss: drop whatever the other micro-batches accumulated
+    }
+    if (!skipped) this.stepsTaken++;
+    return {
+      step: this.stepsTaken,
+      lr,
+      loss: totalLoss,
+      gradNorm,
+      skipped,
+      stats,
+      clipFraction: stats.lossTokens > 0 ? stats.clippedTokens / stats.lossTokens : 0,
+      meanRatio: stats.lossTokens > 0 ? stats.ratioSum / stats.lossTokens : 0,
+      meanKl: stats.klTokens > 0 ? stats.klSum / stats.klTokens : 0,
+      meanEntropy: stats.lossTokens > 0 ? stats.entropySum / stats.lossTokens : 0,
+      tokens,
+      seconds: seconds(start),
+      communication,
+    };
+  }
+}
