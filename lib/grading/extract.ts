@@ -18,7 +18,20 @@ export interface BoxedSpan {
   content: string;
 }
 
+/** A box command, `\boxed` or `\fbox` (`\boxedfoo` is another command). */
 const BOX_COMMAND = /\\(?:boxed|fbox)(?![a-zA-Z])/g;
+/** A box command with its opening brace at the start of a text (`\boxed {` too). */
+const LEADING_BOX = /^\\(?:boxed|fbox)\s*\{/;
+
+/** How many box commands the text holds, balanced or not. */
+export function boxCommandCount(text: string): number {
+  return text.match(BOX_COMMAND)?.length ?? 0;
+}
+
+/** The text holds a box command, balanced or not. */
+export function hasBoxCommand(text: string): boolean {
+  return text.search(BOX_COMMAND) >= 0; // search ignores the g flag and lastIndex
+}
 
 /**
  * For every `{` that opens a group, the index of its matching `}` (-1 when it never closes).
@@ -38,6 +51,14 @@ function matchBraces(text: string): Map<number, number> {
   }
   for (const i of open) match.set(i, -1);
   return match;
+}
+
+/**
+ * Index of the `}` matching the `{` at `open`, or -1 when it never closes (escaped `\{` `\}` do not
+ * group). `open` must hold a `{` that is not itself escaped (not after an odd run of backslashes).
+ */
+export function closingBrace(text: string, open: number): number {
+  return matchBraces(text).get(open) ?? -1;
 }
 
 interface BoxHit {
@@ -84,6 +105,29 @@ export function lastBoxedSpan(text: string): BoxedSpan | undefined {
   const braced = findBoxes(text).filter((h) => h.braced);
   const last = braced[braced.length - 1];
   return last && { start: last.start, end: last.end, content: last.content };
+}
+
+/**
+ * The content (untrimmed) when the whole text is one braced box `\boxed{…}` / `\fbox{…}`, else undefined.
+ * Brace form only: `\boxed 5` is not unwrapped here (extractAnswer's own unwrapping takes it).
+ */
+export function wholeBoxContent(text: string): string | undefined {
+  const m = LEADING_BOX.exec(text);
+  return m && closingBrace(text, m[0].length - 1) === text.length - 1 ? text.slice(m[0].length, -1) : undefined;
+}
+
+/** What may follow the final box and still count as final: whitespace and closing punctuation ($ . \] \) } ** ). */
+const CLOSING_TAIL = /^[\s$.\\\])}*]*$/;
+
+/**
+ * The text ends in a final answer: its last balanced box has non-empty content (whitespace only
+ * counts as empty), some non-whitespace text (the reasoning) before it, and only whitespace and
+ * closing punctuation (`$`, `.`, `\]`, `\)`, `}`, `*`) after it. The format check shared by
+ * Octopus' format reward and Trust-GRPO's outcome reward.
+ */
+export function endsInFinalBox(text: string): boolean {
+  const box = lastBoxedSpan(text);
+  return box !== undefined && box.content.trim() !== "" && text.slice(0, box.start).trim() !== "" && CLOSING_TAIL.test(text.slice(box.end));
 }
 
 const FINAL_ANSWER = /final answer\s*(?:is|:)\s*:?\s*/gi;

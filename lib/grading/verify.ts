@@ -31,7 +31,7 @@
  * Nothing here throws on weird input: failures come back as `correct: false` with `error`.
  */
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads";
-import { extractAnswer } from "./extract";
+import { closingBrace, extractAnswer, hasBoxCommand, wholeBoxContent } from "./extract";
 
 export type GradeMethod = "string" | "numeric" | "symbolic" | "none";
 
@@ -63,21 +63,6 @@ const CAS_STARTUP_MS = 20000;
 
 // ---------------------------------------------------------------------------------------------
 // LaTeX scanning helpers
-
-/** Index of the `}` matching the `{` at `open` (escaped `\{` `\}` skipped), or -1. */
-function closingBrace(s: string, open: number): number {
-  let depth = 0;
-  for (let i = open; i < s.length; i++) {
-    const c = s[i];
-    if (c === "\\") {
-      i++;
-      continue;
-    }
-    if (c === "{") depth++;
-    else if (c === "}" && --depth === 0) return i;
-  }
-  return -1;
-}
 
 /** A LaTeX macro argument at `i` (after spaces): a `{group}`, a `\command` or one character. */
 function readArgument(s: string, i: number): { text: string; end: number } | undefined {
@@ -200,9 +185,7 @@ const SINGLE_VARIABLE_LHS = new RegExp(`^(?:[a-zA-Z]|\\\\(?:${GREEK}))(?:_\\{?[a
 export function cleanLatex(input: string): string {
   let s = String(input).trim();
   // a boxed gold or prediction: its content
-  for (let m = /^\\(?:boxed|fbox)\s*\{/.exec(s); m && closingBrace(s, m[0].length - 1) === s.length - 1; m = /^\\(?:boxed|fbox)\s*\{/.exec(s)) {
-    s = s.slice(m[0].length, -1).trim();
-  }
+  for (let content = wholeBoxContent(s); content !== undefined; content = wholeBoxContent(s)) s = content.trim();
   s = s.replace(/\\\$/g, " ").replace(/\$/g, " "); // math delimiters and currency
   s = s.replace(/\\(?:left|right)\s*[.|](?=\s|$|\\)/g, (t) => (t.endsWith("|") ? "|" : ""));
   s = s.replace(/\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])/g, "");
@@ -667,7 +650,7 @@ export function isEquivalent(gold: string, pred: string, options: VerifyOptions 
 }
 
 function answerOf(text: string): string {
-  return /\\(?:boxed|fbox)(?![a-zA-Z])/.test(text) ? (extractAnswer(text) ?? "") : text;
+  return hasBoxCommand(text) ? (extractAnswer(text) ?? "") : text;
 }
 
 function gradeUnsafe(goldInput: string, predInput: string, timeoutMs: number): GradeResult {

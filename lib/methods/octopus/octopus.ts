@@ -10,7 +10,7 @@
  * knows nothing of the answer verifier (docs/methods.md §7).
  */
 
-import { lastBoxedSpan } from "../../grading/extract";
+import { boxCommandCount, endsInFinalBox, lastBoxedSpan } from "../../grading/extract";
 import { seededRandom, shuffleInPlace } from "../../util/random";
 
 /** The default marker between the first answer and the correction (docs/methods.md §6.1). */
@@ -20,11 +20,6 @@ export const DEFAULT_SEPARATOR = "\n\n<self-correction>\n</self-correction>\n\n"
 // \boxed{} scanning: the verifier's scanner (lib/grading/extract.ts), so the box that cuts
 // o1/o2 is exactly the box whose answer gets graded.
 // ---------------------------------------------------------------------------------------
-
-/** Box commands, balanced or not (`\boxedfoo` is another command). */
-function boxedCommandCount(text: string): number {
-  return text.match(/\\(?:boxed|fbox)(?![A-Za-z])/g)?.length ?? 0;
-}
 
 /** True when the text's last balanced box has non-whitespace content. */
 function hasNonEmptyBox(text: string): boolean {
@@ -132,9 +127,6 @@ function cutAfterLastBox(segment: string): { text: string; box?: string; hasBox:
 // Rewards
 // ---------------------------------------------------------------------------------------
 
-/** What may follow the final box and still count as "final": whitespace and closing punctuation ($ . \] \) } ** ). */
-const CLOSING_TAIL = /^[\s$.\\\])}*]*$/;
-
 /**
  * The format reward f(part) of docs/methods.md §6.1, 1 or 0. A part (o1 or o2, raw, before cutting)
  * is well formed when it holds reasoning then one final answer:
@@ -146,14 +138,8 @@ const CLOSING_TAIL = /^[\s$.\\\])}*]*$/;
  */
 export function formatReward(part: string, separator: string = DEFAULT_SEPARATOR): number {
   if (separator !== "" && part.includes(separator)) return 0;
-  if (boxedCommandCount(part) !== 1) return 0;
-  const box = lastBoxedSpan(part);
-  if (box === undefined) return 0;
-  const wellFormed =
-    box.content.trim() !== "" &&
-    part.slice(0, box.start).trim() !== "" &&
-    CLOSING_TAIL.test(part.slice(box.end));
-  return wellFormed ? 1 : 0;
+  if (boxCommandCount(part) !== 1) return 0;
+  return endsInFinalBox(part) ? 1 : 0;
 }
 
 export interface CorrectionRewardInput {

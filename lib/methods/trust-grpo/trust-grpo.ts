@@ -7,7 +7,8 @@
  *
  * The judge itself (a model on the engine, or an HTTP endpoint) lives in lib/methods/trust-grpo/judge/.
  */
-import { lastBoxedSpan } from "../../grading/extract";
+import { endsInFinalBox } from "../../grading/extract";
+import { mean } from "../../util/stats";
 
 export interface TrustOptions {
   /** α: weight of the thinking reward at step 0 */
@@ -25,16 +26,12 @@ export interface TrustOptions {
 
 export const DEFAULT_TRUST: TrustOptions = { alpha: 0.3, annealSteps: 100, correctAbove: 0.5, saturatedHigh: 0.9, saturatedLow: 0.1, skipBelowOutcome: 0.2 };
 
-/** What may follow the final box and still count as a final answer (as Octopus' format check). */
-const CLOSING_TAIL = /^[\s$.\\\])}*]*$/;
-
 /**
  * The format check of the outcome reward: the response ends in a final answer — a balanced,
  * non-empty `\boxed{}` with reasoning before it and only closing punctuation after it.
  */
 export function answerFormatOk(text: string): boolean {
-  const box = lastBoxedSpan(text);
-  return box !== undefined && box.content.trim() !== "" && text.slice(0, box.start).trim() !== "" && CLOSING_TAIL.test(text.slice(box.end));
+  return endsInFinalBox(text);
 }
 
 /** R_out: the verifier's verdict, 0 when the format check fails. */
@@ -79,8 +76,7 @@ export function trustGamma(outcomes: ReadonlyArray<number>, thinking: ReadonlyAr
     if (t === undefined) return;
     (outcomes[i] >= options.correctAbove ? correct : wrong).push(t);
   });
-  const mean = (xs: number[]) => (xs.length === 0 ? NaN : xs.reduce((a, b) => a + b, 0) / xs.length);
-  const muCorrect = mean(correct), muWrong = mean(wrong);
+  const muCorrect = mean(correct, NaN), muWrong = mean(wrong, NaN); // NaN: no judged response of that kind
   const gamma = correct.length === 0 || wrong.length === 0 || muCorrect >= muWrong ? 1 : Math.exp(muCorrect - muWrong);
   return { gamma, muCorrect, muWrong };
 }
