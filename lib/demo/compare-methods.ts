@@ -17,6 +17,7 @@ import { evaluateModel } from "../eval/evaluate";
 import type { SelfCorrectionMetrics } from "../eval/metrics";
 import { Model } from "../engine/model";
 import { shippedRecipe } from "../util/package-root";
+import { mean } from "../util/stats";
 import { TextTokenizer } from "../engine/tokenizer";
 import { runTraining } from "../rl/run";
 import { demoMethodConfig, type MethodRecipe } from "./method-demos";
@@ -86,7 +87,7 @@ function meanMethodMetrics(runDirs: string[]): Record<string, number> {
       const fields = { accuracyO1: m.accuracyO1, accuracyFinal: m.accuracyFinal, kl: m.kl, ...(m.methodMetrics ?? {}) };
       for (const [k, v] of Object.entries(fields)) if (typeof v === "number") (sums[k] ??= []).push(v);
     }
-  return Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v.reduce((a, b) => a + b, 0) / v.length]));
+  return Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, mean(v)]));
 }
 
 export async function compareMethodsOnDemo(options: { sftDir: string; outDir: string; steps: number; methods?: string[]; log?: (line: string) => void }): Promise<MethodComparison> {

@@ -12,6 +12,7 @@
  *   Δ_i→c    fraction wrong at ta and right at tb;  Δ_c→i: right at ta, wrong at tb
  */
 import { majorityVote, type AnswerEquivalence } from "../grading/majority";
+import { mean } from "../util/stats";
 
 /** One graded attempt: the extracted answer (none when nothing could be extracted) and its verdict. */
 export interface GradedAnswer {
@@ -142,7 +143,7 @@ export function evaluationMetrics(
   const byRound: RoundMetrics[] = Array.from({ length: rounds }, (_, r) => {
     const perProblem = graded.map((samples) => samples.map((s) => s[r]));
     const perK = (f: (attempts: GradedAnswer[], k: number) => number) =>
-      Object.fromEntries(ks.map((k) => [String(k), perProblem.map((a) => f(a, k)).reduce((x, y) => x + y, 0) / problems]));
+      Object.fromEntries(ks.map((k) => [String(k), mean(perProblem.map((a) => f(a, k)))]));
     return {
       round: r + 1,
       accuracy: perProblem.flat().filter((a) => a.correct).length / (problems * samplesPerProblem),

@@ -113,5 +113,3 @@ export function rolloutSampling(config: RunConfig, tokenizer: TextTokenizer) {
 export function plainSample(tokens: Int32Array, reward: number): GroupSample {
   return { response: tokens, lossMask: new Float32Array(tokens.length).fill(1), klMask: new Float32Array(tokens.length).fill(1), returns: [reward] };
 }
-
-export const mean = (xs: number[]) => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length);

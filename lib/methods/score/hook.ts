@@ -12,7 +12,8 @@ import { rolloutSeed } from "../../util/random";
 import type { GenerationResult } from "../../engine/sampling";
 import { stopSequencesFor } from "../../engine/stop-strings";
 import type { TextTokenizer } from "../../engine/tokenizer";
-import { answerMatches, mean, rolloutSampling, type GroupBuild, type MethodHook, type PromptRollouts } from "../hook";
+import { answerMatches, rolloutSampling, type GroupBuild, type MethodHook, type PromptRollouts } from "../hook";
+import { mean } from "../../util/stats";
 
 /** y1 without the turn-1 stop string it ended on (the instruction follows instead). */
 function turnOneTokens(sample: GenerationResult, stopSequences: number[][]): Int32Array {

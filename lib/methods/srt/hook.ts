@@ -15,7 +15,8 @@ import { correctionBucket, parseCorrectionResponse, scoreCorrectionResponse } fr
 import { collapseAlarm, dominantLabelShare, earlyStopping, keepByMajorityShare, labelAccuracy, pseudoLabelRewards, type CollapseSignals } from "./srt";
 import { encodePrompt } from "../../rl/prompts";
 import { overlongShaping } from "../grpo/hook";
-import { answerMatches, mean, plainSample, rolloutSampling, type GroupBuild, type HookContext, type MethodHook, type PromptRollouts } from "../hook";
+import { answerMatches, plainSample, rolloutSampling, type GroupBuild, type HookContext, type MethodHook, type PromptRollouts } from "../hook";
+import { mean } from "../../util/stats";
 import { buildOctopusGroup } from "../octopus/hook";
 
 /** A stable 31-bit seed from an example id (fixed labels must not depend on when a prompt is first seen). */
