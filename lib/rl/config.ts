@@ -8,6 +8,7 @@ import fs from "node:fs";
 import YAML from "yaml";
 import { z } from "zod";
 
+import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
 import { THINKING_JUDGE_PROMPT } from "../methods/trust-grpo/judge/thinking-judge";
 import { SCORE_INSTRUCTION } from "../methods/score/score";
 
@@ -148,7 +149,7 @@ export const configSchema = z.strictObject({
       name: z.enum(["grpo", "octopus", "score", "trust-grpo", "srt", "octopus-srt"]).default("grpo"),
       octopus: z
         .strictObject({
-          separator: z.string().default("\n\n<self-correction>\n</self-correction>\n\n"),
+          separator: z.string().default(DEFAULT_SEPARATOR),
           /** 1: learn pure correction (o1 fixed, KL on o1); 2: co-evolve */
           stage: z.union([z.literal(1), z.literal(2)]).default(1),
           /** β of the o1-only KL in Stage I */
