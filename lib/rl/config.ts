@@ -11,6 +11,8 @@ import { z } from "zod";
 import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
 import { THINKING_JUDGE_PROMPT } from "../methods/trust-grpo/judge/thinking-judge";
 import { SCORE_INSTRUCTION } from "../methods/score/score";
+import { DEFAULT_COLLAPSE_ALARM } from "../methods/srt/srt";
+import { DEFAULT_TRUST } from "../methods/trust-grpo/trust-grpo";
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -186,16 +188,16 @@ export const configSchema = z.strictObject({
       /** Trust-GRPO with a thinking reward (docs/methods.md §6.3): R = R_out + γ·α·exp(−t/T)·R_think */
       trustGrpo: z
         .strictObject({
-          alpha: z.number().min(0).default(0.3),
-          /** T of the annealing, in steps (0 = run.steps) */
+          alpha: z.number().min(0).default(DEFAULT_TRUST.alpha),
+          /** T of the annealing, in steps (0 = run.steps; DEFAULT_TRUST's 100 is the pure functions' default) */
           annealSteps: z.number().min(0).default(0),
           /** correct (for γ) when the outcome reward is ≥ this */
-          correctAbove: probability.default(0.5),
+          correctAbove: probability.default(DEFAULT_TRUST.correctAbove),
           /** saturated groups (all outcomes ≥ high, or all ≤ low) skip the judge */
-          saturatedHigh: probability.default(0.9),
-          saturatedLow: probability.default(0.1),
+          saturatedHigh: probability.default(DEFAULT_TRUST.saturatedHigh),
+          saturatedLow: probability.default(DEFAULT_TRUST.saturatedLow),
           /** responses with an outcome below this get R_think = 0 without a judge call */
-          skipBelowOutcome: probability.default(0.2),
+          skipBelowOutcome: probability.default(DEFAULT_TRUST.skipBelowOutcome),
           judge: z
             .strictObject({
               /** engine: a Hugging Face model on our engine; http: an OpenAI-compatible endpoint */
@@ -247,11 +249,11 @@ export const configSchema = z.strictObject({
           /** collapse alarm: pseudo-reward near 1 with a KL spike and one dominant answer across prompts */
           collapse: z
             .strictObject({
-              rewardAbove: probability.default(0.95),
-              klSpikeFactor: z.number().positive().default(3),
-              klMin: z.number().min(0).default(1e-3),
-              window: positiveInt.default(5),
-              dominantShareAbove: probability.default(0.5),
+              rewardAbove: probability.default(DEFAULT_COLLAPSE_ALARM.rewardAbove),
+              klSpikeFactor: z.number().positive().default(DEFAULT_COLLAPSE_ALARM.klSpikeFactor),
+              klMin: z.number().min(0).default(DEFAULT_COLLAPSE_ALARM.klMin),
+              window: positiveInt.default(DEFAULT_COLLAPSE_ALARM.window),
+              dominantShareAbove: probability.default(DEFAULT_COLLAPSE_ALARM.dominantShareAbove),
               /** end the run (with a checkpoint) when the alarm fires */
               stop: z.boolean().default(false),
             })
