@@ -171,7 +171,7 @@ export function extractAnswer(text: string): string | undefined {
   const boxes = findBoxes(text);
   if (boxes.length > 0) {
     let content = boxes[boxes.length - 1].content.trim();
-    // \boxed{\boxed{5}} -> 5
+    // \boxed{\boxed{5}} -> 5; findBoxes, not wholeBoxContent: an inner brace-less `\boxed 5` unwraps too
     for (let inner = findBoxes(content); inner.length === 1 && inner[0].start === 0 && inner[0].end === content.length; inner = findBoxes(content)) {
       content = inner[0].content.trim();
     }

@@ -54,6 +54,7 @@ function readScore(value: string, denominator?: string, percent?: string): numbe
  * somewhere in free text is NOT read: a judge that echoes the solution's arithmetic would score it.
  */
 export function parseJudgeScore(text: string): number | undefined {
+  // `\boxed{` here only prefixes a score (no balance needed, no `\fbox`): not grading/extract.ts's answer box
   const scored = new RegExp(String.raw`(?:score\s*(?:[:=]|is)?\s*\**\s*|<score>\s*|\\boxed\{\s*)(${NUMBER})(?:\s*\/\s*(${NUMBER}))?\s*(%)?`, "gi");
   let value: number | undefined;
   for (const m of text.matchAll(scored)) value = readScore(m[1], m[2], m[3]);
