@@ -14,6 +14,16 @@ function randomRewards(random: () => number, count: number): number[] {
   return Array.from({ length: count }, () => (binary ? (random() < 0.5 ? 1 : 0) : random() * 4 - 2));
 }
 
+/** `trials` random batches: 1–5 groups of 2–10 rewards each. */
+function* randomBatches(seed: number, trials: number): Generator<{ groupSize: number; groups: number; rewards: number[] }> {
+  const random = mulberry32(seed);
+  for (let trial = 0; trial < trials; trial++) {
+    const groupSize = 2 + Math.floor(random() * 9);
+    const groups = 1 + Math.floor(random() * 5);
+    yield { groupSize, groups, rewards: randomRewards(random, groupSize * groups) };
+  }
+}
+
 const sum = (xs: ArrayLike<number>) => Array.from(xs).reduce((a, b) => a + b, 0);
 
 describe("grpo", () => {
@@ -41,11 +51,7 @@ describe("grpo", () => {
   });
 
   test("random groups: equals the direct formula, mean 0 and Bessel std ~1 per group", () => {
-    const random = mulberry32(11);
-    for (let trial = 0; trial < 100; trial++) {
-      const groupSize = 2 + Math.floor(random() * 9);
-      const groups = 1 + Math.floor(random() * 5);
-      const rewards = randomRewards(random, groupSize * groups);
+    for (const { groupSize, groups, rewards } of randomBatches(11, 100)) {
       const a = groupAdvantages(rewards, groupSize, "grpo");
       const drGrpo = groupAdvantages(rewards, groupSize, "grpo", { normStd: false });
       expect(a).toBeInstanceOf(Float32Array);
@@ -77,11 +83,7 @@ describe("rloo", () => {
   });
 
   test("random groups: leave-one-out formula and Σ_i A_i = 0 per group", () => {
-    const random = mulberry32(12);
-    for (let trial = 0; trial < 100; trial++) {
-      const groupSize = 2 + Math.floor(random() * 9);
-      const groups = 1 + Math.floor(random() * 5);
-      const rewards = randomRewards(random, groupSize * groups);
+    for (const { groupSize, groups, rewards } of randomBatches(12, 100)) {
       const a = groupAdvantages(rewards, groupSize, "rloo");
       for (let g = 0; g < groups; g++) {
         const r = rewards.slice(g * groupSize, (g + 1) * groupSize);
