@@ -154,6 +154,7 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
   const [usable, logprobSeconds] = await timed(() => oldAndReferenceLogprobs(setup, groups.sequences));
   const [reports, trainingSeconds] = await timed(() => updatePolicy(setup, usable));
   const kl = mean(reports.map((r) => r.meanKl));
+  // The method's end of the step (its metrics; SRT may stop the run), then the step's numbers.
   const end = await setup.method.finishStep(step, { kl });
   const metrics = stepMetrics(setup, step, groups, usable, reports, { kl, end, logprobSeconds, trainingSeconds, start });
   return setup.distributed ? metricsOverRanks(setup.distributed, metrics, groups.generated.flat().length, setup.config.loss.entropyCoef === 0) : metrics;
