@@ -13,7 +13,7 @@ import { demoMethodConfig, type MethodRecipe } from "../lib/demo/method-demos";
 import { createMethodHook, type PromptRollouts } from "../lib/methods";
 import { DEFAULT_SEPARATOR } from "../lib/methods/octopus/octopus";
 import { Model } from "../lib/engine/model";
-import { encodePrompt } from "../lib/rl/prompts";
+import { encodePrompt, promptOptions } from "../lib/rl/prompts";
 import { TextTokenizer } from "../lib/engine/tokenizer";
 import { runTraining } from "../lib/rl/run";
 import { quickDemoRun } from "./helpers/quick-demo";
@@ -54,7 +54,7 @@ test("SCoRe Stage I and II: two turns per rollout, turn 2 from the prefix cache,
   // for G generated turn-1 tokens and some number k ∈ [0, 8] of samples that did not stop on the
   // marker: exact for whatever was sampled.
   const tokenizer = TextTokenizer.fromDir(sftDir);
-  const promptLengths = new Set(examples.map((e) => encodePrompt(e, tokenizer, { template: stage1.config.data.promptTemplate, chat: stage1.config.data.chat }).length));
+  const promptLengths = new Set(examples.map((e) => encodePrompt(e, tokenizer, promptOptions(stage1.config)).length));
   expect(promptLengths.size).toBe(1);
   const [P] = promptLengths;
   const markerTokens = tokenizer.encode(DEFAULT_SEPARATOR, { addSpecialTokens: false }).length;
@@ -99,7 +99,7 @@ async function craftedTrustStep(config: RunConfig) {
         const tokens = tokenizer.encode(t, { addSpecialTokens: false });
         return { tokens, logprobs: new Float32Array(tokens.length), finishReason: "eos" as const };
       });
-      return { example, promptIds: encodePrompt(example, tokenizer, { template: config.data.promptTemplate, chat: config.data.chat }), samples, texts, seed: 1 };
+      return { example, promptIds: encodePrompt(example, tokenizer, promptOptions(config)), samples, texts, seed: 1 };
     };
     const [a, b] = examples.map((e) => ({ example: e, right: Number(e.answer) }));
     const builds = await hook.buildGroups([

@@ -14,6 +14,7 @@ import { TextTokenizer } from "../engine/tokenizer";
 import { evaluateModel, resolveEvalSettings, type EvalSettings, type EvalSettingsInput } from "../eval/evaluate";
 import type { EvalMetrics } from "../eval/metrics";
 import { resolveEvalData } from "../eval/presets";
+import { printJson } from "./print";
 
 export const SAMPLES_FILE = "samples.jsonl";
 export const SUMMARY_FILE = "summary.json";
@@ -116,4 +117,42 @@ export function formatEvalSummary(summary: EvalSummary): string {
     lines.push(`t${round.round}: ${at("pass", round.passAtK)}   ${at("maj", round.majAtK)}   ${at("mean", round.meanAtK)}`);
   }
   return lines.join("\n");
+}
+
+export interface EvalCommandArgs {
+  model: string;
+  data: string;
+  limit?: number;
+  mode: string;
+  n: number;
+  k?: number[];
+  rounds: number;
+  temperature: number;
+  "top-p": number;
+  "max-tokens": number;
+  batch: number;
+  seed: number;
+  template: string;
+  chat: boolean;
+  separator: string;
+  instruction: string;
+  out?: string;
+  device: string;
+  json: boolean;
+}
+
+/** The `eval` command: evaluates into --out (default runs/eval/<model>-<data>) and prints the summary table or (--json) JSON. */
+export async function evalCommand(args: EvalCommandArgs): Promise<void> {
+  const dataName = path.basename(args.data).replace(/\.(jsonl|json|parquet)$/, "");
+  const out = args.out ?? path.join("runs", "eval", `${path.basename(path.resolve(args.model))}-${dataName}`);
+  const summary = await runEvalCommand({
+    model: args.model, data: args.data, limit: args.limit, out, device: args.device,
+    settings: {
+      mode: args.mode as "octopus" | "two-turn", samplesPerProblem: args.n, ks: args.k, rounds: args.rounds,
+      temperature: args.temperature, topP: args["top-p"], maxNewTokens: args["max-tokens"], batch: args.batch, seed: args.seed,
+      prompt: { template: args.template, chat: args.chat }, separator: args.separator, instruction: args.instruction,
+    },
+  });
+  if (args.json) printJson(summary);
+  else console.log(`${formatEvalSummary(summary)}\nwrote ${path.join(out, "samples.jsonl")} and ${path.join(out, "summary.json")}`);
 }

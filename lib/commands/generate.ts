@@ -4,6 +4,7 @@ import { Model } from "../engine/model";
 import type { SamplingParams } from "../engine/sampling";
 import { applyStopStrings, stopSequencesFor } from "../engine/stop-strings";
 import { TextTokenizer } from "../engine/tokenizer";
+import { printJson } from "./print";
 
 export interface GenerateOptions {
   /** Hugging Face model directory; the built-in demo model when absent */
@@ -76,4 +77,45 @@ export async function generateFromPrompt(options: GenerateOptions): Promise<Gene
   } finally {
     model.dispose();
   }
+}
+
+export interface GenerateCommandArgs {
+  model?: string;
+  prompt: string;
+  chat: boolean;
+  n: number;
+  "max-tokens": number;
+  temperature: number;
+  "top-p": number;
+  "top-k": number;
+  "min-p": number;
+  seed: number;
+  stop: string[];
+  device: string;
+  json: boolean;
+}
+
+/** The `generate` command: the samples after the prompt with their token counts and finish reasons, or (--json) the report. */
+export async function generateCommand(args: GenerateCommandArgs): Promise<void> {
+  const report = await generateFromPrompt({
+    model: args.model,
+    prompt: args.prompt,
+    chat: args.chat,
+    samples: args.n,
+    stop: args.stop,
+    device: args.device,
+    sampling: {
+      maxNewTokens: args["max-tokens"],
+      temperature: args.temperature,
+      topP: args["top-p"],
+      topK: args["top-k"],
+      minP: args["min-p"],
+      seed: args.seed,
+    },
+  });
+  if (args.json) return printJson(report);
+  if (report.builtInModel)
+    console.log(`(built-in demo model at ${report.model}: random weights until it is trained, so expect noise)`);
+  report.samples.forEach((s, i) => console.log(`--- sample ${i} (${s.tokens.length} tokens, ${s.finishReason})\n${args.prompt}${s.text}`));
+  console.log(`--- ${report.tokensPerSecond.toFixed(1)} tokens/s on ${report.device}`);
 }

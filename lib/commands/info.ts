@@ -4,6 +4,7 @@ import path from "node:path";
 
 import { native } from "../native";
 import { packageRoot } from "../util/package-root";
+import { printJson } from "./print";
 
 export interface InstallInfo {
   package: { name: string; version: string };
@@ -50,4 +51,11 @@ export function formatInstallInfo(info: InstallInfo): string {
     `threads     ${info.threads}`,
     `build       ${info.build.type ?? "unknown"}`,
   ].join("\n");
+}
+
+/** The `info` command: the install's versions and devices, as a table or (--json) JSON. */
+export function infoCommand(args: { json: boolean }): void {
+  const info = installInfo();
+  if (args.json) printJson(info);
+  else console.log(formatInstallInfo(info));
 }

@@ -48,3 +48,26 @@ export async function runSftCommand(options: SftCommandOptions): Promise<{ out: 
     model.dispose();
   }
 }
+
+export interface SftCommandArgs {
+  model: string;
+  data: string;
+  out: string;
+  steps: number;
+  batch: number;
+  lr: number;
+  "max-tokens": number;
+  template: string;
+  chat: boolean;
+  separator?: string;
+  device: string;
+}
+
+/** The `sft` command: trains and saves the model, then prints the result as one JSON line. */
+export async function sftCommand(args: SftCommandArgs): Promise<void> {
+  const result = await runSftCommand({
+    model: args.model, data: args.data, out: args.out, steps: args.steps, batchSize: args.batch, lr: args.lr,
+    maxResponseTokens: args["max-tokens"], template: args.template, chat: args.chat, separator: args.separator, device: args.device,
+  });
+  console.log(JSON.stringify(result));
+}

@@ -10,6 +10,7 @@ import path from "node:path";
 import { writeFileAtomic } from "../util/atomic-file";
 import { loadConfig, type RunConfig } from "../rl/config";
 import { loadDataset } from "../rl/data";
+import { promptOptions } from "../rl/prompts";
 import { DEMO_MODEL_SPEC, writeDemoTokenizer } from "./model";
 import { evaluateModel, resolveEvalSettings, type EvalSettings } from "../eval/evaluate";
 import type { EvalMetrics, SelfCorrectionMetrics } from "../eval/metrics";
@@ -43,7 +44,7 @@ export const demoEvalProblems = (count: number) => arithmeticProblems(count, 999
  */
 export function demoEvalSettings(config: RunConfig): EvalSettings {
   return resolveEvalSettings({
-    mode: "octopus", prompt: { template: config.data.promptTemplate, chat: config.data.chat }, separator: DEFAULT_SEPARATOR,
+    mode: "octopus", prompt: promptOptions(config), separator: DEFAULT_SEPARATOR,
     maxNewTokens: config.rollout.maxNewTokens, temperature: config.rollout.temperature, samplesPerProblem: 4, rounds: 2, seed: 12345, batch: 64,
   });
 }
@@ -96,7 +97,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const tokenizer = TextTokenizer.fromDir(baseDir);
 
   const config = loadConfig(recipe);
-  const prompt = { template: config.data.promptTemplate, chat: config.data.chat };
+  const prompt = promptOptions(config);
   // The eval set is written to the run directory and read back, so `octo-native eval` can
   // reproduce the numbers from the files alone.
   const evalFile = path.join(dir, "eval.jsonl");

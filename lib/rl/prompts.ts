@@ -1,4 +1,5 @@
 /** Prompt building (docs/methods.md §9): the instruction template, then the tokenizer's chat template. */
+import type { RunConfig } from "./config";
 import type { Example } from "./data";
 import { SCORE_INSTRUCTION } from "../methods/score/score";
 import type { ChatMessage, TextTokenizer } from "../engine/tokenizer";
@@ -9,6 +10,15 @@ export interface PromptOptions {
   /** wrap in the tokenizer's chat template with the generation prompt */
   chat: boolean;
   chatTemplateVariables?: Record<string, unknown>;
+}
+
+/**
+ * The prompt options of a run's config (data.promptTemplate, data.chat, data.chatTemplateVariables).
+ * No chat template variables set leaves the key out (the same prompt either way; recorded eval settings stay as they were).
+ */
+export function promptOptions(config: RunConfig): PromptOptions {
+  const { promptTemplate: template, chat, chatTemplateVariables } = config.data;
+  return Object.keys(chatTemplateVariables).length > 0 ? { template, chat, chatTemplateVariables } : { template, chat };
 }
 
 /**

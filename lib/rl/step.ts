@@ -10,14 +10,14 @@ import type { DataCursor, Example } from "./data";
 import type { DataParallel } from "../engine/distributed";
 import type { EvalMetrics } from "../eval/metrics";
 import { learningRate } from "../engine/lr-schedule";
-import { rolloutSampling, type GroupSample, type MethodHook, type PromptRollouts, type RolloutOutcome } from "../methods";
+import { rolloutSampling, type GroupBuild, type GroupSample, type MethodHook, type PromptRollouts, type RolloutOutcome, type StepEnd } from "../methods";
 import type { CorrectionBucket } from "../methods/octopus/octopus";
 import type { Model } from "../engine/model";
-import { encodePrompt } from "./prompts";
+import { encodePrompt, promptOptions } from "./prompts";
 import { rolloutSeed } from "../util/random";
 import type { GenerationResult } from "../engine/sampling";
 import type { TextTokenizer } from "../engine/tokenizer";
-import { PolicyTrainer, type TrainSequence } from "../engine/trainer";
+import { PolicyTrainer, type StepReport, type TrainSequence } from "../engine/trainer";
 
 export { rolloutSeed };
 
@@ -118,117 +118,175 @@ export function assignAdvantages(sequences: TrainSequence[], samples: GroupSampl
   });
 }
 
-export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics> {
-  const { config, tokenizer, method } = setup;
+const elapsed = (since: bigint) => Number(process.hrtime.bigint() - since) / 1e9;
+
+/** `run`'s result and its seconds. */
+async function timed<T>(run: () => Promise<T>): Promise<[T, number]> {
   const start = process.hrtime.bigint();
-  const elapsed = (since: bigint) => Number(process.hrtime.bigint() - since) / 1e9;
-  const n = config.rollout.samplesPerPrompt;
+  const result = await run();
+  return [result, elapsed(start)];
+}
 
-  // 1-2. Rollouts, then the method turns each prompt's rollouts into one advantage group. DAPO
-  // dynamic sampling refills the batch with fresh prompts while groups whose rewards are all
-  // equal are dropped (at most 4 rounds).
-  const prompt = { template: config.data.promptTemplate, chat: config.data.chat, chatTemplateVariables: config.data.chatTemplateVariables };
-  const sequences: TrainSequence[] = [];
-  const samples: GroupSample[] = [];
-  const promptLengths: number[] = [];
-  const rollouts: RolloutOutcome[] = [];
-  const augmented: Record<CorrectionBucket | "copy", number> = { ...zeroBuckets(), copy: 0 };
-  const generated: GenerationResult[][] = [];
-  let generationSeconds = 0;
-  let methodSeconds = 0;
-  let droppedGroups = 0;
+/** What the step collected to train on (steps 1-2): the kept groups' sequences and every rollout's statistics. */
+interface CollectedGroups {
+  sequences: TrainSequence[];
+  samples: GroupSample[];
+  promptLengths: number[];
+  /** every generated sample's outcome, kept or not */
+  rollouts: RolloutOutcome[];
+  augmented: Record<CorrectionBucket | "copy", number>;
+  generated: GenerationResult[][];
+  generationSeconds: number;
+  methodSeconds: number;
+  droppedGroups: number;
+  /** over all ranks, left-out groups included */
+  keptGroups: number;
+}
+
+/**
+ * One RL step: the pipeline of docs/methods.md §1, a phase per function below. Each rank runs it on
+ * its share of the prompts; the metrics are the step's, over all ranks.
+ */
+export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics> {
+  const start = process.hrtime.bigint();
+  const groups = await collectGroups(setup, step);
+  assignStepAdvantages(setup, step, groups);
+  const [usable, logprobSeconds] = await timed(() => oldAndReferenceLogprobs(setup, groups.sequences));
+  const [reports, trainingSeconds] = await timed(() => updatePolicy(setup, usable));
+  const kl = mean(reports.map((r) => r.meanKl));
+  // The method's end of the step (its metrics; SRT may stop the run), then the step's numbers.
+  const end = await setup.method.finishStep(step, { kl });
+  const metrics = stepMetrics(setup, step, groups, usable, reports, { kl, end, logprobSeconds, trainingSeconds, start });
+  return setup.distributed ? metricsOverRanks(setup.distributed, metrics, groups.generated.flat().length, setup.config.loss.entropyCoef === 0) : metrics;
+}
+
+/**
+ * 1-2. Rollouts, then the method turns each prompt's rollouts into one advantage group. DAPO
+ * dynamic sampling refills the batch with fresh prompts while groups whose rewards are all
+ * equal are dropped (at most 4 rounds).
+ */
+async function collectGroups(setup: RlSetup, step: number): Promise<CollectedGroups> {
+  const { config, method } = setup;
+  const collected: CollectedGroups = {
+    sequences: [], samples: [], promptLengths: [], rollouts: [], augmented: { ...zeroBuckets(), copy: 0 }, generated: [],
+    generationSeconds: 0, methodSeconds: 0, droppedGroups: 0, keptGroups: 0,
+  };
   let groupsLeftOut = 0;
-  let keptGroups = 0; // over all ranks, left-out groups included
   for (let round = 0; round < (config.advantage.dynamicSampling ? 4 : 1); round++) {
-    const wanted = config.rollout.promptsPerStep - keptGroups;
+    const wanted = config.rollout.promptsPerStep - collected.keptGroups;
     if (wanted <= 0) break;
-    // Every rank advances the cursor alike and takes its share of the prompts (whole groups); a
-    // prompt's seeds come from its place in the step's batch, whatever the number of ranks.
-    const drawn = setup.cursor.next(wanted).map((example, place) => ({ example, place }));
-    const taken = setup.distributed ? setup.distributed.shard(drawn) : drawn;
-    const examples = taken.map(({ example }) => setup.examples[example]);
-    const prompts = examples.map((e) => encodePrompt(e, tokenizer, prompt));
-    const generationStart = process.hrtime.bigint();
-    const results: GenerationResult[][] = prompts.length === 0 ? [] : await setup.policy.generate(
-      prompts.map((promptIds, i) => ({ promptIds, n, seed: rolloutSeed(config.run.seed, step, round * 1000 + taken[i].place) })),
-      { ...rolloutSampling(config, tokenizer), stopSequences: method.rollout.stopSequences },
-      { prefixCache: method.rollout.prefixCache },
-    );
-    generationSeconds += elapsed(generationStart);
-    generated.push(...results);
-    const groups: PromptRollouts[] = examples.map((example, p) => ({
-      example,
-      promptIds: prompts[p],
-      samples: results[p],
-      texts: results[p].map((s) => tokenizer.decode(s.tokens, { skipSpecialTokens: true })),
-      seed: rolloutSeed(config.run.seed, step, round * 1000 + taken[p].place),
-    }));
-    const methodStart = process.hrtime.bigint();
-    const builds = await method.buildGroups(groups, step);
-    methodSeconds += elapsed(methodStart);
-
+    const { prompts, builds } = await rolloutRound(setup, step, round, wanted, collected);
     builds.forEach((build, p) => {
       // Generated-sample statistics count every group, kept or not.
-      rollouts.push(...build.rollouts);
+      collected.rollouts.push(...build.rollouts);
       if (!build.train) {
         groupsLeftOut++;
         return;
       }
       if (config.advantage.dynamicSampling && !keepForDynamicSampling(build.samples)) {
-        droppedGroups++;
+        collected.droppedGroups++;
         return;
       }
-      if (build.augmented) for (const k of Object.keys(augmented) as (CorrectionBucket | "copy")[]) augmented[k] += build.augmented[k];
+      if (build.augmented) for (const k of Object.keys(collected.augmented) as (CorrectionBucket | "copy")[]) collected.augmented[k] += build.augmented[k];
       for (const b of build.samples) {
-        sequences.push(trainSequence(prompts[p], b));
-        samples.push(b);
-        promptLengths.push(prompts[p].length);
+        collected.sequences.push(trainSequence(prompts[p], b));
+        collected.samples.push(b);
+        collected.promptLengths.push(prompts[p].length);
       }
     });
-    keptGroups = await totalOverRanks(setup, sequences.length / method.groupSize + groupsLeftOut, "the kept groups");
+    collected.keptGroups = await totalOverRanks(setup, collected.sequences.length / method.groupSize + groupsLeftOut, "the kept groups");
   }
+  return collected;
+}
 
-  // 3. Advantages per group (Octopus: originals and augmented samples form one group).
-  if (keptGroups === 0)
+/** One round of rollouts for `wanted` fresh prompts and the method hook's groups of them (times and samples added to `collected`). */
+async function rolloutRound(setup: RlSetup, step: number, round: number, wanted: number, collected: CollectedGroups): Promise<{ prompts: Int32Array[]; builds: GroupBuild[] }> {
+  const { config, tokenizer, method } = setup;
+  const n = config.rollout.samplesPerPrompt;
+  // Every rank advances the cursor alike and takes its share of the prompts (whole groups); a
+  // prompt's seeds come from its place in the step's batch, whatever the number of ranks.
+  const drawn = setup.cursor.next(wanted).map((example, place) => ({ example, place }));
+  const taken = setup.distributed ? setup.distributed.shard(drawn) : drawn;
+  const examples = taken.map(({ example }) => setup.examples[example]);
+  const prompt = promptOptions(config);
+  const prompts = examples.map((e) => encodePrompt(e, tokenizer, prompt));
+  const [results, generationSeconds] = await timed(async (): Promise<GenerationResult[][]> => prompts.length === 0 ? [] : setup.policy.generate(
+    prompts.map((promptIds, i) => ({ promptIds, n, seed: rolloutSeed(config.run.seed, step, round * 1000 + taken[i].place) })),
+    { ...rolloutSampling(config, tokenizer), stopSequences: method.rollout.stopSequences },
+    { prefixCache: method.rollout.prefixCache },
+  ));
+  collected.generationSeconds += generationSeconds;
+  collected.generated.push(...results);
+  const groups: PromptRollouts[] = examples.map((example, p) => ({
+    example,
+    promptIds: prompts[p],
+    samples: results[p],
+    texts: results[p].map((s) => tokenizer.decode(s.tokens, { skipSpecialTokens: true })),
+    seed: rolloutSeed(config.run.seed, step, round * 1000 + taken[p].place),
+  }));
+  const [builds, methodSeconds] = await timed(() => method.buildGroups(groups, step));
+  collected.methodSeconds += methodSeconds;
+  return { prompts, builds };
+}
+
+/** 3. Advantages per group (Octopus: originals and augmented samples form one group). */
+function assignStepAdvantages(setup: RlSetup, step: number, groups: CollectedGroups): void {
+  if (groups.keptGroups === 0)
     throw new Error(`step ${step}: dynamic sampling dropped every group (all rewards equal in each); raise rollout.promptsPerStep or disable advantage.dynamicSampling`);
-  if (sequences.length > 0) assignAdvantages(sequences, samples, promptLengths, method.groupSize, config);
+  if (groups.sequences.length > 0) assignAdvantages(groups.sequences, groups.samples, groups.promptLengths, setup.method.groupSize, setup.config);
+}
 
-  // 4. Old and reference log-probs. The KL term is the method's: β × the per-token KL mask.
-  const klCoef = method.klCoef;
+/** 4. Old and reference log-probs of the sequences that can train (2 tokens or more), which it returns. The KL term is the method's: β × the per-token KL mask. */
+async function oldAndReferenceLogprobs(setup: RlSetup, sequences: TrainSequence[]): Promise<TrainSequence[]> {
+  const { config } = setup;
   const usable = sequences.filter((s) => s.tokens.length >= 2);
-  const logprobStart = process.hrtime.bigint();
   const temperature = config.rollout.temperature > 0 ? config.rollout.temperature : 1;
   const lpOptions = { microBatchSize: config.training.microBatchSize, temperature, chunkSize: config.training.logprobChunkSize };
   const old = await PolicyTrainer.logprobs(setup.policy, usable.map((s) => s.tokens), lpOptions);
   usable.forEach((s, i) => (s.oldLogprobs = old[i]));
-  if (klCoef > 0 && usable.length > 0) {
+  if (setup.method.klCoef > 0 && usable.length > 0) {
     if (!setup.reference) throw new Error("a KL term is on but no reference model was loaded");
     const ref = await PolicyTrainer.logprobs(setup.reference, usable.map((s) => s.tokens), lpOptions);
     usable.forEach((s, i) => (s.refLogprobs = ref[i]));
   }
-  const logprobSeconds = elapsed(logprobStart);
+  return usable;
+}
 
-  // 5. Updates: the batch split into mini-batches, one optimizer step each. A step whose every
-  // group the method left out (SRT's majority-share filter) makes no update.
-  const trainingStart = process.hrtime.bigint();
-  const loss = { ...config.loss, klCoef };
+/**
+ * 5. Updates: the batch split into mini-batches, one optimizer step each. A step whose every
+ * group the method left out (SRT's majority-share filter) makes no update.
+ */
+async function updatePolicy(setup: RlSetup, usable: TrainSequence[]): Promise<StepReport[]> {
+  const { config } = setup;
+  const loss = { ...config.loss, klCoef: setup.method.klCoef };
   const miniBatches = Math.min(config.training.miniBatches, await totalOverRanks(setup, usable.length, "the trained sequences"));
-  const reports = [];
+  const reports: StepReport[] = [];
   for (let m = 0; m < miniBatches; m++) {
     const part = usable.filter((_, i) => i % miniBatches === m);
     reports.push(await setup.trainer.trainStep(part, { objective: "policy", loss, maxLength: config.rollout.maxNewTokens }));
   }
-  const trainingSeconds = elapsed(trainingStart);
+  return reports;
+}
 
+/** 6. This rank's metrics of the step (metricsOverRanks makes them the step's). */
+function stepMetrics(
+  setup: RlSetup,
+  step: number,
+  groups: CollectedGroups,
+  usable: TrainSequence[],
+  reports: StepReport[],
+  done: { kl: number; end: StepEnd; logprobSeconds: number; trainingSeconds: number; start: bigint },
+): StepMetrics {
+  const { config } = setup;
+  const { rollouts, generated } = groups;
+  const { end } = done;
   const last = reports[reports.length - 1];
-  const kl = mean(reports.map((r) => r.meanKl));
-  const end = await method.finishStep(step, { kl });
   const rewards = rollouts.map((r) => r.reward);
   const meanReward = mean(rewards);
   const transitions = zeroBuckets();
   for (const r of rollouts) if (r.transition) transitions[r.transition]++;
   const generatedTokens = generated.flat().reduce((a, s) => a + s.tokens.length, 0);
-  const metrics: StepMetrics = {
+  return {
     step,
     lr: last?.lr ?? learningRate(setup.trainer.options.schedule, setup.trainer.step),
     loss: mean(reports.map((r) => r.loss)),
@@ -240,20 +298,19 @@ export async function rlStep(setup: RlSetup, step: number): Promise<StepMetrics>
     accuracyFinal: mean(rollouts.map((r) => Number(r.finalCorrect))),
     markerRate: mean(rollouts.map((r) => Number(r.hasMarker))),
     transitions,
-    augmented,
-    kl,
+    augmented: groups.augmented,
+    kl: done.kl,
     clipFraction: mean(reports.map((r) => r.clipFraction)),
     entropy: config.loss.entropyCoef > 0 ? mean(reports.map((r) => r.meanEntropy)) : sampledTokenEntropy(generated.flat()),
     responseLength: generatedTokens / Math.max(1, generated.flat().length),
     trainedSequences: usable.length,
-    droppedGroups,
+    droppedGroups: groups.droppedGroups,
     generatedTokens,
-    generationTokensPerSecond: generatedTokens / generationSeconds,
-    seconds: { generation: generationSeconds, method: methodSeconds, logprobs: logprobSeconds, training: trainingSeconds, total: elapsed(start) },
+    generationTokensPerSecond: generatedTokens / groups.generationSeconds,
+    seconds: { generation: groups.generationSeconds, method: groups.methodSeconds, logprobs: done.logprobSeconds, training: done.trainingSeconds, total: elapsed(done.start) },
     ...(end.metrics ? { methodMetrics: end.metrics } : {}),
     ...(end.stop ? { stopReason: end.stop } : {}),
   };
-  return setup.distributed ? metricsOverRanks(setup.distributed, metrics, generated.flat().length, config.loss.entropyCoef === 0) : metrics;
 }
 
 /**

@@ -13,7 +13,7 @@ import { majorityVote, type MajorityVote } from "../../grading/majority";
 import { isEquivalent } from "../../grading/verify";
 import { correctionBucket, parseCorrectionResponse, scoreCorrectionResponse } from "../octopus/octopus";
 import { collapseAlarm, dominantLabelShare, earlyStopping, keepByMajorityShare, labelAccuracy, pseudoLabelRewards, type CollapseSignals } from "./srt";
-import { encodePrompt } from "../../rl/prompts";
+import { encodePrompt, promptOptions } from "../../rl/prompts";
 import { overlongShaping } from "../grpo/hook";
 import { answerMatches, plainSample, rolloutSampling, type GroupBuild, type HookContext, type MethodHook, type PromptRollouts } from "../hook";
 import { mean } from "../../util/stats";
@@ -116,7 +116,7 @@ class SelfLabelling {
       const split = (evalExamples ?? []).filter(hasGold).slice(0, srt.earlyStopping.examples);
       if (split.length === 0) throw new Error("method.srt.earlyStopping needs a labelled split: set data.eval (examples with answers)");
       const evaluation = await evaluateModel(policy, tokenizer, split, {
-        prompt: { template: config.data.promptTemplate, chat: config.data.chat, chatTemplateVariables: config.data.chatTemplateVariables },
+        prompt: promptOptions(config),
         separator: config.method.octopus.separator,
         maxNewTokens: config.rollout.maxNewTokens,
       });

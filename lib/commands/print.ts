@@ -1,0 +1,4 @@
+/** What the commands print: JSON on stdout. */
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + "\n");
+}

@@ -1,0 +1,50 @@
+/**
+ * `octo-native train`: an RL run from a YAML recipe (lib/rl/run.ts); `--nproc N` starts N local ranks
+ * of this same command (lib/commands/launch.ts); with no --config, the embedded demo (lib/demo/run-demo.ts).
+ */
+import { formatTable, runDemo } from "../demo/run-demo";
+import { loadConfig } from "../rl/config";
+import { runTraining } from "../rl/run";
+import { launchLocalRanks } from "./launch";
+
+export interface TrainCommandArgs {
+  config?: string;
+  set: string[];
+  resume: boolean;
+  dir?: string;
+  quick: boolean;
+  nproc: number;
+}
+
+/** `argv` without `--name VALUE` / `--name=VALUE`. */
+function withoutOption(argv: string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === `--${name}`) i++;
+    else if (!argv[i].startsWith(`--${name}=`)) out.push(argv[i]);
+  }
+  return out;
+}
+
+/** The `train` command; `argv` is the command line (the ranks of --nproc get it without --nproc). */
+export async function trainCommand(args: TrainCommandArgs, argv: string[]): Promise<void> {
+  if (!Number.isInteger(args.nproc) || args.nproc < 1) throw new Error(`--nproc must be a positive integer (got ${args.nproc})`);
+  if (args.nproc > 1) {
+    if (!args.config) throw new Error("--nproc needs --config (the embedded demo runs in one process)");
+    if (process.env.WORLD_SIZE) throw new Error("--nproc starts its own ranks; it cannot run inside a rank (WORLD_SIZE is already set)");
+    const launched = await launchLocalRanks({ nproc: args.nproc, command: process.execPath, args: [process.argv[1], ...withoutOption(argv, "nproc")] });
+    process.exitCode = launched.exitCode;
+    return;
+  }
+  if (!args.config) {
+    if (args.set.length > 0 || args.resume) throw new Error("--set and --resume need --config (the demo takes neither)");
+    const summary = await runDemo({ dir: args.dir ?? "runs/demo", quick: args.quick });
+    console.log(formatTable(summary.evaluations));
+    console.log(`summary: ${summary.dir}/summary.json (${summary.seconds.toFixed(0)} s)`);
+    return;
+  }
+  const config = loadConfig(args.config, args.dir ? [...args.set, `run.dir=${args.dir}`] : args.set);
+  const summary = await runTraining(config, { resume: args.resume });
+  console.log(JSON.stringify({ runDir: summary.runDir, steps: summary.steps, interrupted: summary.interrupted, checkpoint: summary.finalCheckpoint }));
+  if (summary.interrupted) process.exitCode = 130;
+}
