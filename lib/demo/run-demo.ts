@@ -9,7 +9,7 @@ import path from "node:path";
 
 import { writeFileAtomic } from "../util/atomic-file";
 import { loadConfig, type RunConfig } from "../rl/config";
-import { loadDataset } from "../rl/data";
+import { loadDataset, type Example } from "../rl/data";
 import { promptOptions } from "../rl/prompts";
 import { DEMO_MODEL_SPEC, writeDemoTokenizer } from "./model";
 import { evaluateModel, resolveEvalSettings, type EvalSettings } from "../eval/evaluate";
@@ -82,80 +82,44 @@ export function formatTable(evaluations: Record<string, SelfCorrectionMetrics>):
   return lines.join("\n");
 }
 
+type Budget = { sft: number; stage1: number; stage2: number; evalProblems: number };
+type Log = (line: string) => void;
+
 export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const started = Date.now();
-  const log = (line: string) => !options.quiet && process.stderr.write(line + "\n");
+  const log: Log = (line) => !options.quiet && process.stderr.write(line + "\n");
   const dir = path.resolve(options.dir);
   fs.mkdirSync(dir, { recursive: true });
-  const budget = options.quick ? { sft: 60, stage1: 2, stage2: 2, evalProblems: 32 } : { sft: 600, stage1: 12, stage2: 12, evalProblems: 1000 };
+  const budget: Budget = options.quick ? { sft: 60, stage1: 2, stage2: 2, evalProblems: 32 } : { sft: 600, stage1: 12, stage2: 12, evalProblems: 1000 };
 
-  // 1. A model and tokenizer from scratch, saved as an ordinary Hugging Face directory.
-  const baseDir = path.join(dir, "base");
-  const base = await Model.create(DEMO_MODEL_SPEC, 0, { device: "cpu" });
-  await base.save(baseDir);
-  writeDemoTokenizer(baseDir);
-  const tokenizer = TextTokenizer.fromDir(baseDir);
-
+  const { base, tokenizer } = await createBaseModel(path.join(dir, "base"));
   const config = loadConfig(recipe);
-  const prompt = promptOptions(config);
-  // The eval set is written to the run directory and read back, so `octo-native eval` can
-  // reproduce the numbers from the files alone.
-  const evalFile = path.join(dir, "eval.jsonl");
-  writeFileAtomic(evalFile, demoEvalProblems(budget.evalProblems).map((e) => JSON.stringify(e) + "\n").join(""));
-  const evalSet = await loadDataset({ path: evalFile });
+  const evalSet = await writeEvalSet(dir, budget.evalProblems);
   const evalSettings = demoEvalSettings(config);
-  const evaluate = async (model: Model) => (await evaluateModel(model, tokenizer, evalSet, evalSettings)).metrics;
+  const evaluate = async (model: Model) => (await evaluateModel(model, tokenizer, evalSet.examples, evalSettings)).metrics;
 
-  // 2. SFT cold start: o1 is an answer at a glance (off by 1-2 in 30% of the examples), o2 the
-  //    careful step-by-step re-solve, which in 20% of the wrong-o1 examples keeps o1's answer (a
-  //    weak corrector's confirmation bias). Octopus RL rewards w→c over w→w and removes it.
-  const random = seededRandom(7);
-  const sftItems = arithmeticProblems(4000, 1).map((example) => {
-    const o1 = sampleQuickAnswer(example.problem, SFT_FIRST_ATTEMPT_ERROR_RATE, random);
-    const o1Answer = extractAnswer(o1) as string;
-    const o2 = o1Answer !== example.answer && random() < SFT_CONFIRMATION_RATE ? writeSolutionReaching(example.problem, Number(o1Answer)) : writeSolution(example.problem);
-    return { example, o1, o2 };
-  });
-  log(`demo: SFT cold start, ${budget.sft} steps on ${sftItems.length} examples`);
-  await runSft(base, tokenizer, sftItems, {
-    prompt, separator: DEFAULT_SEPARATOR, steps: budget.sft, batchSize: 32, lr: 3e-3, maxResponseTokens: config.rollout.maxNewTokens, seed: 3,
-    onStep: (step, loss) => step % 50 === 0 && log(`  sft step ${step} loss ${loss.toFixed(3)} (${((Date.now() - started) / 1000).toFixed(0)}s)`),
-  });
   const sftDir = path.join(dir, "sft");
-  await base.save(sftDir);
-  writeDemoTokenizer(sftDir);
+  await coldStart(base, tokenizer, config, budget.sft, sftDir, log, started);
   const afterSft = await evaluate(base);
   base.dispose();
   log(`demo: after SFT   acc@t1 ${afterSft.accT1.toFixed(3)} acc@t2 ${afterSft.accT2.toFixed(3)}`);
 
-  // 3. Octopus Stage I, then Stage II from the Stage I checkpoint (the published recipe's order).
-  const train = demoTrainProblems();
-  const stage = async (n: 1 | 2, from: string, steps: number) => {
-    const stageConfig = loadConfig(recipe, [`model.path=${from}`, `run.dir=${path.join(dir, `stage${n}`)}`, `run.steps=${steps}`, `method.octopus.stage=${n}`]);
-    log(`demo: Octopus Stage ${n}, ${steps} steps`);
-    const summary = await runTraining(stageConfig, { examples: train, plainProgress: true, quiet: options.quiet });
-    return summary.finalCheckpoint;
-  };
-  const stage1 = await stage(1, sftDir, budget.stage1);
-  const afterStage1Model = await Model.load(stage1, { device: "cpu" });
-  const afterStage1 = await evaluate(afterStage1Model);
-  afterStage1Model.dispose();
-  const stage2 = await stage(2, stage1, budget.stage2);
-  const finalModel = await Model.load(stage2, { device: "cpu" });
-  const afterStage2 = await evaluate(finalModel);
-  finalModel.dispose();
+  // Octopus Stage I, then Stage II from the Stage I checkpoint (the published recipe's order).
+  const stage1 = await octopusStage(dir, 1, sftDir, budget.stage1, options.quiet, log);
+  const afterStage1 = await evaluateCheckpoint(stage1, evaluate);
+  const stage2 = await octopusStage(dir, 2, stage1, budget.stage2, options.quiet, log);
+  const afterStage2 = await evaluateCheckpoint(stage2, evaluate);
 
-  const evaluations = { afterSft, afterStage1, afterStage2 };
   const summary: DemoSummary = {
     dir,
     seconds: (Date.now() - started) / 1000,
     sftSteps: budget.sft,
     stage1Steps: budget.stage1,
     stage2Steps: budget.stage2,
-    evalProblems: evalSet.length,
-    evaluations,
+    evalProblems: evalSet.examples.length,
+    evaluations: { afterSft, afterStage1, afterStage2 },
     evalSetup: {
-      data: path.relative(dir, evalFile),
+      data: path.relative(dir, evalSet.file),
       settings: evalSettings,
       checkpoints: { afterSft: path.relative(dir, sftDir), afterStage1: path.relative(dir, stage1), afterStage2: path.relative(dir, stage2) },
     },
@@ -167,4 +131,61 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   writeFileAtomic(path.join(dir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
   await writeReportAfterRun(dir, log);
   return summary;
+}
+
+/** A model and tokenizer from scratch, saved as an ordinary Hugging Face directory. */
+async function createBaseModel(baseDir: string): Promise<{ base: Model; tokenizer: TextTokenizer }> {
+  const base = await Model.create(DEMO_MODEL_SPEC, 0, { device: "cpu" });
+  await base.save(baseDir);
+  writeDemoTokenizer(baseDir);
+  return { base, tokenizer: TextTokenizer.fromDir(baseDir) };
+}
+
+/**
+ * The eval set, written to the run directory and read back, so `octo-native eval` can reproduce
+ * the numbers from the files alone.
+ */
+async function writeEvalSet(dir: string, problems: number): Promise<{ file: string; examples: Example[] }> {
+  const file = path.join(dir, "eval.jsonl");
+  writeFileAtomic(file, demoEvalProblems(problems).map((e) => JSON.stringify(e) + "\n").join(""));
+  return { file, examples: await loadDataset({ path: file }) };
+}
+
+/**
+ * SFT cold start, saved to `sftDir`: o1 is an answer at a glance (off by 1-2 in 30% of the
+ * examples), o2 the careful step-by-step re-solve, which in 20% of the wrong-o1 examples keeps
+ * o1's answer (a weak corrector's confirmation bias). Octopus RL rewards w→c over w→w and removes it.
+ */
+async function coldStart(base: Model, tokenizer: TextTokenizer, config: RunConfig, steps: number, sftDir: string, log: Log, started: number): Promise<void> {
+  const random = seededRandom(7);
+  const sftItems = arithmeticProblems(4000, 1).map((example) => {
+    const o1 = sampleQuickAnswer(example.problem, SFT_FIRST_ATTEMPT_ERROR_RATE, random);
+    const o1Answer = extractAnswer(o1) as string;
+    const o2 = o1Answer !== example.answer && random() < SFT_CONFIRMATION_RATE ? writeSolutionReaching(example.problem, Number(o1Answer)) : writeSolution(example.problem);
+    return { example, o1, o2 };
+  });
+  log(`demo: SFT cold start, ${steps} steps on ${sftItems.length} examples`);
+  await runSft(base, tokenizer, sftItems, {
+    prompt: promptOptions(config), separator: DEFAULT_SEPARATOR, steps, batchSize: 32, lr: 3e-3, maxResponseTokens: config.rollout.maxNewTokens, seed: 3,
+    onStep: (step, loss) => step % 50 === 0 && log(`  sft step ${step} loss ${loss.toFixed(3)} (${((Date.now() - started) / 1000).toFixed(0)}s)`),
+  });
+  await base.save(sftDir);
+  writeDemoTokenizer(sftDir);
+}
+
+/** One Octopus stage from checkpoint `from` through runTraining; its final checkpoint. */
+async function octopusStage(dir: string, stage: 1 | 2, from: string, steps: number, quiet: boolean | undefined, log: Log): Promise<string> {
+  const stageConfig = loadConfig(recipe, [`model.path=${from}`, `run.dir=${path.join(dir, `stage${stage}`)}`, `run.steps=${steps}`, `method.octopus.stage=${stage}`]);
+  log(`demo: Octopus Stage ${stage}, ${steps} steps`);
+  const summary = await runTraining(stageConfig, { examples: demoTrainProblems(), plainProgress: true, quiet });
+  return summary.finalCheckpoint;
+}
+
+async function evaluateCheckpoint(checkpoint: string, evaluate: (model: Model) => Promise<EvalMetrics>): Promise<EvalMetrics> {
+  const model = await Model.load(checkpoint, { device: "cpu" });
+  try {
+    return await evaluate(model);
+  } finally {
+    model.dispose();
+  }
 }

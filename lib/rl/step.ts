@@ -15,6 +15,7 @@ import type { CorrectionBucket } from "../methods/octopus/octopus";
 import type { Model } from "../engine/model";
 import { encodePrompt, promptOptions } from "./prompts";
 import { rolloutSeed } from "../util/random";
+import { mean } from "../util/stats";
 import type { GenerationResult } from "../engine/sampling";
 import type { TextTokenizer } from "../engine/tokenizer";
 import { PolicyTrainer, type StepReport, type TrainSequence } from "../engine/trainer";
@@ -78,7 +79,6 @@ function zeroBuckets(): Record<CorrectionBucket, number> {
   return { w2c: 0, c2c: 0, c2w: 0, w2w: 0 };
 }
 
-const mean = (xs: number[]) => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length);
 
 /** prompt ⊕ response, the response's masks after the prompt's zeros (the prompt gets no loss and no KL). */
 function trainSequence(promptIds: Int32Array, sample: GroupSample): TrainSequence {
