@@ -175,7 +175,7 @@ describe("handles", () => {
 
   test("engine errors become JS errors with a short message and no C++ backtrace", async () => {
     const model = await Model.create(TINY_SPECS.qwen3, 1, { device: "cpu" });
-    const error = await model.handle.forward(Int32Array.from([1000]), 1, 1).catch((e: Error) => e);
+    const error = await model.handle.forward({ inputIds: Int32Array.from([1000]), batch: 1, length: 1 }).catch((e: Error) => e);
     // (Errors made by the addon belong to Node's main realm, not jest's sandbox: check the tag.)
     expect(Object.prototype.toString.call(error)).toBe("[object Error]");
     expect((error as Error).message).toMatch(/outside the model's vocabulary/);
