@@ -182,4 +182,14 @@ describe("handles", () => {
     expect((error as Error).message).not.toMatch(/Exception raised from|frame #/);
     model.dispose();
   });
+
+  test("native calls take one options object; a wrong option names its key", async () => {
+    const model = await Model.create(TINY_SPECS.qwen3, 1, { device: "cpu" });
+    const inputIds = Int32Array.from([1, 2]);
+    expect(() => model.handle.forward({ inputIds, batch: "1" as unknown as number, length: 2 })).toThrow("options.batch must be a number");
+    expect(() => model.handle.forward({ inputIds, batch: 1.5, length: 2 })).toThrow("options.batch must be an integer");
+    const attentionMask = Uint8Array.from([1, 1]);
+    expect(() => model.handle.sequenceLogprobs({ inputIds, batch: 1, length: 2, attentionMask, temperature: 1 } as never)).toThrow("options.chunkSize is required");
+    model.dispose();
+  });
 });
