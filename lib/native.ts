@@ -6,6 +6,13 @@
 import os from "node:os";
 import { packageRoot } from "./util/package-root";
 
+/**
+ * Tokens per chunk of the log-prob op (docs/methods.md §4): peak extra memory is chunk × vocab
+ * fp32. The engine's one default: the binding and the core take the value from here (the run
+ * config's training.logprobChunkSize, lib/rl/config.ts, defaults to the same 1024).
+ */
+export const LOGPROB_CHUNK_SIZE = 1024;
+
 /** Model hyper-parameters as the engine takes them (made by lib/engine/model-config.ts). */
 export interface ModelSpec {
   architecture: "LlamaForCausalLM" | "Qwen2ForCausalLM" | "Qwen3ForCausalLM";
@@ -128,12 +135,12 @@ export interface NativeModel {
   readonly dtype: string;
   readonly parameterBytes: number;
   /** logits [batch, length, vocab] fp32 */
-  forward(inputIds: Int32Array, batch: number, length: number, positions?: Int32Array, keyValid?: Uint8Array): Promise<Float32Array>;
+  forward(options: { inputIds: Int32Array; batch: number; length: number; positions?: Int32Array; keyValid?: Uint8Array }): Promise<Float32Array>;
   generate(requests: NativeGenerationRequest[], params: NativeSamplingParams, options: NativeGenerateOptions): Promise<NativeGenerationOutput>;
   createPrefixCache(): NativePrefixCache;
   parameters(): ParameterShape[];
   /** [batch, length] log p(token t | tokens < t), 0 at t = 0 and at padding; no gradient */
-  sequenceLogprobs(inputIds: Int32Array, batch: number, length: number, attentionMask: Uint8Array, temperature: number, chunkSize: number): Promise<Float32Array>;
+  sequenceLogprobs(options: { inputIds: Int32Array; batch: number; length: number; attentionMask: Uint8Array; temperature: number; chunkSize: number }): Promise<Float32Array>;
   /** `header` is the full safetensors prefix; tensors are written in `names` order as `dtypes`. */
   saveSafetensors(file: string, header: Buffer, names: string[], dtypes: string[]): Promise<void>;
   dispose(): void;
@@ -167,19 +174,25 @@ export interface LossNormalizers {
   maxLength?: number;
 }
 
+/**
+ * The loss statistics, in the engine's order: the names of OCTO_LOSS_STATS
+ * (native/core/policy_loss.h, which says what each one sums).
+ */
+export const LOSS_STAT_KEYS = [
+  "policyLoss",
+  "klLoss",
+  "entropyLoss",
+  "lossTokens",
+  "klTokens",
+  "clippedTokens",
+  "dualClippedTokens",
+  "ratioSum",
+  "klSum",
+  "entropySum",
+] as const;
+
 /** Sums over a micro-batch's tokens (divide by the counts for means). */
-export interface LossStats {
-  policyLoss: number;
-  klLoss: number;
-  entropyLoss: number;
-  lossTokens: number;
-  klTokens: number;
-  clippedTokens: number;
-  dualClippedTokens: number;
-  ratioSum: number;
-  klSum: number;
-  entropySum: number;
-}
+export type LossStats = Record<(typeof LOSS_STAT_KEYS)[number], number>;
 
 /** One right-padded micro-batch; per-token arrays are [batch * length], entry t concerns token t. */
 export interface NativeMicroBatch {
@@ -197,7 +210,8 @@ export interface NativeMicroBatch {
 export interface NativeTrainerOptions {
   maxGradNorm?: number;
   activationCheckpointing?: boolean;
-  logprobChunkSize?: number;
+  /** required: the default is LOGPROB_CHUNK_SIZE */
+  logprobChunkSize: number;
   temperature?: number;
   beta1?: number;
   beta2?: number;
@@ -244,6 +258,7 @@ export interface TokenLogprobsArgs {
   hiddenSize: number;
   vocabSize: number;
   temperature?: number;
+  /** default LOGPROB_CHUNK_SIZE */
   chunkSize?: number;
   withEntropy?: boolean;
   /** the unfused formula on full logits (the reference) */
@@ -284,7 +299,7 @@ export interface PolicyLossResult {
 }
 
 export interface NativeOps {
-  tokenLogprobs(args: TokenLogprobsArgs): Promise<TokenLogprobsResult>;
+  tokenLogprobs(args: TokenLogprobsArgs & { chunkSize: number }): Promise<TokenLogprobsResult>;
   policyLoss(args: PolicyLossArgs): Promise<PolicyLossResult>;
   adamw(args: {
     params: Float32Array[];

@@ -175,11 +175,21 @@ describe("handles", () => {
 
   test("engine errors become JS errors with a short message and no C++ backtrace", async () => {
     const model = await Model.create(TINY_SPECS.qwen3, 1, { device: "cpu" });
-    const error = await model.handle.forward(Int32Array.from([1000]), 1, 1).catch((e: Error) => e);
+    const error = await model.handle.forward({ inputIds: Int32Array.from([1000]), batch: 1, length: 1 }).catch((e: Error) => e);
     // (Errors made by the addon belong to Node's main realm, not jest's sandbox: check the tag.)
     expect(Object.prototype.toString.call(error)).toBe("[object Error]");
     expect((error as Error).message).toMatch(/outside the model's vocabulary/);
     expect((error as Error).message).not.toMatch(/Exception raised from|frame #/);
+    model.dispose();
+  });
+
+  test("native calls take one options object; a wrong option names its key", async () => {
+    const model = await Model.create(TINY_SPECS.qwen3, 1, { device: "cpu" });
+    const inputIds = Int32Array.from([1, 2]);
+    expect(() => model.handle.forward({ inputIds, batch: "1" as unknown as number, length: 2 })).toThrow("options.batch must be a number");
+    expect(() => model.handle.forward({ inputIds, batch: 1.5, length: 2 })).toThrow("options.batch must be an integer");
+    const attentionMask = Uint8Array.from([1, 1]);
+    expect(() => model.handle.sequenceLogprobs({ inputIds, batch: 1, length: 2, attentionMask, temperature: 1 } as never)).toThrow("options.chunkSize is required");
     model.dispose();
   });
 });

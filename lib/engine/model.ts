@@ -175,12 +175,14 @@ export class Model {
    * `positions`; by default positions are 0..length-1 in every row.
    */
   forward(inputIds: Int32Array, batch: number, length: number, options: ForwardOptions = {}): Promise<Float32Array> {
+    if (!(Number.isInteger(batch) && batch > 0 && Number.isInteger(length) && length > 0))
+      throw new RangeError(`batch and length must be positive integers (got ${batch}, ${length})`);
     const n = batch * length;
     if (inputIds.length !== n) throw new RangeError(`inputIds has ${inputIds.length} ids, expected batch*length = ${n}`);
     if (options.positions && options.positions.length !== n) throw new RangeError(`positions has ${options.positions.length} entries, expected ${n}`);
     if (options.attentionMask && options.attentionMask.length !== n)
       throw new RangeError(`attentionMask has ${options.attentionMask.length} entries, expected ${n}`);
-    return this.handle.forward(inputIds, batch, length, options.positions, options.attentionMask);
+    return this.handle.forward({ inputIds, batch, length, positions: options.positions, keyValid: options.attentionMask });
   }
 
   /**

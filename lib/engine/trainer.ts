@@ -9,7 +9,7 @@ import type { DataParallel } from "./distributed";
 import type { Model } from "./model";
 import { learningRate, type LrSchedule } from "./lr-schedule";
 import { buildSafetensorsHeader, readSafetensorsHeader } from "./safetensors";
-import { native, type GradientReduceReport, type LossNormalizers, type LossOptions, type LossStats, type NativeMicroBatch, type NativeTrainer } from "../native";
+import { LOGPROB_CHUNK_SIZE, LOSS_STAT_KEYS, native, type GradientReduceReport, type LossNormalizers, type LossOptions, type LossStats, type NativeMicroBatch, type NativeTrainer } from "../native";
 
 /** One sequence (prompt + response). Per-token arrays are aligned with `tokens`: entry t concerns token t. */
 export interface TrainSequence {
@@ -91,7 +91,7 @@ export interface DataParallelTrainerOptions {
 }
 
 function emptyStats(): LossStats {
-  return { policyLoss: 0, klLoss: 0, entropyLoss: 0, lossTokens: 0, klTokens: 0, clippedTokens: 0, dualClippedTokens: 0, ratioSum: 0, klSum: 0, entropySum: 0 };
+  return Object.fromEntries(LOSS_STAT_KEYS.map((key) => [key, 0])) as LossStats;
 }
 
 function sum(values: ArrayLike<number>): number {
@@ -165,7 +165,7 @@ export class PolicyTrainer {
     this.trainer = new (native().Trainer)(model.handle, {
       maxGradNorm: options.maxGradNorm ?? 1.0,
       activationCheckpointing: options.activationCheckpointing ?? false,
-      logprobChunkSize: options.logprobChunkSize ?? 1024,
+      logprobChunkSize: options.logprobChunkSize ?? LOGPROB_CHUNK_SIZE,
       temperature: options.temperature ?? 1.0,
       weightDecay: options.weightDecay ?? 0.01,
       beta1: options.beta1,
@@ -209,7 +209,14 @@ export class PolicyTrainer {
         ids.set(s, b * length);
         mask.fill(1, b * length, b * length + s.length);
       });
-      const lp = await model.handle.sequenceLogprobs(ids, group.length, length, mask, options.temperature ?? 1.0, options.chunkSize ?? 1024);
+      const lp = await model.handle.sequenceLogprobs({
+        inputIds: ids,
+        batch: group.length,
+        length,
+        attentionMask: mask,
+        temperature: options.temperature ?? 1.0,
+        chunkSize: options.chunkSize ?? LOGPROB_CHUNK_SIZE,
+      });
       group.forEach((s, b) => out.push(lp.slice(b * length, b * length + s.length)));
     }
     return out;
@@ -271,7 +278,7 @@ export class PolicyTrainer {
       const r = await this.trainer.accumulate(mb, options.objective, loss, normalizers, i + microBatchSize >= sequences.length);
       finite &&= r.finite;
       totalLoss += r.loss;
-      for (const key of Object.keys(stats) as (keyof LossStats)[]) stats[key] += r.stats[key];
+      for (const key of LOSS_STAT_KEYS) stats[key] += r.stats[key];
     }
     let tokens = sequences.reduce((n, s) => n + s.tokens.length, 0);
     let communication: StepCommunication | undefined;
@@ -280,11 +287,10 @@ export class PolicyTrainer {
       // the backward), then the step's statistics with the agreement on finiteness.
       const gradients = await this.trainer.reduceGradients();
       const statsStart = process.hrtime.bigint();
-      const keys = Object.keys(stats) as (keyof LossStats)[];
-      const totals = await dp.sum([totalLoss, tokens, finite ? 0 : 1, ...keys.map((k) => stats[k])], "the step's loss statistics");
+      const totals = await dp.sum([totalLoss, tokens, finite ? 0 : 1, ...LOSS_STAT_KEYS.map((k) => stats[k])], "the step's loss statistics");
       [totalLoss, tokens] = totals;
       finite = totals[2] === 0;
-      keys.forEach((k, j) => (stats[k] = totals[3 + j]));
+      LOSS_STAT_KEYS.forEach((k, j) => (stats[k] = totals[3 + j]));
       communication = { gradients, countsSeconds, statsSeconds: seconds(statsStart) };
     }
     const lr = learningRate(this.options.schedule, this.stepsTaken);

@@ -11,7 +11,11 @@
 export type AdvantageEstimator = "grpo" | "rloo" | "reinforce_baseline";
 
 export interface AdvantageOptions {
-  /** grpo only: divide by the group std (default true); false is Dr.GRPO, `R − mean_g`. */
+  /**
+   * grpo only: divide by the group std (default true); false is Dr.GRPO's `norm_std=false`
+   * (Liu et al. 2025, "Understanding R1-Zero-Like Training"), `R − mean_g`. Dr.GRPO's other half,
+   * the seq-mean-token-sum-norm loss aggregation, is in native/core/policy_loss.h.
+   */
   normStd?: boolean;
   /** reinforce_baseline only: whiten the baselined rewards over the whole batch (default false). */
   whiten?: boolean;
@@ -23,13 +27,13 @@ const STD_EPSILON = 1e-6;
 /**
  * Per-sample advantages (docs/methods.md §5), one per reward:
  *
- * - `grpo`:  A_i = (R_i − mean_g R) / (std_g R + 1e-6), std with Bessel's correction
- *   (n − 1). A group of one sample has no spread and gets A = 0. With
- *   `normStd: false` (Dr.GRPO): A_i = R_i − mean_g R.
- * - `rloo`:  A_i = R_i − mean_{j≠i} R_j = n/(n−1) · (R_i − mean_g R) (leave-one-out
+ * - `grpo` (GRPO, Shao et al. 2024, DeepSeekMath):  A_i = (R_i − mean_g R) / (std_g R + 1e-6),
+ *   std with Bessel's correction (n − 1). A group of one sample has no spread and gets A = 0.
+ *   With `normStd: false` (Dr.GRPO's norm_std=false): A_i = R_i − mean_g R.
+ * - `rloo` (RLOO, Ahmadian et al. 2024):  A_i = R_i − mean_{j≠i} R_j = n/(n−1) · (R_i − mean_g R) (leave-one-out
  *   baseline; Σ_i A_i = 0 in every group). A group of one sample has no other sample to
  *   compare with and gets A = 0.
- * - `reinforce_baseline` (REINFORCE++): A_i = R_i − mean_batch R, the baseline taken
+ * - `reinforce_baseline` (REINFORCE++, Hu 2025): A_i = R_i − mean_batch R, the baseline taken
  *   over ALL samples of the batch (groups ignored); with `whiten`, A is then divided by
  *   its batch std (Bessel) + 1e-6 (its batch mean is already 0). A batch of one sample
  *   gets A = 0.
@@ -66,7 +70,8 @@ export function groupAdvantages(
 }
 
 /**
- * DAPO dynamic sampling (docs/methods.md §5): one flag per group, true where the group's rewards are
+ * DAPO dynamic sampling (Yu et al. 2025, docs/methods.md §5; DAPO's clip-higher is the
+ * clipLow/clipHigh pair of native/core/policy_loss.h): one flag per group, true where the group's rewards are
  * not all equal. A group whose rewards are all equal has zero advantage under every group
  * estimator and contributes no gradient, so it is dropped (and the batch refilled by the
  * caller). Equality is exact: rewards are computed by the same formula from discrete

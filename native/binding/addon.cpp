@@ -1,6 +1,7 @@
 // Module entry of the native addon: the functions lib/native.ts describes.
 #include "binding/addon_data.h"
 #include "binding/model_handle.h"
+#include "binding/ops.h"
 #include "binding/trainer_handle.h"
 #include "binding/prefix_cache_handle.h"
 #include "binding/process_group_handle.h"
@@ -20,8 +21,8 @@ struct LoadOptions {
 LoadOptions toLoadOptions(const Napi::Value& value) {
   LoadOptions options;
   Napi::Object o = value.IsObject() ? value.As<Napi::Object>() : Napi::Object::New(value.Env());
-  options.device = parseDevice(getOptionalString(o, "device", "auto"));
-  options.dtype = computeDtype(options.device, getOptionalString(o, "dtype", "auto"));
+  options.device = parseDevice(optionalString(o, "device", "auto"));
+  options.dtype = computeDtype(options.device, optionalString(o, "dtype", "auto"));
   return options;
 }
 

@@ -1,7 +1,7 @@
 #include "binding/model_handle.h"
 
 #include "binding/addon_data.h"
-#include "core/trainer.h"
+#include "core/logprobs.h"
 #include "binding/prefix_cache_handle.h"
 
 namespace octo::binding {
@@ -80,22 +80,20 @@ Napi::Value ModelHandle::parameterBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(model(info.Env())->parameterBytes()));
 }
 
-// forward(inputIds: Int32Array, batch, length, positions?: Int32Array, keyValid?: Uint8Array)
-//   -> Promise<Float32Array> logits [batch, length, vocab]
+// forward({inputIds: Int32Array, batch, length, positions?: Int32Array, keyValid?: Uint8Array})
+//   -> Promise<Float32Array> logits [batch, length, vocab]; lib/engine/model.ts checked the sizes
 Napi::Value ModelHandle::forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     auto m = model(env);
-    const int64_t batch = info[1].As<Napi::Number>().Int64Value(), length = info[2].As<Napi::Number>().Int64Value();
-    std::vector<int64_t> ids = int32ArrayToVector(info[0], "inputIds");
-    if (batch <= 0 || length <= 0 || static_cast<int64_t>(ids.size()) != batch * length)
-      throw Napi::RangeError::New(env, "inputIds has " + std::to_string(ids.size()) + " ids, not batch*length = " +
-                                           std::to_string(batch * length));
+    Napi::Object o = requireObject(info[0], "options");
+    const int64_t batch = requireInt(o, "batch"), length = requireInt(o, "length");
+    std::vector<int64_t> ids = int32ArrayToVector(o.Get("inputIds"), "options.inputIds");
     std::vector<int64_t> positions;
-    if (info.Length() > 3 && !info[3].IsUndefined()) positions = int32ArrayToVector(info[3], "positions");
+    if (!o.Get("positions").IsUndefined()) positions = int32ArrayToVector(o.Get("positions"), "options.positions");
     std::vector<uint8_t> keyValid;
-    if (info.Length() > 4 && !info[4].IsUndefined()) {
-      Napi::Uint8Array mask = info[4].As<Napi::Uint8Array>();
+    if (!o.Get("keyValid").IsUndefined()) {
+      Napi::Uint8Array mask = o.Get("keyValid").As<Napi::Uint8Array>();
       keyValid.assign(mask.Data(), mask.Data() + mask.ElementLength());
     }
     using Result = std::shared_ptr<at::Tensor>;
@@ -201,23 +199,22 @@ Napi::Value ModelHandle::generate(const Napi::CallbackInfo& info) {
   });
 }
 
-// sequenceLogprobs(inputIds: Int32Array, batch, length, attentionMask: Uint8Array, temperature, chunkSize)
+// sequenceLogprobs({inputIds: Int32Array, batch, length, attentionMask: Uint8Array, temperature, chunkSize})
 //   -> Promise<Float32Array> [batch, length]: log p(token t | tokens < t), 0 at t = 0 and at padding
 Napi::Value ModelHandle::sequenceLogprobs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     auto m = model(env);
-    const int64_t batch = info[1].As<Napi::Number>().Int64Value(), length = info[2].As<Napi::Number>().Int64Value();
-    at::Tensor ids = int32ArrayToTensor(info[0], "inputIds", {batch, length}).to(at::kLong);
-    at::Tensor mask = uint8ArrayToTensor(info[3], "attentionMask", {batch, length}) != 0;
-    const double temperature = info[4].As<Napi::Number>().DoubleValue();
-    const int64_t chunkSize = info[5].As<Napi::Number>().Int64Value();
+    Napi::Object o = requireObject(info[0], "options");
+    const int64_t batch = requireInt(o, "batch"), length = requireInt(o, "length");
+    at::Tensor ids = int32ArrayToTensor(o.Get("inputIds"), "options.inputIds", {batch, length}).to(at::kLong);
+    at::Tensor mask = uint8ArrayToTensor(o.Get("attentionMask"), "options.attentionMask", {batch, length}) != 0;
+    const double temperature = requireNumber(o, "temperature");
+    const int64_t chunkSize = requireInt(o, "chunkSize");
     using Result = std::shared_ptr<at::Tensor>;
     return PromiseWorker<Result>::start(
         env,
         [m, ids, mask, temperature, chunkSize]() {
-          TORCH_CHECK(ids.numel() == 0 || (ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < m->spec().vocabSize),
-                      "inputIds holds a token id outside the model's vocabulary [0, ", m->spec().vocabSize, ")");
           return std::make_shared<at::Tensor>(octo::sequenceLogprobs(*m, ids, mask, temperature, chunkSize));
         },
         [](Napi::Env env, Result& lp) -> Napi::Value { return tensorToFloat32Array(env, *lp); });

@@ -56,9 +56,30 @@ std::string getString(const Napi::Object& object, const char* key, const char* o
   return value.As<Napi::String>().Utf8Value();
 }
 
-std::string getOptionalString(const Napi::Object& object, const char* key, const std::string& fallback) {
+namespace {
+constexpr const char* kOptions = "options";
+bool present(const Napi::Object& object, const char* key) {
   Napi::Value value = object.Get(key);
-  return value.IsString() ? value.As<Napi::String>().Utf8Value() : fallback;
+  return !value.IsUndefined() && !value.IsNull();
+}
+}  // namespace
+
+double requireNumber(const Napi::Object& options, const char* key) { return getNumber(options, key, kOptions); }
+int64_t requireInt(const Napi::Object& options, const char* key) { return getInt(options, key, kOptions); }
+bool requireBool(const Napi::Object& options, const char* key) { return getBool(options, key, kOptions); }
+std::string requireString(const Napi::Object& options, const char* key) { return getString(options, key, kOptions); }
+
+double optionalNumber(const Napi::Object& options, const char* key, double fallback) {
+  return present(options, key) ? requireNumber(options, key) : fallback;
+}
+int64_t optionalInt(const Napi::Object& options, const char* key, int64_t fallback) {
+  return present(options, key) ? requireInt(options, key) : fallback;
+}
+bool optionalBool(const Napi::Object& options, const char* key, bool fallback) {
+  return present(options, key) ? requireBool(options, key) : fallback;
+}
+std::string optionalString(const Napi::Object& options, const char* key, const std::string& fallback) {
+  return present(options, key) ? requireString(options, key) : fallback;
 }
 
 std::vector<int64_t> getIntVector(const Napi::Value& value, const char* what) {
@@ -114,16 +135,6 @@ Napi::Float32Array tensorToFloat32Array(Napi::Env env, const at::Tensor& tensor)
   return out;
 }
 
-double getOptionalNumber(const Napi::Object& object, const char* key, double fallback) {
-  Napi::Value value = object.Get(key);
-  return value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : fallback;
-}
-
-bool getOptionalBool(const Napi::Object& object, const char* key, bool fallback) {
-  Napi::Value value = object.Get(key);
-  return value.IsBoolean() ? value.As<Napi::Boolean>().Value() : fallback;
-}
-
 ModelSpec toModelSpec(const Napi::Value& value) {
   Napi::Object o = requireObject(value, "model spec");
   const char* owner = "spec";
@@ -150,6 +161,38 @@ ModelSpec toModelSpec(const Napi::Value& value) {
   s.ropeHighFreqFactor = getNumber(rope, "highFreqFactor", "spec.rope");
   s.ropeOriginalMaxPositions = getInt(rope, "originalMaxPositions", "spec.rope");
   return s;
+}
+
+PolicyLossOptions toPolicyLossOptions(const Napi::Value& value) {
+  Napi::Object o = requireObject(value, "loss options");
+  PolicyLossOptions p;
+  p.ratioLevel = parseRatioLevel(optionalString(o, "ratioLevel", "token"));
+  p.clipLow = optionalNumber(o, "clipLow", p.clipLow);
+  p.clipHigh = optionalNumber(o, "clipHigh", p.clipHigh);
+  p.dualClip = optionalNumber(o, "dualClip", p.dualClip);
+  p.klEstimator = parseKlEstimator(optionalString(o, "klEstimator", "k3"));
+  p.klCoef = optionalNumber(o, "klCoef", p.klCoef);
+  p.entropyCoef = optionalNumber(o, "entropyCoef", p.entropyCoef);
+  p.aggregation = parseLossAggregation(optionalString(o, "aggregation", "token-mean"));
+  return p;
+}
+
+LossNormalizers toNormalizers(const Napi::Value& value) {
+  Napi::Object o = requireObject(value, "normalizers");
+  LossNormalizers n;
+  n.lossTokens = getNumber(o, "lossTokens", "normalizers");
+  n.klTokens = getNumber(o, "klTokens", "normalizers");
+  n.sequences = getNumber(o, "sequences", "normalizers");
+  n.maxLength = optionalNumber(o, "maxLength", 1.0);
+  return n;
+}
+
+Napi::Object lossStatsToJs(Napi::Env env, const PolicyLossStats& stats) {
+  Napi::Object out = Napi::Object::New(env);
+#define OCTO_LOSS_STAT_TO_JS(name, comment) out.Set(#name, stats.name);
+  OCTO_LOSS_STATS(OCTO_LOSS_STAT_TO_JS)
+#undef OCTO_LOSS_STAT_TO_JS
+  return out;
 }
 
 std::vector<TensorRecord> toTensorRecords(const Napi::Value& value) {

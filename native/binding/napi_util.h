@@ -9,6 +9,7 @@
 #include <functional>
 
 #include "core/model.h"
+#include "core/policy_loss.h"
 #include "core/sampler.h"
 #include "core/safetensors.h"
 
@@ -84,13 +85,27 @@ class PromiseWorker : public Napi::AsyncWorker {
 };
 
 // --- reading JS values (the TS layer validated them; these checks catch programming errors) ---
+
+// Options objects: a call with several scalars takes them as one object of named options, read
+// with these getters, whose errors name the key: requireNumber(options, "temperature") throws
+// TypeError("options.temperature must be a number"). A key is absent when undefined or null;
+// optional* then return `fallback`, and throw like require* on a present value of another type.
+double requireNumber(const Napi::Object& options, const char* key);
+int64_t requireInt(const Napi::Object& options, const char* key);
+bool requireBool(const Napi::Object& options, const char* key);
+std::string requireString(const Napi::Object& options, const char* key);
+double optionalNumber(const Napi::Object& options, const char* key, double fallback);
+int64_t optionalInt(const Napi::Object& options, const char* key, int64_t fallback);
+bool optionalBool(const Napi::Object& options, const char* key, bool fallback);
+std::string optionalString(const Napi::Object& options, const char* key, const std::string& fallback);
+
+// The same for an object that is not a call's options: `owner` names it in errors ("spec.vocabSize ...").
 Napi::Object requireObject(const Napi::Value& value, const char* what);
 Napi::Value requireKey(const Napi::Object& object, const char* key, const char* owner);
 int64_t getInt(const Napi::Object& object, const char* key, const char* owner);
 double getNumber(const Napi::Object& object, const char* key, const char* owner);
 bool getBool(const Napi::Object& object, const char* key, const char* owner);
 std::string getString(const Napi::Object& object, const char* key, const char* owner);
-std::string getOptionalString(const Napi::Object& object, const char* key, const std::string& fallback);
 std::vector<int64_t> getIntVector(const Napi::Value& value, const char* what);
 std::vector<int64_t> int32ArrayToVector(const Napi::Value& value, const char* what);
 
@@ -99,10 +114,11 @@ at::Tensor float32ArrayToTensor(const Napi::Value& value, const char* what, at::
 at::Tensor int32ArrayToTensor(const Napi::Value& value, const char* what, at::IntArrayRef shape);
 at::Tensor uint8ArrayToTensor(const Napi::Value& value, const char* what, at::IntArrayRef shape);
 Napi::Float32Array tensorToFloat32Array(Napi::Env env, const at::Tensor& tensor);
-double getOptionalNumber(const Napi::Object& object, const char* key, double fallback);
-bool getOptionalBool(const Napi::Object& object, const char* key, bool fallback);
 
 ModelSpec toModelSpec(const Napi::Value& value);
+PolicyLossOptions toPolicyLossOptions(const Napi::Value& value);
+LossNormalizers toNormalizers(const Napi::Value& value);
+Napi::Object lossStatsToJs(Napi::Env env, const PolicyLossStats& stats);  // the fields of OCTO_LOSS_STATS
 std::vector<TensorRecord> toTensorRecords(const Napi::Value& value);
 SamplingParams toSamplingParams(const Napi::Value& value);
 

@@ -102,8 +102,8 @@ Napi::Value createProcessGroup(const Napi::CallbackInfo& info) {
     options.masterAddr = getString(o, "masterAddr", "options");
     options.masterPort = getInt(o, "masterPort", "options");
     options.timeout = std::chrono::milliseconds(static_cast<int64_t>(getNumber(o, "timeoutSeconds", "options") * 1000));
-    options.backend = getOptionalString(o, "backend", "auto");
-    options.device = parseDevice(getOptionalString(o, "device", "cpu"));
+    options.backend = optionalString(o, "backend", "auto");
+    options.device = parseDevice(optionalString(o, "device", "cpu"));
     using Result = std::shared_ptr<DistributedGroup>;
     return PromiseWorker<Result>::start(
         env, [options]() { return std::make_shared<DistributedGroup>(options); },

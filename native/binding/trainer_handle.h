@@ -1,5 +1,4 @@
-// JS handle of a native Trainer (class `Trainer` in lib/native.ts), and the low-level
-// `ops` (token log-probs, policy loss, AdamW) that take and return plain typed arrays.
+// JS handle of a native Trainer (class `Trainer` in lib/native.ts); the low-level `ops` are in ops.h.
 #pragma once
 
 #include "binding/napi_util.h"
@@ -29,8 +28,5 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
   };
   std::shared_ptr<State> state_;
 };
-
-// Adds ops.tokenLogprobs, ops.policyLoss, ops.adamw and ops.benchPolicyLoss to `exports`.
-void defineOps(Napi::Env env, Napi::Object exports);
 
 }  // namespace octo::binding

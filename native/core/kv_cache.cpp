@@ -3,7 +3,50 @@
 #include <algorithm>
 #include <unordered_set>
 
+#include "core/model.h"
+
 namespace octo {
+
+KVCache newCache(const DecoderModel& model, int64_t batch, int64_t maxLength) {
+  const ModelSpec& spec = model.spec();
+  KVCache cache;
+  cache.maxLength = maxLength;
+  const auto options = at::TensorOptions().device(model.device()).dtype(model.dtype());
+  // Zeros, not empty: masked slots (padding, slots not written yet) still enter probs @ values
+  // with weight 0, and 0 * (NaN garbage) would be NaN.
+  for (int64_t i = 0; i < spec.numLayers; ++i) {
+    cache.keys.push_back(at::zeros({batch, spec.numKvHeads, maxLength, spec.headDim}, options));
+    cache.values.push_back(at::zeros({batch, spec.numKvHeads, maxLength, spec.headDim}, options));
+  }
+  cache.keyValid = at::zeros({batch, maxLength}, at::TensorOptions().device(model.device()).dtype(at::kBool));
+  return cache;
+}
+
+std::pair<at::Tensor, at::Tensor> KVCache::append(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+  if (writeSlot.defined()) {
+    keys[layer].index_copy_(2, writeSlot, k);
+    values[layer].index_copy_(2, writeSlot, v);
+    return {keys[layer], values[layer]};  // [B, Hkv, maxLength, D]
+  }
+  const int64_t T = k.size(2);
+  keys[layer].narrow(2, length, T).copy_(k);
+  values[layer].narrow(2, length, T).copy_(v);
+  return {keys[layer].narrow(2, 0, length + T), values[layer].narrow(2, 0, length + T)};  // [B, Hkv, S, D]
+}
+
+at::Tensor KVCache::appendValid(const at::Tensor& valid) {
+  if (writeSlot.defined()) {
+    keyValid.index_copy_(1, writeSlot, valid);
+    return keyValid;  // [B, maxLength]
+  }
+  const int64_t T = valid.size(1);
+  keyValid.narrow(1, length, T).copy_(valid);
+  return keyValid.narrow(1, 0, length + T);  // [B, S]
+}
+
+void KVCache::advance(int64_t T) {
+  if (!writeSlot.defined()) length += T;
+}
 
 KVCache selectRows(const KVCache& cache, const at::Tensor& rows) {
   KVCache out;

@@ -1,14 +1,45 @@
-// Operations on the KV cache of model.h, and the prefix cache that keeps the keys and values
-// of finished sequences for a later generate call (multi-turn continuation, docs/methods.md §3).
+// The KV cache of the decoder (model.h): its layout, creation, append and row operations, and
+// the prefix cache that keeps the keys and values of finished sequences for a later generate
+// call (multi-turn continuation, docs/methods.md §3).
 //
-// Shape legend: R = cache rows, Hkv = key/value heads, S = cache slots, D = head dim, L = tokens.
+// Shape legend: B = rows, R = cache rows, Hkv = key/value heads, S = cache slots, D = head dim,
+// T = new tokens per row, L = tokens.
 #pragma once
 
 #include <mutex>
 
-#include "core/model.h"
+#include "core/torch_prelude.h"
 
 namespace octo {
+
+class DecoderModel;
+
+// Preallocated keys and values for incremental decoding: per layer [B, Hkv, maxLength, D].
+struct KVCache {
+  std::vector<at::Tensor> keys, values;
+  at::Tensor keyValid;   // [B, maxLength] bool: false for padding slots
+  int64_t length = 0;    // slots filled so far (same for every row)
+  int64_t maxLength = 0;
+  // Static-shape decode (the CUDA-graph layout): when defined, a [1] long tensor on the
+  // cache's device naming the slot the one new token per row is written to. Attention then
+  // spans all maxLength slots (unwritten ones have keyValid false), so every step has the
+  // same shapes and reads no host state; `length` is neither read nor advanced.
+  at::Tensor writeSlot;
+
+  // Writes layer `layer`'s new keys `k` and values `v` [B, Hkv, T, D] into the slots after the
+  // `length` filled ones (at writeSlot in the static-shape layout) and returns the keys and
+  // values attention reads: [B, Hkv, S, D], S = length + T (maxLength in the static layout).
+  // `length` itself advances once per forward, after every layer has appended (advance()).
+  std::pair<at::Tensor, at::Tensor> append(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+  // Marks the new tokens' slots valid or padding (`valid` [B, T] bool) and returns keyValid
+  // over the slots attention reads: [B, S].
+  at::Tensor appendValid(const at::Tensor& valid);
+  // After a forward of T new tokens per row (no-op in the static-shape layout).
+  void advance(int64_t T);
+};
+
+// A zeroed cache of `batch` rows and `maxLength` slots, on the model's device and in its dtype.
+KVCache newCache(const DecoderModel& model, int64_t batch, int64_t maxLength);
 
 // The rows `rows` [R'] (long, on the cache's device) of `cache`, in that order, with the same
 // slots and length: copies prompt rows out to their samples, and drops finished rows.

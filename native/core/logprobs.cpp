@@ -2,6 +2,8 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "core/model.h"
+
 namespace octo {
 
 namespace {
@@ -118,6 +120,45 @@ TokenLogprobs tokenLogprobsEager(const at::Tensor& hidden, const at::Tensor& lmH
   out.logprobs = logp.gather(1, targets.to(at::kLong).unsqueeze(1)).squeeze(1);
   if (options.withEntropy) out.entropy = -(at::exp(logp) * logp).sum(-1);
   return out;
+}
+
+at::Tensor rowPositions(const at::Tensor& inputIds) {
+  const int64_t B = inputIds.size(0), T = inputIds.size(1);
+  return at::arange(T, inputIds.options().dtype(at::kLong)).expand({B, T});
+}
+
+SelectedTokens selectTokens(const at::Tensor& hidden, const at::Tensor& inputIds, const at::Tensor& need) {
+  const int64_t B = hidden.size(0), T = hidden.size(1), C = hidden.size(2);
+  SelectedTokens s;
+  at::Tensor predicted = need.narrow(1, 1, T - 1).reshape({-1});                              // [B*(T-1)]
+  s.flatIndex = predicted.nonzero().squeeze(1);                                               // [N]
+  s.hidden = hidden.narrow(1, 0, T - 1).reshape({B * (T - 1), C}).index_select(0, s.flatIndex);  // [N, C]
+  s.targets = inputIds.narrow(1, 1, T - 1).reshape({-1}).index_select(0, s.flatIndex);
+  s.rows = at::div(s.flatIndex, T - 1, "floor");
+  return s;
+}
+
+at::Tensor sequenceLogprobs(const DecoderModel& model, const at::Tensor& inputIds, const at::Tensor& attentionMask,
+                            double temperature, int64_t chunkSize) {
+  c10::InferenceMode inference;
+  const int64_t vocab = model.spec().vocabSize;
+  TORCH_CHECK(inputIds.numel() == 0 || (inputIds.min().item<int64_t>() >= 0 && inputIds.max().item<int64_t>() < vocab),
+              "inputIds holds a token id outside the model's vocabulary [0, ", vocab, ")");
+  const at::Device device = model.device();
+  const at::Tensor ids = inputIds.to(device, at::kLong);
+  const at::Tensor attention = attentionMask.to(device, at::kBool);
+  const int64_t B = ids.size(0), T = ids.size(1);
+  at::Tensor out = at::zeros({B, T}, at::TensorOptions().device(device).dtype(at::kFloat));
+  if (T < 2) return out.cpu();
+  at::Tensor hidden = model.hiddenStates(ids, rowPositions(ids), nullptr, attention);
+  SelectedTokens tokens = selectTokens(hidden, ids, attention);
+  TokenLogprobsOptions options;
+  options.temperature = temperature;
+  options.chunkSize = chunkSize;
+  at::Tensor lp = tokenLogprobs(tokens.hidden, model.lmHead(), tokens.targets, options).logprobs;
+  at::Tensor predicted = at::zeros({B * (T - 1)}, out.options()).index_copy_(0, tokens.flatIndex, lp);
+  out.narrow(1, 1, T - 1).copy_(predicted.view({B, T - 1}));
+  return out.cpu();
 }
 
 }  // namespace octo

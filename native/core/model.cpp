@@ -177,20 +177,6 @@ int64_t DecoderModel::parameterBytes() const {
   return bytes;
 }
 
-KVCache DecoderModel::newCache(int64_t batch, int64_t maxLength) const {
-  KVCache cache;
-  cache.maxLength = maxLength;
-  const auto options = at::TensorOptions().device(device_).dtype(dtype_);
-  // Zeros, not empty: masked slots (padding, slots not written yet) still enter probs @ values
-  // with weight 0, and 0 * (NaN garbage) would be NaN.
-  for (int64_t i = 0; i < spec_.numLayers; ++i) {
-    cache.keys.push_back(at::zeros({batch, spec_.numKvHeads, maxLength, spec_.headDim}, options));
-    cache.values.push_back(at::zeros({batch, spec_.numKvHeads, maxLength, spec_.headDim}, options));
-  }
-  cache.keyValid = at::zeros({batch, maxLength}, at::TensorOptions().device(device_).dtype(at::kBool));
-  return cache;
-}
-
 at::Tensor DecoderModel::rmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
   // Normalise in fp32 whatever the activation dtype, as transformers does.
   at::Tensor x32 = x.to(at::kFloat);
@@ -216,18 +202,7 @@ at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at
   k = k.transpose(1, 2);  // [B, Hkv, T, D]
   q = q * cos + rotateHalf(q) * sin;
   k = k * cos + rotateHalf(k) * sin;
-  if (cache && cache->writeSlot.defined()) {
-    cache->keys[layerIndex].index_copy_(2, cache->writeSlot, k);
-    cache->values[layerIndex].index_copy_(2, cache->writeSlot, v);
-    k = cache->keys[layerIndex];  // [B, Hkv, maxLength, D]
-    v = cache->values[layerIndex];
-  } else if (cache) {
-    const int64_t past = cache->length;
-    cache->keys[layerIndex].narrow(2, past, T).copy_(k);
-    cache->values[layerIndex].narrow(2, past, T).copy_(v);
-    k = cache->keys[layerIndex].narrow(2, 0, past + T);  // [B, Hkv, S, D]
-    v = cache->values[layerIndex].narrow(2, 0, past + T);
-  }
+  if (cache) std::tie(k, v) = cache->append(layerIndex, k, v);  // [B, Hkv, S, D]
   const int64_t S = k.size(2), groups = H / Hkv;
   at::Tensor out;
 #if OCTO_HAS_SDPA
@@ -262,15 +237,11 @@ at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tens
   if (staticShapes) {
     // Slots are written in order, so every valid slot is at or before the one written now.
     TORCH_CHECK(T == 1, "static-shape decode takes one token per row, not ", T);
-    cache->keyValid.index_copy_(1, cache->writeSlot, valid);
+    at::Tensor allValid = cache->appendValid(valid);                                            // [B, maxLength]
     at::Tensor keySlot = at::arange(cache->maxLength, onDevice.dtype(at::kLong)).unsqueeze(0);  // [1, maxLength]
-    attendable = cache->keyValid.logical_or(keySlot == cache->writeSlot).unsqueeze(1).unsqueeze(1);
+    attendable = allValid.logical_or(keySlot == cache->writeSlot).unsqueeze(1).unsqueeze(1);
   } else {
-    at::Tensor allValid = valid;
-    if (cache) {
-      cache->keyValid.narrow(1, past, T).copy_(valid);
-      allValid = cache->keyValid.narrow(1, 0, S);
-    }
+    at::Tensor allValid = cache ? cache->appendValid(valid) : valid;  // [B, S]
     at::Tensor querySlot = at::arange(past, S, onDevice.dtype(at::kLong)).unsqueeze(1);  // [T, 1]
     at::Tensor keySlot = at::arange(0, S, onDevice.dtype(at::kLong)).unsqueeze(0);       // [1, S]
     attendable = (keySlot <= querySlot).unsqueeze(0).logical_and(allValid.unsqueeze(1))
@@ -293,7 +264,7 @@ at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tens
       x = layerForward(i, x, cos, sin, cache, attendable);
     }
   }
-  if (cache && !staticShapes) cache->length = S;
+  if (cache) cache->advance(T);
   return rmsNorm(x, finalNorm_);
 }
 

@@ -6,6 +6,7 @@
 // Parameters are held under their Hugging Face names so load and save are name-for-name.
 #pragma once
 
+#include "core/kv_cache.h"
 #include "core/torch_prelude.h"
 
 namespace octo {
@@ -44,19 +45,6 @@ struct ParameterInfo {
 // The tensors a checkpoint of this spec must hold, in Hugging Face order.
 std::vector<ParameterInfo> expectedParameters(const ModelSpec& spec);
 
-// Preallocated keys and values for incremental decoding: per layer [B, Hkv, maxLength, D].
-struct KVCache {
-  std::vector<at::Tensor> keys, values;
-  at::Tensor keyValid;   // [B, maxLength] bool: false for padding slots
-  int64_t length = 0;    // slots filled so far (same for every row)
-  int64_t maxLength = 0;
-  // Static-shape decode (the CUDA-graph layout): when defined, a [1] long tensor on the
-  // cache's device naming the slot the one new token per row is written to. Attention then
-  // spans all maxLength slots (unwritten ones have keyValid false), so every step has the
-  // same shapes and reads no host state; `length` is neither read nor advanced.
-  at::Tensor writeSlot;
-};
-
 class DecoderModel {
  public:
   // `weights` maps every name of expectedParameters(spec) to a tensor of that shape.
@@ -70,10 +58,8 @@ class DecoderModel {
   std::vector<std::pair<std::string, at::Tensor>> namedParameters() const;
   int64_t parameterBytes() const;
 
-  KVCache newCache(int64_t batch, int64_t maxLength) const;
-
   // Final hidden states [B, T, C] for `inputIds` [B, T] at absolute `positions` [B, T].
-  // With a cache, the new keys are appended after cache->length and attention covers the
+  // With a cache (kv_cache.h), the new keys are appended after cache->length and attention covers the
   // cached prefix. `keyValid` [B, T] marks padding tokens (false) that no query may attend to.
   // With `checkpointLayers`, each decoder layer keeps only its input for backward and
   // recomputes the rest (training memory; docs/methods.md §2). Only meaningful without a cache.

@@ -22,7 +22,7 @@ at::Tensor aggregationWeights(const at::Tensor& mask, const at::Tensor& sequence
     }
     case LossAggregation::SeqMeanTokenSum:
       return mask / std::max(n.sequences, 1.0);
-    case LossAggregation::SeqMeanTokenSumNorm:
+    case LossAggregation::SeqMeanTokenSumNorm:  // Dr.GRPO: a constant length instead of |o_i|
       return mask / (std::max(n.sequences, 1.0) * std::max(n.maxLength, 1.0));
   }
   TORCH_CHECK(false, "unknown loss aggregation");
@@ -97,31 +97,32 @@ PolicyLossResult policyLoss(const PolicyLossInputs& in, const PolicyLossOptions&
 
     // Ratio and d ratio / d lp.
     at::Tensor ratio, ratioGrad;
-    if (o.ratioLevel == RatioLevel::Token) {
+    if (o.ratioLevel == RatioLevel::Token) {  // PPO / GRPO token ratio
       ratio = at::exp(logRatio.clamp(-kMaxLogRatio, kMaxLogRatio));
       ratioGrad = ratio * (logRatio.abs() <= kMaxLogRatio).to(lp.scalar_type());
-    } else {
+    } else {  // GSPO-token ("gspo_token"): the sequence ratio s_i, length-normalised, on every token
       at::Tensor tokens = at::zeros({in.numSequences}, lp.options()).index_add_(0, seq, lossMask);
       at::Tensor logSeqRatio = at::zeros({in.numSequences}, lp.options()).index_add_(0, seq, logRatio * lossMask) / tokens.clamp_min(1.0);
       ratio = at::exp(logSeqRatio.clamp(-kMaxLogRatio, kMaxLogRatio)).index_select(0, seq);
       ratioGrad = ratio;  // r_t = exp(sg(log s_i) + lp - sg(lp)): d r_t / d lp_t = s_i
     }
 
-    // Clipped surrogate and d L / d ratio.
+    // PPO's clipped surrogate and d L / d ratio; clipLow != clipHigh is DAPO's clip-higher.
     const at::Tensor unclipped = -ratio * advantages;
     const at::Tensor clippedLoss = -ratio.clamp(1.0 - o.clipLow, 1.0 + o.clipHigh) * advantages;
     const at::Tensor unclippedActive = unclipped >= clippedLoss;
     at::Tensor tokenLoss = at::maximum(unclipped, clippedLoss);
     at::Tensor lossGradRatio = at::where(unclippedActive, -advantages, at::zeros_like(advantages));
     at::Tensor dualActive = at::zeros_like(unclippedActive);
-    if (o.dualClip > 0) {
+    if (o.dualClip > 0) {  // dual clip (Ye et al. 2020, "Mastering Complex Control in MOBA Games"): L <= -c A for A < 0
       const at::Tensor dualBound = -o.dualClip * advantages;
       dualActive = (advantages < 0).logical_and(tokenLoss > dualBound);
       tokenLoss = at::where(dualActive, dualBound, tokenLoss);
       lossGradRatio = lossGradRatio.masked_fill(dualActive, 0.0);
     }
 
-    // KL to the reference and d KL / d lp.
+    // KL to the reference and d KL / d lp: Schulman's k1/k2/k3 estimators ("Approximating KL
+    // Divergence", 2020); k3 is unbiased and always >= 0 (GRPO's choice).
     at::Tensor kl = at::zeros_like(lp), klGrad = at::zeros_like(lp);
     if (o.klCoef != 0) {
       const at::Tensor d = in.refLogprobs.to(lp.options()) - lp;
@@ -149,7 +150,7 @@ PolicyLossResult policyLoss(const PolicyLossInputs& in, const PolicyLossOptions&
     if (in.entropy.defined()) gradEntropy = (-o.entropyCoef * lossWeights).to(in.entropy.scalar_type());
 
     const at::Tensor clipped = unclippedActive.logical_not().to(lp.scalar_type());
-    // One transfer for every statistic: no host sync per number.
+    // One transfer for every statistic, in OCTO_LOSS_STATS order: no host sync per number.
     statsVector = at::stack({policyTerm, klTerm, entropyTerm, lossMask.sum(), klMask.sum(), (clipped * lossMask).sum(),
                              (dualActive.to(lp.scalar_type()) * lossMask).sum(), (ratio * lossMask).sum(),
                              (kl * klMask).sum(), (entropy * lossMask).sum()})
@@ -157,7 +158,13 @@ PolicyLossResult policyLoss(const PolicyLossInputs& in, const PolicyLossOptions&
   }
   const double* s = statsVector.data_ptr<double>();
   PolicyLossResult result;
-  result.stats = {s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9]};
+#define OCTO_COUNT_LOSS_STAT(name, comment) +1
+  TORCH_CHECK(statsVector.numel() == 0 OCTO_LOSS_STATS(OCTO_COUNT_LOSS_STAT), "policyLoss: one statistic per OCTO_LOSS_STATS entry");
+#undef OCTO_COUNT_LOSS_STAT
+  size_t next = 0;  // statsVector is in OCTO_LOSS_STATS order
+#define OCTO_READ_LOSS_STAT(name, comment) result.stats.name = s[next++];
+  OCTO_LOSS_STATS(OCTO_READ_LOSS_STAT)
+#undef OCTO_READ_LOSS_STAT
   c10::optional<at::Tensor> entropyInput = in.entropy.defined() ? c10::optional<at::Tensor>(in.entropy) : c10::nullopt;
   c10::optional<at::Tensor> entropyGrad = gradEntropy.defined() ? c10::optional<at::Tensor>(gradEntropy) : c10::nullopt;
   result.loss = AttachGradient::apply(in.logprobs, entropyInput, value, gradLogprobs, entropyGrad);

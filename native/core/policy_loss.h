@@ -2,12 +2,18 @@
 // loss and every logging statistic in a single pass over the tokens and saves only the
 // per-token gradient, instead of an autograd graph of a dozen elementwise ops.
 //
-// Per token t of sequence i:
-//   ratio     token:    r_t = exp(clamp(lp - lp_old, ±20))
-//             sequence: r_t = exp(sg(clamp(log s_i, ±20)) + lp - sg(lp)), log s_i = mean_{m_loss,i}(lp - lp_old)
-//   policy    L_t = max(-r A, -clip(r, 1-εlow, 1+εhigh) A); with dual clip and A < 0: min(L_t, -c A)
-//   KL        d = lp_ref - lp; k1 = -d, k2 = d²/2, k3 = exp(d) - d - 1 (d clamped to ±10)
+// Per token t of sequence i (method names as in the papers; docs/methods.md §4):
+//   ratio     token (PPO, GRPO):  r_t = exp(clamp(lp - lp_old, ±20))
+//             sequence (GSPO's "gspo_token" variant, Zheng et al. 2025):
+//                       r_t = exp(sg(clamp(log s_i, ±20)) + lp - sg(lp)), log s_i = mean_{m_loss,i}(lp - lp_old)
+//   policy    PPO clip: L_t = max(-r A, -clip(r, 1-εlow, 1+εhigh) A); εhigh > εlow is DAPO's clip-higher
+//             dual clip (Ye et al. 2020), c > 1 and A < 0: min(L_t, -c A)
+//   KL        d = lp_ref - lp; Schulman's estimators ("Approximating KL Divergence", 2020):
+//             k1 = -d, k2 = d²/2, k3 = exp(d) - d - 1 (unbiased and >= 0; d clamped to ±10)
 //   total     agg(L, m_loss) + β·agg(KL, m_kl) - η·agg(H, m_loss)
+//   agg       token-mean (DAPO's token-level loss) | seq-mean-token-mean (GRPO) | seq-mean-token-sum |
+//             seq-mean-token-sum-norm (Dr.GRPO: Σ_t / (sequences · constant maxLength), no 1/|o_i|)
+// DAPO's dynamic sampling and Dr.GRPO's norm_std=false act on advantages: lib/rl/advantages.ts.
 // Aggregation normalisers (token and sequence counts) are those of the whole optimizer step,
 // passed in, so that micro-batches sum to exactly the loss of one big batch.
 #pragma once
@@ -16,7 +22,7 @@
 
 namespace octo {
 
-enum class RatioLevel { Token, Sequence };
+enum class RatioLevel { Token, Sequence };  // Sequence: GSPO-token ("gspo_token")
 enum class KlEstimator { K1, K2, K3 };
 enum class LossAggregation { TokenMean, SeqMeanTokenMean, SeqMeanTokenSum, SeqMeanTokenSumNorm };
 
@@ -27,9 +33,9 @@ LossAggregation parseLossAggregation(const std::string& name);  // "token-mean" 
 struct PolicyLossOptions {
   RatioLevel ratioLevel = RatioLevel::Token;
   double clipLow = 0.2;
-  double clipHigh = 0.2;
-  double dualClip = 0.0;  // c > 1 enables the dual clip for A < 0 (0 = off)
-  KlEstimator klEstimator = KlEstimator::K3;
+  double clipHigh = 0.2;  // > clipLow: DAPO's clip-higher
+  double dualClip = 0.0;  // c > 1 enables the dual clip for A < 0 (0 = off; Ye et al. 2020)
+  KlEstimator klEstimator = KlEstimator::K3;  // Schulman's k1/k2/k3
   double klCoef = 0.0;
   double entropyCoef = 0.0;
   LossAggregation aggregation = LossAggregation::TokenMean;
@@ -56,15 +62,26 @@ struct PolicyLossInputs {
   at::Tensor entropy;        // H per token (differentiable; may be undefined when entropyCoef == 0)
 };
 
+// The loss statistics, in order: the one list of their names. X(name, comment) is expanded for
+// the struct below, the binding's conversion to JS (native/binding/ops.cpp) and the order the
+// fused op computes them in; lib/native.ts's LOSS_STAT_KEYS lists the same names for TS.
 // Sums over this micro-batch's tokens; divide by the counts for means.
+#define OCTO_LOSS_STATS(X)                                                            \
+  X(policyLoss, "the aggregated policy term (already normalised)")                   \
+  X(klLoss, "the aggregated KL term, β included (already normalised)")               \
+  X(entropyLoss, "the aggregated entropy term, -η included (already normalised)")    \
+  X(lossTokens, "Σ m_loss")                                                          \
+  X(klTokens, "Σ m_kl")                                                              \
+  X(clippedTokens, "m_loss tokens where the clipped branch is active (clip fraction)") \
+  X(dualClippedTokens, "m_loss tokens where the dual clip is active")                \
+  X(ratioSum, "Σ_{m_loss} r (mean ratio)")                                           \
+  X(klSum, "Σ_{m_kl} KL_t (mean KL)")                                                \
+  X(entropySum, "Σ_{m_loss} H (mean entropy)")
+
 struct PolicyLossStats {
-  double policyLoss = 0, klLoss = 0, entropyLoss = 0;  // the three aggregated terms (already normalised)
-  double lossTokens = 0, klTokens = 0;                 // Σ m_loss, Σ m_kl
-  double clippedTokens = 0;                            // m_loss tokens where the clipped branch is active
-  double dualClippedTokens = 0;
-  double ratioSum = 0;                                 // Σ_{m_loss} r
-  double klSum = 0;                                    // Σ_{m_kl} KL_t
-  double entropySum = 0;                               // Σ_{m_loss} H
+#define OCTO_LOSS_STAT_FIELD(name, comment) double name = 0;
+  OCTO_LOSS_STATS(OCTO_LOSS_STAT_FIELD)
+#undef OCTO_LOSS_STAT_FIELD
 };
 
 struct PolicyLossResult {

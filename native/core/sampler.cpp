@@ -266,7 +266,7 @@ class Rollout {
 
     const int64_t R = static_cast<int64_t>(rowRequest_.size());
     // Slots: every prompt ends at promptSlots_, then one per fed token (the last sampled one never is).
-    cache_ = model_.newCache(R, promptSlots_ + params_.maxNewTokens - 1);
+    cache_ = newCache(model_, R, promptSlots_ + params_.maxNewTokens - 1);
     at::Tensor firstLogits = at::empty({R, model_.spec().vocabSize}, at::TensorOptions().device(device_).dtype(at::kFloat));
     for (const auto& chunk : chunks) prefillChunk(chunk, firstLogits);
     cache_.length = promptSlots_;
@@ -275,7 +275,7 @@ class Rollout {
 
   void prefillChunk(const PrefillChunk& chunk, at::Tensor& firstLogits) {
     const int64_t B = static_cast<int64_t>(chunk.requests.size()), reusedWidth = chunk.reused, T = chunk.fresh;
-    KVCache chunkCache = model_.newCache(B, chunk.slots());
+    KVCache chunkCache = newCache(model_, B, chunk.slots());
     std::vector<int64_t> ids(B * T, 0), positions(B * T, 0), valid(B * T, 0), from, to;
     for (int64_t b = 0; b < B; ++b) {
       const int64_t i = chunk.requests[b], reused = reused_[i];

@@ -8,31 +8,6 @@ namespace octo {
 
 namespace {
 
-// Right padding: positions are 0..T-1 in every row.
-at::Tensor rowPositions(const at::Tensor& inputIds) {
-  const int64_t B = inputIds.size(0), T = inputIds.size(1);
-  return at::arange(T, inputIds.options().dtype(at::kLong)).expand({B, T});
-}
-
-struct SelectedTokens {
-  at::Tensor hidden;   // [N, C]: hidden state before each selected token
-  at::Tensor targets;  // [N]
-  at::Tensor flatIndex;  // [N] index into the [B, T-1] grid of predicted tokens
-  at::Tensor rows;     // [N] row of each token
-};
-
-// The tokens that take part (need[b, t] for t >= 1) and the hidden states that predict them.
-SelectedTokens selectTokens(const at::Tensor& hidden, const at::Tensor& inputIds, const at::Tensor& need) {
-  const int64_t B = hidden.size(0), T = hidden.size(1), C = hidden.size(2);
-  SelectedTokens s;
-  at::Tensor predicted = need.narrow(1, 1, T - 1).reshape({-1});                              // [B*(T-1)]
-  s.flatIndex = predicted.nonzero().squeeze(1);                                               // [N]
-  s.hidden = hidden.narrow(1, 0, T - 1).reshape({B * (T - 1), C}).index_select(0, s.flatIndex);  // [N, C]
-  s.targets = inputIds.narrow(1, 1, T - 1).reshape({-1}).index_select(0, s.flatIndex);
-  s.rows = at::div(s.flatIndex, T - 1, "floor");
-  return s;
-}
-
 at::Tensor predictedSlice(const at::Tensor& perToken, const at::Tensor& flatIndex) {  // [B, T] -> [N]
   const int64_t T = perToken.size(1);
   return perToken.narrow(1, 1, T - 1).reshape({-1}).index_select(0, flatIndex);
@@ -195,26 +170,6 @@ void Trainer::restoreState(const std::unordered_map<std::string, at::Tensor>& te
     masters_[i].copy_(master);
     modelParams_[i].copy_(masters_[i]);
   }
-}
-
-at::Tensor sequenceLogprobs(const DecoderModel& model, const at::Tensor& inputIds, const at::Tensor& attentionMask,
-                            double temperature, int64_t chunkSize) {
-  c10::InferenceMode inference;
-  const at::Device device = model.device();
-  const at::Tensor ids = inputIds.to(device, at::kLong);
-  const at::Tensor attention = attentionMask.to(device, at::kBool);
-  const int64_t B = ids.size(0), T = ids.size(1);
-  at::Tensor out = at::zeros({B, T}, at::TensorOptions().device(device).dtype(at::kFloat));
-  if (T < 2) return out.cpu();
-  at::Tensor hidden = model.hiddenStates(ids, rowPositions(ids), nullptr, attention);
-  SelectedTokens tokens = selectTokens(hidden, ids, attention);
-  TokenLogprobsOptions options;
-  options.temperature = temperature;
-  options.chunkSize = chunkSize;
-  at::Tensor lp = tokenLogprobs(tokens.hidden, model.lmHead(), tokens.targets, options).logprobs;
-  at::Tensor predicted = at::zeros({B * (T - 1)}, out.options()).index_copy_(0, tokens.flatIndex, lp);
-  out.narrow(1, 1, T - 1).copy_(predicted.view({B, T - 1}));
-  return out.cpu();
 }
 
 }  // namespace octo

@@ -33,7 +33,7 @@ struct TrainerOptions {
   AdamWOptions adamw;
   double maxGradNorm = 1.0;            // global-norm clipping (0 = off)
   bool activationCheckpointing = false;
-  int64_t logprobChunkSize = 1024;     // tokens per chunk of the log-prob op
+  int64_t logprobChunkSize = 0;        // tokens per chunk of the log-prob op (> 0; lib/native.ts LOGPROB_CHUNK_SIZE)
   double temperature = 1.0;            // log-probs of softmax(logits / T), as at sampling time
 };
 
@@ -90,10 +90,5 @@ class Trainer {
   std::unique_ptr<GradientReducer> reducer_;  // data-parallel only
   bool gradientsReduced_ = false;
 };
-
-// log p(token t | tokens < t) for every real token t >= 1 of each row, no gradient, chunked:
-// [B, T] fp32 with 0 at t = 0 and at padding (old and reference log-probs).
-at::Tensor sequenceLogprobs(const DecoderModel& model, const at::Tensor& inputIds, const at::Tensor& attentionMask,
-                            double temperature, int64_t chunkSize);
 
 }  // namespace octo
