@@ -12,8 +12,8 @@ import os from "node:os";
 import path from "node:path";
 
 import { launchLocalRanks } from "../lib/commands/launch";
-import { benchEnvironment, type Bench } from "./harness";
 import type { WorkerJob } from "./data-parallel-worker";
+import { benchEnvironment, type Bench } from "./harness";
 import { benchModelSpec } from "./model-benches";
 
 const WORKER = path.join(__dirname, "data-parallel-worker.js");

@@ -13,9 +13,9 @@ import path from "node:path";
 
 import { DataParallel, torchrunEnv } from "../lib/engine/distributed";
 import { Model } from "../lib/engine/model";
+import { PolicyTrainer, type StepReport, type TrainSequence } from "../lib/engine/trainer";
 import type { LossOptions, ModelSpec } from "../lib/native";
 import { seededRandom } from "../lib/util/random";
-import { PolicyTrainer, type StepReport, type TrainSequence } from "../lib/engine/trainer";
 
 export interface WorkerJob {
   /** "train": train and save the weights; "bench": time data-parallel steps against local ones */

@@ -3,8 +3,8 @@ import { dataParallelBench } from "./data-parallel-bench";
 import type { Bench } from "./harness";
 import { forwardBench, safetensorsLoadBench } from "./model-benches";
 import { octopusStepBench } from "./octopus-bench";
-import { lossBench, trainStepBench } from "./training-benches";
 import { samplerBench } from "./sampler-bench";
+import { lossBench, trainStepBench } from "./training-benches";
 
 export const BENCHES: Record<string, Bench> = {
   "safetensors-load": safetensorsLoadBench,

@@ -7,11 +7,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { loadConfig } from "../lib/rl/config";
 import { arithmeticProblems } from "../lib/demo/arithmetic";
 import { ensureDemoModel } from "../lib/demo/model";
-import { shippedRecipe } from "../lib/util/package-root";
+import { loadConfig } from "../lib/rl/config";
 import { runTraining } from "../lib/rl/run";
+import { shippedRecipe } from "../lib/util/package-root";
 import { benchEnvironment, type Bench } from "./harness";
 
 const recipe = shippedRecipe("demo.yaml");

@@ -6,8 +6,8 @@
  * No EOS, so every sample generates exactly maxNewTokens in all three.
  */
 import { Model } from "../lib/engine/model";
-import { native, type ModelSpec } from "../lib/native";
 import type { GenerationRequest, GenerationResult } from "../lib/engine/sampling";
+import { native, type ModelSpec } from "../lib/native";
 import { benchEnvironment, medianSeconds, type Bench } from "./harness";
 
 /** ~5M parameters (Qwen3 layout): small enough that the no-cache baseline finishes on 2 CPU cores. */

@@ -1,7 +1,7 @@
 /** Benches of the training core: the fused loss (memory, time) and a whole optimizer step. */
 import { Model } from "../lib/engine/model";
-import { native } from "../lib/native";
 import { PolicyTrainer, type TrainSequence } from "../lib/engine/trainer";
+import { native } from "../lib/native";
 import { benchEnvironment, medianSeconds, type Bench } from "./harness";
 import { benchModelSpec } from "./model-benches";
 

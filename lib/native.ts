@@ -4,12 +4,13 @@
  * Every heavy call returns a Promise and runs on libuv's thread pool.
  */
 import os from "node:os";
+
 import { packageRoot } from "./util/package-root";
 
 /**
  * Tokens per chunk of the log-prob op (docs/methods.md §4): peak extra memory is chunk × vocab
- * fp32. The engine's one default: the binding and the core take the value from here (the run
- * config's training.logprobChunkSize, lib/rl/config.ts, defaults to the same 1024).
+ * fp32. The one default: the run config's training.logprobChunkSize and the library calls take it
+ * from here, and the binding and the core require the value.
  */
 export const LOGPROB_CHUNK_SIZE = 1024;
 

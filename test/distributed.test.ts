@@ -7,9 +7,9 @@ import os from "node:os";
 import path from "node:path";
 
 import type { WorkerJob } from "../bench/data-parallel-worker";
+import { freePort, launchLocalRanks } from "../lib/commands/launch";
 import { arithmeticProblems } from "../lib/demo/arithmetic";
 import { DataParallel, torchrunEnv } from "../lib/engine/distributed";
-import { freePort, launchLocalRanks } from "../lib/commands/launch";
 import { readSafetensorsHeader } from "../lib/engine/safetensors";
 import { TINY_SPECS } from "./helpers/tiny-models";
 

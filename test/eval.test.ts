@@ -6,15 +6,15 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { loadDataset } from "../lib/rl/data";
 import { runEvalCommand, type EvalSummary } from "../lib/commands/eval";
+import { Model } from "../lib/engine/model";
+import type { GenerationResult } from "../lib/engine/sampling";
+import { TextTokenizer } from "../lib/engine/tokenizer";
 import { evaluateModel, type EvalSample } from "../lib/eval/evaluate";
 import { presetDirectories, resolveEvalData } from "../lib/eval/presets";
 import { closeVerifier } from "../lib/grading/verify";
-import { Model } from "../lib/engine/model";
+import { loadDataset } from "../lib/rl/data";
 import { encodePrompt } from "../lib/rl/prompts";
-import type { GenerationResult } from "../lib/engine/sampling";
-import { TextTokenizer } from "../lib/engine/tokenizer";
 import { quickDemoRun } from "./helpers/quick-demo";
 
 const CLI = path.join(__dirname, "..", "dist", "lib", "commands", "cli.js");

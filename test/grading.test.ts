@@ -5,6 +5,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+
 import { extractAnswer, gsm8kGold, lastBoxedSpan } from "../lib/grading/extract";
 import { gradeJsonl, runGradeCommand } from "../lib/grading/grade-file";
 import { closeVerifier, gradeAnswer, isEquivalent, normalizeAnswer, numbersClose, parseNumber } from "../lib/grading/verify";

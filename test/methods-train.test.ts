@@ -6,15 +6,15 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 
-import type { RunConfig } from "../lib/rl/config";
-import type { Example } from "../lib/rl/data";
 import { arithmeticProblems } from "../lib/demo/arithmetic";
 import { demoMethodConfig, type MethodRecipe } from "../lib/demo/method-demos";
+import { Model } from "../lib/engine/model";
+import { TextTokenizer } from "../lib/engine/tokenizer";
 import { createMethodHook, type PromptRollouts } from "../lib/methods";
 import { DEFAULT_SEPARATOR } from "../lib/methods/octopus/octopus";
-import { Model } from "../lib/engine/model";
+import type { RunConfig } from "../lib/rl/config";
+import type { Example } from "../lib/rl/data";
 import { encodePrompt, promptOptions } from "../lib/rl/prompts";
-import { TextTokenizer } from "../lib/engine/tokenizer";
 import { runTraining } from "../lib/rl/run";
 import { quickDemoRun } from "./helpers/quick-demo";
 

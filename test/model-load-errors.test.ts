@@ -9,8 +9,8 @@ import path from "node:path";
 
 import { ModelLoadError, Model } from "../lib/engine/model";
 import { configFromModelSpec, ModelConfigError } from "../lib/engine/model-config";
-import { native, type ModelSpec, type ParameterShape } from "../lib/native";
 import { buildSafetensorsHeader, SafetensorsError } from "../lib/engine/safetensors";
+import { native, type ModelSpec, type ParameterShape } from "../lib/native";
 import { TINY_TIED_QWEN3 } from "./helpers/tiny-models";
 
 const SPEC: ModelSpec = TINY_TIED_QWEN3;

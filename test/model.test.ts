@@ -4,8 +4,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { configFromModelSpec, modelSpecFromConfig } from "../lib/engine/model-config";
 import { Model } from "../lib/engine/model";
+import { configFromModelSpec, modelSpecFromConfig } from "../lib/engine/model-config";
 import { readSafetensorsHeader } from "../lib/engine/safetensors";
 import { TINY_SPECS } from "./helpers/tiny-models";
 

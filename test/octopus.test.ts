@@ -2,7 +2,9 @@
 // properties over random seeded rollout sets against an independent reference of the
 // selection order, and exact Stage I / II token masks on the real Qwen3 and demo tokenizers.
 import * as path from "path";
+
 import { demoTokenizerConfig, demoTokenizerJson } from "../lib/demo/model";
+import { TextTokenizer } from "../lib/engine/tokenizer";
 import {
   DEFAULT_SEPARATOR as SEP,
   correctionReward,
@@ -16,7 +18,6 @@ import {
   type CorrectionRewardInput,
   type CorrectionRollout,
 } from "../lib/methods/octopus/octopus";
-import { TextTokenizer } from "../lib/engine/tokenizer";
 import { mulberry32 } from "./helpers/random";
 
 describe("parseCorrectionResponse", () => {

@@ -10,7 +10,6 @@ import os from "node:os";
 import path from "node:path";
 
 import { inspectCheckpoint, Model } from "../lib/engine/model";
-import { native, type ModelSpec } from "../lib/native";
 import {
   buildSafetensorsHeader,
   DTYPE_BYTES,
@@ -20,6 +19,7 @@ import {
   SafetensorsError,
   type SafetensorsFile,
 } from "../lib/engine/safetensors";
+import { native, type ModelSpec } from "../lib/native";
 import { TINY_TIED_QWEN3 } from "./helpers/tiny-models";
 
 // ---------------------------------------------------------------------------------------------

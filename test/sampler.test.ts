@@ -6,8 +6,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { ensureDemoModel } from "../lib/demo/model";
 import { generateFromPrompt } from "../lib/commands/generate";
+import { ensureDemoModel } from "../lib/demo/model";
 import { Model } from "../lib/engine/model";
 import type { GenerationRequest, GenerationResult, SamplingParams } from "../lib/engine/sampling";
 import { applyStopStrings, stopSequencesFor, truncateAtStopStrings } from "../lib/engine/stop-strings";

@@ -2,14 +2,14 @@
 // coefficients, per-turn returns with γ = 0 and the Stage II bonus; per-turn advantages in the
 // RL step; and per-token KL coefficients through the trainer against a TS reference of the
 // KL term.
-import type { RunConfig } from "../lib/rl/config";
-import { parseConfig } from "../lib/rl/config";
+import { Model } from "../lib/engine/model";
+import { PolicyTrainer, type TrainSequence } from "../lib/engine/trainer";
 import type { GroupSample } from "../lib/methods";
 import { scoreMasks, scoreTurnReturns, twoTurnTokens } from "../lib/methods/score/score";
-import { Model } from "../lib/engine/model";
-import { assignAdvantages } from "../lib/rl/step";
-import { PolicyTrainer, type TrainSequence } from "../lib/engine/trainer";
 import { groupAdvantages } from "../lib/rl/advantages";
+import type { RunConfig } from "../lib/rl/config";
+import { parseConfig } from "../lib/rl/config";
+import { assignAdvantages } from "../lib/rl/step";
 import { TINY_SPECS } from "./helpers/tiny-models";
 
 const kl = { beta1: 0.01, beta2: 0.1 };

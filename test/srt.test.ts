@@ -4,8 +4,8 @@
 // and soft rewards, the majority-share filter, label accuracy, the collapse alarm on crafted
 // traces, early stopping, and Octopus + SRT's choice of voters.
 import { majorityVote } from "../lib/grading/majority";
-import { octopusFinalAnswer } from "../lib/methods/srt/hook";
 import { DEFAULT_SEPARATOR as SEP } from "../lib/methods/octopus/octopus";
+import { octopusFinalAnswer } from "../lib/methods/srt/hook";
 import {
   collapseAlarm,
   DEFAULT_COLLAPSE_ALARM,

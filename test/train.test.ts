@@ -5,16 +5,16 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { loadConfig, parseConfig } from "../lib/rl/config";
 import { arithmeticProblems, sampleSolution, writeSolution } from "../lib/demo/arithmetic";
 import { ensureDemoModel } from "../lib/demo/model";
-import { DEFAULT_SEPARATOR } from "../lib/methods/octopus/octopus";
 import { Model } from "../lib/engine/model";
-import { seededRandom } from "../lib/util/random";
-import { runSft } from "../lib/rl/sft";
-import { TextTokenizer } from "../lib/engine/tokenizer";
-import { runTraining } from "../lib/rl/run";
 import { readSafetensorsHeader } from "../lib/engine/safetensors";
+import { TextTokenizer } from "../lib/engine/tokenizer";
+import { DEFAULT_SEPARATOR } from "../lib/methods/octopus/octopus";
+import { loadConfig, parseConfig } from "../lib/rl/config";
+import { runTraining } from "../lib/rl/run";
+import { runSft } from "../lib/rl/sft";
+import { seededRandom } from "../lib/util/random";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-train-test-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

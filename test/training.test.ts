@@ -1,10 +1,10 @@
 // Training step behaviour: AdamW vs libtorch's, LR schedule, exact micro-batching,
 // activation checkpointing, non-finite steps, and a supervised run that learns.
 import { learningRate } from "../lib/engine/lr-schedule";
-import type { LossOptions } from "../lib/native";
 import { Model } from "../lib/engine/model";
 import { ops } from "../lib/engine/ops";
 import { PolicyTrainer, type TrainSequence } from "../lib/engine/trainer";
+import type { LossOptions } from "../lib/native";
 import { maxAbsDiff, mulberry32 } from "./helpers/random";
 import { TINY_SPECS } from "./helpers/tiny-models";
 

@@ -8,12 +8,12 @@ import yargs, { type Argv } from "yargs";
 import { hideBin } from "yargs/helpers";
 
 import { BENCHES } from "../../bench";
-import { parseConfig } from "../rl/config";
 import { EVAL_PRESETS } from "../eval/presets";
 import { runGradeCommand } from "../grading/grade-file";
 import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
-import { DEFAULT_CORRECTION_INSTRUCTION } from "../rl/prompts";
 import { writeRunReport } from "../report";
+import { parseConfig } from "../rl/config";
+import { DEFAULT_CORRECTION_INSTRUCTION } from "../rl/prompts";
 import { benchCommand } from "./bench";
 import { evalCommand } from "./eval";
 import { generateCommand } from "./generate";

@@ -7,13 +7,13 @@ import path from "node:path";
 
 import { SingleBar } from "cli-progress";
 
-import { writeFileAtomic } from "../util/atomic-file";
-import { loadDataset } from "../rl/data";
 import { Model } from "../engine/model";
 import { TextTokenizer } from "../engine/tokenizer";
 import { evaluateModel, resolveEvalSettings, type EvalSettings, type EvalSettingsInput } from "../eval/evaluate";
 import type { EvalMetrics } from "../eval/metrics";
 import { resolveEvalData } from "../eval/presets";
+import { loadDataset } from "../rl/data";
+import { writeFileAtomic } from "../util/atomic-file";
 import { printJson } from "./print";
 
 export const SAMPLES_FILE = "samples.jsonl";

@@ -1,9 +1,9 @@
 /** `octo-native sft`: the cold start from a JSONL file of (problem, o1, o2) examples. */
-import { DatasetError, readRows } from "../rl/data";
-import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
 import { Model } from "../engine/model";
-import { runSft, type SftExample } from "../rl/sft";
 import { TextTokenizer } from "../engine/tokenizer";
+import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
+import { DatasetError, readRows } from "../rl/data";
+import { runSft, type SftExample } from "../rl/sft";
 
 export interface SftCommandOptions {
   model: string;

@@ -12,14 +12,14 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 
-import { loadConfig, type RunConfig } from "../rl/config";
+import { Model } from "../engine/model";
+import { TextTokenizer } from "../engine/tokenizer";
 import { evaluateModel } from "../eval/evaluate";
 import type { SelfCorrectionMetrics } from "../eval/metrics";
-import { Model } from "../engine/model";
+import { loadConfig, type RunConfig } from "../rl/config";
+import { runTraining } from "../rl/run";
 import { shippedRecipe } from "../util/package-root";
 import { mean } from "../util/stats";
-import { TextTokenizer } from "../engine/tokenizer";
-import { runTraining } from "../rl/run";
 import { demoMethodConfig, type MethodRecipe } from "./method-demos";
 import { demoEvalProblems, demoEvalSettings, demoTrainProblems, formatTable } from "./run-demo";
 

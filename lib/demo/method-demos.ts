@@ -14,8 +14,8 @@ import fs from "node:fs";
 
 import YAML from "yaml";
 
-import { parseConfig, type RunConfig } from "../rl/config";
 import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
+import { parseConfig, type RunConfig } from "../rl/config";
 import { shippedRecipe } from "../util/package-root";
 
 /** Recipes (configs/*.yaml) by short name. */

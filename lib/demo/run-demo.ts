@@ -7,23 +7,23 @@
 import fs from "node:fs";
 import path from "node:path";
 
-import { writeFileAtomic } from "../util/atomic-file";
-import { loadConfig, type RunConfig } from "../rl/config";
-import { loadDataset, type Example } from "../rl/data";
-import { promptOptions } from "../rl/prompts";
-import { DEMO_MODEL_SPEC, writeDemoTokenizer } from "./model";
+import { Model } from "../engine/model";
+import { TextTokenizer } from "../engine/tokenizer";
 import { evaluateModel, resolveEvalSettings, type EvalSettings } from "../eval/evaluate";
 import type { EvalMetrics, SelfCorrectionMetrics } from "../eval/metrics";
 import { extractAnswer } from "../grading/extract";
 import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
-import { Model } from "../engine/model";
+import { writeReportAfterRun } from "../report";
+import { loadConfig, type RunConfig } from "../rl/config";
+import { loadDataset, type Example } from "../rl/data";
+import { promptOptions } from "../rl/prompts";
+import { runTraining } from "../rl/run";
+import { runSft } from "../rl/sft";
+import { writeFileAtomic } from "../util/atomic-file";
 import { shippedRecipe } from "../util/package-root";
 import { seededRandom } from "../util/random";
-import { writeReportAfterRun } from "../report";
-import { runSft } from "../rl/sft";
-import { TextTokenizer } from "../engine/tokenizer";
-import { runTraining } from "../rl/run";
 import { arithmeticProblems, sampleQuickAnswer, writeSolution, writeSolutionReaching } from "./arithmetic";
+import { DEMO_MODEL_SPEC, writeDemoTokenizer } from "./model";
 
 /** How often the SFT data's first attempt is wrong. */
 const SFT_FIRST_ATTEMPT_ERROR_RATE = 0.3;

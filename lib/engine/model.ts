@@ -6,8 +6,8 @@
 import fs from "node:fs";
 import path from "node:path";
 
-import { configFromModelSpec, modelSpecFromConfig } from "./model-config";
 import { native, type DeviceOptions, type ModelSpec, type NativeModel, type TensorRecord } from "../native";
+import { configFromModelSpec, modelSpecFromConfig } from "./model-config";
 import { buildSafetensorsHeader, DTYPE_BYTES, readSafetensorsHeader } from "./safetensors";
 import {
   resolveSamplingParams,

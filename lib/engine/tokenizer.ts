@@ -6,10 +6,10 @@
  * Jinja `chat_template` with `@huggingface/jinja`. Token ids leave this module as
  * Int32Array, the dtype the engine takes.
  */
+import { Template } from "@huggingface/jinja";
+import { Tokenizer } from "@huggingface/tokenizers";
 import * as fs from "fs";
 import * as path from "path";
-import { Tokenizer } from "@huggingface/tokenizers";
-import { Template } from "@huggingface/jinja";
 
 export class TokenizerError extends Error {
   constructor(message: string) {

@@ -5,11 +5,11 @@
  * aggregation counts over the whole step (so k micro-batches give exactly the gradient of
  * one batch), accumulates gradients through the fused loss, then clips and applies AdamW.
  */
-import type { DataParallel } from "./distributed";
-import type { Model } from "./model";
-import { learningRate, type LrSchedule } from "./lr-schedule";
-import { buildSafetensorsHeader, readSafetensorsHeader } from "./safetensors";
 import { LOGPROB_CHUNK_SIZE, LOSS_STAT_KEYS, native, type GradientReduceReport, type LossNormalizers, type LossOptions, type LossStats, type NativeMicroBatch, type NativeTrainer } from "../native";
+import type { DataParallel } from "./distributed";
+import { learningRate, type LrSchedule } from "./lr-schedule";
+import type { Model } from "./model";
+import { buildSafetensorsHeader, readSafetensorsHeader } from "./safetensors";
 
 /** One sequence (prompt + response). Per-token arrays are aligned with `tokens`: entry t concerns token t. */
 export interface TrainSequence {

@@ -15,15 +15,15 @@
  */
 import { z } from "zod";
 
-import type { Example } from "../rl/data";
+import type { Model } from "../engine/model";
+import type { GenerationResult, PrefixCache, SamplingParams } from "../engine/sampling";
+import type { TextTokenizer } from "../engine/tokenizer";
 import { extractAnswer } from "../grading/extract";
 import { isEquivalent } from "../grading/verify";
 import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
-import type { Model } from "../engine/model";
+import type { Example } from "../rl/data";
 import { DEFAULT_CORRECTION_INSTRUCTION, encodePrompt, promptMessages } from "../rl/prompts";
 import { seededRandom } from "../util/random";
-import type { GenerationResult, PrefixCache, SamplingParams } from "../engine/sampling";
-import type { TextTokenizer } from "../engine/tokenizer";
 import { defaultKs, evaluationMetrics, type EvalMetrics, type GradedAnswer } from "./metrics";
 
 export type CorrectionMode = "octopus" | "two-turn";

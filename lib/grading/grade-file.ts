@@ -6,6 +6,7 @@
  */
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
+
 import { gradeAnswer, type VerifyOptions } from "./verify";
 
 export interface GradeSummary {

@@ -31,6 +31,7 @@
  * Nothing here throws on weird input: failures come back as `correct: false` with `error`.
  */
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads";
+
 import { closingBrace, extractAnswer, hasBoxCommand, wholeBoxContent } from "./extract";
 
 export type GradeMethod = "string" | "numeric" | "symbolic" | "none";

@@ -6,14 +6,14 @@
  * of the generated samples. The pure method logic lives in lib/methods/; hooks glue it to the
  * engine (a second turn, a judge, a base model).
  */
-import type { RunConfig } from "../rl/config";
-import type { Example } from "../rl/data";
-import { extractAnswer } from "../grading/extract";
-import { isEquivalent } from "../grading/verify";
-import type { CorrectionBucket } from "./octopus/octopus";
 import type { Model } from "../engine/model";
 import type { GenerationResult, PrefixCache } from "../engine/sampling";
 import type { TextTokenizer } from "../engine/tokenizer";
+import { extractAnswer } from "../grading/extract";
+import { isEquivalent } from "../grading/verify";
+import type { RunConfig } from "../rl/config";
+import type { Example } from "../rl/data";
+import type { CorrectionBucket } from "./octopus/octopus";
 
 /** The n rollouts of one prompt. */
 export interface PromptRollouts {

@@ -6,9 +6,9 @@
 import fs from "node:fs";
 import path from "node:path";
 
-import type { DataCursorState } from "./data";
 import type { Model } from "../engine/model";
 import type { PolicyTrainer } from "../engine/trainer";
+import type { DataCursorState } from "./data";
 
 const STATE_FILE = "trainer_state.json";
 const OPTIMIZER_FILE = "optimizer.safetensors";

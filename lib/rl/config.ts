@@ -9,10 +9,11 @@ import YAML from "yaml";
 import { z } from "zod";
 
 import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
-import { THINKING_JUDGE_PROMPT } from "../methods/trust-grpo/judge/thinking-judge";
 import { SCORE_INSTRUCTION } from "../methods/score/score";
 import { DEFAULT_COLLAPSE_ALARM } from "../methods/srt/srt";
+import { THINKING_JUDGE_PROMPT } from "../methods/trust-grpo/judge/thinking-judge";
 import { DEFAULT_TRUST } from "../methods/trust-grpo/trust-grpo";
+import { LOGPROB_CHUNK_SIZE } from "../native";
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -126,7 +127,8 @@ export const configSchema = z.strictObject({
       /** optimizer updates per RL step (the rollout batch split into this many mini-batches) */
       miniBatches: positiveInt.default(1),
       activationCheckpointing: z.boolean().default(false),
-      logprobChunkSize: positiveInt.default(1024),
+      /** tokens per chunk of the log-prob op (peak extra memory chunk × vocab fp32) */
+      logprobChunkSize: positiveInt.default(LOGPROB_CHUNK_SIZE),
     })
     .prefault({}),
   /** data-parallel training (docs/methods.md §13), used when started with --nproc or torchrun's variables */

@@ -1,8 +1,8 @@
 /** Prompt building (docs/methods.md §9): the instruction template, then the tokenizer's chat template. */
+import type { ChatMessage, TextTokenizer } from "../engine/tokenizer";
+import { SCORE_INSTRUCTION } from "../methods/score/score";
 import type { RunConfig } from "./config";
 import type { Example } from "./data";
-import { SCORE_INSTRUCTION } from "../methods/score/score";
-import type { ChatMessage, TextTokenizer } from "../engine/tokenizer";
 
 export interface PromptOptions {
   /** the user message; {problem} is replaced by the problem text */

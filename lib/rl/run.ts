@@ -13,22 +13,22 @@ import path from "node:path";
 import { SingleBar } from "cli-progress";
 import YAML from "yaml";
 
-import { writeFileAtomic } from "../util/atomic-file";
-import { checkpointDir, latestCheckpoint, optimizerStateFile, saveCheckpoint, type TrainerState } from "./checkpoint";
-import type { RunConfig } from "./config";
-import { DataCursor, loadDataset, type Example } from "./data";
 import { ensureDemoModel } from "../demo/model";
 import { DataParallel, rankDevice, torchrunEnv } from "../engine/distributed";
+import { Model } from "../engine/model";
+import { TextTokenizer } from "../engine/tokenizer";
+import { PolicyTrainer } from "../engine/trainer";
 import { evaluateModel } from "../eval/evaluate";
 import type { EvalMetrics } from "../eval/metrics";
 import { createMethodHook, methodNeedsReference } from "../methods";
 import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
-import { Model } from "../engine/model";
 import { writeReportAfterRun } from "../report";
+import { writeFileAtomic } from "../util/atomic-file";
+import { checkpointDir, latestCheckpoint, optimizerStateFile, saveCheckpoint, type TrainerState } from "./checkpoint";
+import type { RunConfig } from "./config";
+import { DataCursor, loadDataset, type Example } from "./data";
 import { promptOptions } from "./prompts";
 import { rlStep, type StepMetrics } from "./step";
-import { TextTokenizer } from "../engine/tokenizer";
-import { PolicyTrainer } from "../engine/trainer";
 
 export interface TrainOptions {
   resume?: boolean;

@@ -4,13 +4,13 @@
  * ground truth. Each example is tokenised as prompt + o1 + SEP + o2 + EOS with the parts
  * encoded separately (exact boundaries); the loss covers the whole response.
  */
-import type { Example } from "./data";
-import { tokenizeCorrection } from "../methods/octopus/octopus";
 import type { Model } from "../engine/model";
-import { encodePrompt, type PromptOptions } from "./prompts";
-import { seededPermutation } from "../util/random";
 import type { TextTokenizer } from "../engine/tokenizer";
 import { PolicyTrainer, type TrainSequence } from "../engine/trainer";
+import { tokenizeCorrection } from "../methods/octopus/octopus";
+import { seededPermutation } from "../util/random";
+import type { Example } from "./data";
+import { encodePrompt, type PromptOptions } from "./prompts";
 
 export interface SftExample {
   example: Example;

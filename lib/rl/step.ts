@@ -4,21 +4,21 @@
  * majority labels: lib/methods/) → group advantages → old and reference log-probs →
  * mini-batch updates → metrics.
  */
-import { dynamicSamplingKeep, groupAdvantages } from "./advantages";
-import type { RunConfig } from "./config";
-import type { DataCursor, Example } from "./data";
 import type { DataParallel } from "../engine/distributed";
-import type { EvalMetrics } from "../eval/metrics";
 import { learningRate } from "../engine/lr-schedule";
-import { rolloutSampling, type GroupBuild, type GroupSample, type MethodHook, type PromptRollouts, type RolloutOutcome, type StepEnd } from "../methods";
-import type { CorrectionBucket } from "../methods/octopus/octopus";
 import type { Model } from "../engine/model";
-import { encodePrompt, promptOptions } from "./prompts";
-import { rolloutSeed } from "../util/random";
-import { mean } from "../util/stats";
 import type { GenerationResult } from "../engine/sampling";
 import type { TextTokenizer } from "../engine/tokenizer";
 import { PolicyTrainer, type StepReport, type TrainSequence } from "../engine/trainer";
+import type { EvalMetrics } from "../eval/metrics";
+import { rolloutSampling, type GroupBuild, type GroupSample, type MethodHook, type PromptRollouts, type RolloutOutcome, type StepEnd } from "../methods";
+import type { CorrectionBucket } from "../methods/octopus/octopus";
+import { rolloutSeed } from "../util/random";
+import { mean } from "../util/stats";
+import { dynamicSamplingKeep, groupAdvantages } from "./advantages";
+import type { RunConfig } from "./config";
+import type { DataCursor, Example } from "./data";
+import { encodePrompt, promptOptions } from "./prompts";
 
 export { rolloutSeed };
 

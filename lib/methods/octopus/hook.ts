@@ -2,7 +2,10 @@
  * Octopus rollouts (docs/methods.md §6.1): parse o1/o2, the r_sc reward, the n augmented pairs and the
  * Stage I / II masks (lib/methods/octopus/octopus.ts), as one advantage group of 2n (n without augmentation).
  */
+import type { TextTokenizer } from "../../engine/tokenizer";
 import type { RunConfig } from "../../rl/config";
+import { overlongShaping } from "../grpo/hook";
+import { answerMatches, type GroupBuild, type GroupSample, type MethodHook, type PromptRollouts } from "../hook";
 import {
   correctionBucket,
   correctionReward,
@@ -13,9 +16,6 @@ import {
   tokenizeCorrection,
   type CorrectionBucket,
 } from "./octopus";
-import type { TextTokenizer } from "../../engine/tokenizer";
-import { answerMatches, type GroupBuild, type GroupSample, type MethodHook, type PromptRollouts } from "../hook";
-import { overlongShaping } from "../grpo/hook";
 
 /**
  * The group of one prompt, o1 and o2 judged by `isCorrect` (against the gold label for Octopus,

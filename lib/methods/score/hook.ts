@@ -3,17 +3,17 @@
  * sampler's prefix cache (the keys and values of x ⊕ y1 are reused, not recomputed); per-turn
  * rewards, returns, loss masks and per-token KL coefficients from lib/methods/score/score.ts.
  */
-import type { RunConfig } from "../../rl/config";
-import { ConfigError } from "../../rl/config";
-import { correctionBucket } from "../octopus/octopus";
-import { scoreMasks, scoreTurnReturns, twoTurnTokens } from "./score";
 import type { Model } from "../../engine/model";
-import { rolloutSeed } from "../../util/random";
 import type { GenerationResult } from "../../engine/sampling";
 import { stopSequencesFor } from "../../engine/stop-strings";
 import type { TextTokenizer } from "../../engine/tokenizer";
-import { answerMatches, rolloutSampling, type GroupBuild, type MethodHook, type PromptRollouts } from "../hook";
+import type { RunConfig } from "../../rl/config";
+import { ConfigError } from "../../rl/config";
+import { rolloutSeed } from "../../util/random";
 import { mean } from "../../util/stats";
+import { answerMatches, rolloutSampling, type GroupBuild, type MethodHook, type PromptRollouts } from "../hook";
+import { correctionBucket } from "../octopus/octopus";
+import { scoreMasks, scoreTurnReturns, twoTurnTokens } from "./score";
 
 /** y1 without the turn-1 stop string it ended on (the instruction follows instead). */
 function turnOneTokens(sample: GenerationResult, stopSequences: number[][]): Int32Array {

@@ -5,19 +5,19 @@
  * the collapse alarm, early stopping on a small labelled split, and the accuracy of the
  * pseudo-labels against the hidden labels whenever the data has them.
  */
-import type { RunConfig } from "../../rl/config";
-import type { Example } from "../../rl/data";
 import { evaluateModel } from "../../eval/evaluate";
 import { extractAnswer } from "../../grading/extract";
 import { majorityVote, type MajorityVote } from "../../grading/majority";
 import { isEquivalent } from "../../grading/verify";
-import { correctionBucket, parseCorrectionResponse, scoreCorrectionResponse } from "../octopus/octopus";
-import { collapseAlarm, dominantLabelShare, earlyStopping, keepByMajorityShare, labelAccuracy, pseudoLabelRewards, type CollapseSignals } from "./srt";
+import type { RunConfig } from "../../rl/config";
+import type { Example } from "../../rl/data";
 import { encodePrompt, promptOptions } from "../../rl/prompts";
+import { mean } from "../../util/stats";
 import { overlongShaping } from "../grpo/hook";
 import { answerMatches, plainSample, rolloutSampling, type GroupBuild, type HookContext, type MethodHook, type PromptRollouts } from "../hook";
-import { mean } from "../../util/stats";
 import { buildOctopusGroup } from "../octopus/hook";
+import { correctionBucket, parseCorrectionResponse, scoreCorrectionResponse } from "../octopus/octopus";
+import { collapseAlarm, dominantLabelShare, earlyStopping, keepByMajorityShare, labelAccuracy, pseudoLabelRewards, type CollapseSignals } from "./srt";
 
 /** A stable 31-bit seed from an example id (fixed labels must not depend on when a prompt is first seen). */
 function idSeed(runSeed: number, id: string): number {

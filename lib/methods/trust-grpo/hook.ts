@@ -5,14 +5,14 @@
  */
 import type { RunConfig } from "../../rl/config";
 import { ConfigError } from "../../rl/config";
+import { promptText } from "../../rl/prompts";
+import { mean } from "../../util/stats";
+import { overlongShaping } from "../grpo/hook";
+import { answerMatches, plainSample, type GroupBuild, type HookContext, type MethodHook, type PromptRollouts } from "../hook";
 import { EngineJudge } from "./judge/engine-judge";
 import { HttpJudge } from "./judge/http-judge";
 import type { JudgeRequest, ThinkingJudge } from "./judge/thinking-judge";
 import { annealedThinkingWeight, answerFormatOk, outcomeReward, responsesToJudge, saturatedGroup, trustRewards, type TrustOptions } from "./trust-grpo";
-import { promptText } from "../../rl/prompts";
-import { overlongShaping } from "../grpo/hook";
-import { answerMatches, plainSample, type GroupBuild, type HookContext, type MethodHook, type PromptRollouts } from "../hook";
-import { mean } from "../../util/stats";
 
 /** The judge of a run's config. `startingModel` is what judge.modelPath "policy" means. */
 export async function createJudge(config: RunConfig, startingModel: string): Promise<ThinkingJudge> {

@@ -4,8 +4,8 @@
  * demo recipes use the demo model itself as a smoke test of the path (it cannot really judge).
  */
 import { Model } from "../../../engine/model";
-import type { DeviceOptions } from "../../../native";
 import { TextTokenizer } from "../../../engine/tokenizer";
+import type { DeviceOptions } from "../../../native";
 import { judgePrompt, scoresFromTexts, type JudgeRequest, type JudgeScore, type ThinkingJudge } from "./thinking-judge";
 
 export interface EngineJudgeOptions {
