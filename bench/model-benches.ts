@@ -4,13 +4,14 @@ import os from "node:os";
 import path from "node:path";
 
 import { Model } from "../lib/engine/model";
+import { QWEN3_LAYOUT } from "../lib/engine/model-config";
 import { native, type ModelSpec } from "../lib/native";
 import { benchEnvironment, medianSeconds, type Bench } from "./harness";
 
 /** ~54M parameters (Qwen3 layout): 12 layers of width 512 and a tied 32k vocabulary. */
 export function benchModelSpec(quick: boolean): ModelSpec {
   return {
-    architecture: "Qwen3ForCausalLM",
+    ...QWEN3_LAYOUT,
     vocabSize: quick ? 8192 : 32000,
     hiddenSize: 512,
     intermediateSize: 1536,
@@ -21,11 +22,6 @@ export function benchModelSpec(quick: boolean): ModelSpec {
     rmsNormEps: 1e-6,
     ropeTheta: 1e6,
     tieWordEmbeddings: true,
-    attentionBias: false,
-    outputBias: false,
-    mlpBias: false,
-    qkNorm: true,
-    rope: { type: "default", factor: 1, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
   };
 }
 

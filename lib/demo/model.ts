@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 
 import { Model } from "../engine/model";
+import { QWEN3_LAYOUT } from "../engine/model-config";
 import type { ModelSpec } from "../native";
 
 /** Printable ASCII and newline: enough for arithmetic word problems and \boxed{} answers. */
@@ -28,7 +29,7 @@ const CHATML_TEMPLATE =
 export const DEMO_VOCAB_SIZE = DEMO_CHARACTERS.length + DEMO_WORD_TOKENS.length + DEMO_SPECIAL_TOKENS.length;
 
 export const DEMO_MODEL_SPEC: ModelSpec = {
-  architecture: "Qwen3ForCausalLM",
+  ...QWEN3_LAYOUT,
   vocabSize: DEMO_VOCAB_SIZE,
   hiddenSize: 128,
   intermediateSize: 384,
@@ -39,11 +40,6 @@ export const DEMO_MODEL_SPEC: ModelSpec = {
   rmsNormEps: 1e-6,
   ropeTheta: 10000,
   tieWordEmbeddings: true,
-  attentionBias: false,
-  outputBias: false,
-  mlpBias: false,
-  qkNorm: true,
-  rope: { type: "default", factor: 1, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
 };
 
 /**

@@ -20,6 +20,19 @@ export class ModelConfigError extends Error {
 export const SUPPORTED_ARCHITECTURES = ["LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
+/**
+ * What makes a spec Qwen3-shaped apart from its sizes: q/k RMSNorm, no biases, plain RoPE. Models
+ * made from scratch (the demo's, the benches') spread it into their spec.
+ */
+export const QWEN3_LAYOUT = {
+  architecture: "Qwen3ForCausalLM",
+  attentionBias: false,
+  outputBias: false,
+  mlpBias: false,
+  qkNorm: true,
+  rope: { type: "default", factor: 1, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
+} as const satisfies Partial<ModelSpec>;
+
 const positiveInt = z.number().int().positive();
 
 const ropeScalingSchema = z.looseObject({
