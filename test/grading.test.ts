@@ -202,7 +202,9 @@ describe("time bound", () => {
     const t0 = Date.now();
     const result = gradeAnswer(gold, pred, { timeoutMs: 1000 });
     expect(result.correct).toBe(false);
-    expect(Date.now() - t0).toBeLessThan(1500);
+    // The 1 s budget plus slack for a loaded machine; unbounded, these take tens of seconds or
+    // exhaust the heap (measured here: each returns in well under 1 s).
+    expect(Date.now() - t0).toBeLessThan(4000);
   });
 
   test("a very long answer equal verbatim is still correct", () => {
@@ -215,10 +217,11 @@ describe("time bound", () => {
     const result = gradeAnswer("100000!", "5", { timeoutMs: 300 }); // takes seconds in the CAS
     const elapsed = Date.now() - t0;
     expect(result).toEqual(expect.objectContaining({ correct: false, method: "none" }));
-    expect(result.error).toMatch(/300 ms budget/);
+    expect(result.error).toMatch(/300 ms budget/); // the cut-off itself, whatever the machine's speed
     expect(elapsed).toBeGreaterThanOrEqual(290);
-    expect(elapsed).toBeLessThan(1500);
-    // a fresh worker takes over (its start-up is not part of the budget)
+    expect(elapsed).toBeLessThan(3000); // budget plus slack for a loaded machine
+    // a fresh worker takes over (its start-up, which warms the engine, is not part of the budget:
+    // a warm comparison takes ~10 ms, a cold one 50-100 ms on an idle machine)
     expect(gradeAnswer("\\sqrt{12}", "2\\sqrt{3}", { timeoutMs: 300 })).toEqual({ correct: true, method: "symbolic" });
   });
 });
@@ -356,7 +359,9 @@ describe("grade command", () => {
       { id: 4, gold: 27.0, pred: "The answer is \\boxed{27}." },
     ];
     fs.writeFileSync(input, cases.map((c) => JSON.stringify(c)).join("\n") + "\n\n");
-    const summary = await runGradeCommand({ input, output });
+    // A generous CAS budget: this checks the command's output, not the time bound, and the default
+    // 2 s was once exceeded on a loaded CI machine (2 cores shared with the engine's tests).
+    const summary = await runGradeCommand({ input, output, timeoutMs: 60_000 });
     expect(summary).toEqual({ total: 4, correct: 3 });
     const lines = fs.readFileSync(output, "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.map((l) => l.correct)).toEqual([true, true, false, true]);

@@ -461,6 +461,7 @@ try {
   vm.runInThisContext("(function (exports, module) {" + source + "\n})", { filename: workerData.cePath })(mod.exports, mod);
   ComputeEngine = mod.exports.ComputeEngine;
   newEngine();
+  warmUp();
   reply({ ready: true });
 } catch (e) {
   reply({ ready: false, error: String((e && e.message) || e) });
@@ -509,6 +510,22 @@ function compare(a, b) {
     if (!sameValue(x, y)) return { eq: false };
   }
   return { eq: true };
+}
+
+// The engine's first parse, simplification and evaluation compile its rule tables (~50-100 ms idle,
+// seconds on a loaded machine): pay that during start-up, which is outside the per-call budget,
+// so a fresh worker's first comparison is as fast as any other.
+function warmUp() {
+  for (const [a, b] of [["\\sqrt{8}", "2\\sqrt{2}"], ["\\frac{x^2-1}{x-1}", "x+1"], ["\\pi r^2", "r^2\\pi"]]) {
+    ce.pushScope();
+    try {
+      compare(a, b);
+    } catch (e) {
+      // warming only: a real call reports its own errors
+    } finally {
+      ce.popScope();
+    }
+  }
 }
 
 parentPort.on("message", (request) => {
