@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A new user's first minutes: clone HEAD into a temporary directory with nothing beside it (no
-# ../shared, no node_modules, no build), then run the README's two commands there, exactly as the
-# README writes them (its first two ```bash blocks).
+# A new user's first minutes: clone HEAD into a temporary directory with nothing beside it (none
+# of the reference material developers keep next to the repo, no node_modules, no build), then
+# run the README's two commands there, exactly as the README writes them (its first two ```bash
+# blocks).
 #
 #   bash scripts/fresh-clone-check.sh          (KEEP=1 keeps the clone; its path is printed)
 #
