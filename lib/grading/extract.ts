@@ -58,7 +58,18 @@ function matchBraces(text: string): Map<number, number> {
  * group). `open` must hold a `{` that is not itself escaped (not after an odd run of backslashes).
  */
 export function closingBrace(text: string, open: number): number {
-  return matchBraces(text).get(open) ?? -1;
+  // a forward scan from `open`, not matchBraces: the verifier calls this once per macro argument
+  let depth = 0;
+  for (let i = open; i < text.length; i++) {
+    const c = text[i];
+    if (c === "\\") {
+      i++; // the same escapes as matchBraces
+      continue;
+    }
+    if (c === "{") depth++;
+    else if (c === "}" && --depth === 0) return i;
+  }
+  return -1;
 }
 
 interface BoxHit {

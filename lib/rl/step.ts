@@ -79,7 +79,6 @@ function zeroBuckets(): Record<CorrectionBucket, number> {
   return { w2c: 0, c2c: 0, c2w: 0, w2w: 0 };
 }
 
-
 /** prompt ⊕ response, the response's masks after the prompt's zeros (the prompt gets no loss and no KL). */
 function trainSequence(promptIds: Int32Array, sample: GroupSample): TrainSequence {
   const tokens = new Int32Array(promptIds.length + sample.response.length);
