@@ -10,6 +10,7 @@ module.exports = {
     "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.json" }],
     "^.+\\.js$": ["ts-jest", { tsconfig: { allowJs: true, module: "commonjs", target: "ES2022" } }],
   },
-  transformIgnorePatterns: ["/node_modules/(?!(hyparquet|hyparquet-writer)/)"],
+  // scripts/ is plain CommonJS run by node itself (test/setup.test.ts requires setup.js).
+  transformIgnorePatterns: ["/node_modules/(?!(hyparquet|hyparquet-writer)/)", "<rootDir>/scripts/"],
   testTimeout: 120000,
 };

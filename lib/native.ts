@@ -316,6 +316,8 @@ export interface NativeOps {
   }): Promise<Float32Array[]>;
   /** libtorch's CPU memory, counted from the first call on */
   cpuMemory(options?: { resetPeak?: boolean }): { currentBytes: number; peakBytes: number };
+  /** bytes of tensors on `device` ("cpu" as cpuMemory; "cuda:N" from libtorch's caching allocator) */
+  deviceMemory(device: string, options?: { resetPeak?: boolean }): { currentBytes: number; peakBytes: number };
   benchPolicyLoss(args: {
     tokens: number;
     hiddenSize: number;
@@ -353,6 +355,8 @@ export interface NativeProcessGroup {
   /** element-wise reduction over the ranks; `what` names the reduction in errors */
   allReduce(values: Float64Array, op: "sum" | "max" | "min", what: string): Promise<Float64Array>;
   barrier(what: string): Promise<void>;
+  /** leaves the group (NCCL's communicators are freed); later collectives reject */
+  shutdown(): void;
 }
 
 export interface EngineInfo {
@@ -360,6 +364,8 @@ export interface EngineInfo {
   cudaAvailable: boolean;
   cudaDeviceCount: number;
   scaledDotProductAttention: boolean;
+  /** optional features built in: sdpa, sdpa-gqa, cuda-graphs, gemm-out-dtype, gloo, nccl */
+  features: string[];
   threads: number;
   parallelInfo: string;
   buildConfig: string;

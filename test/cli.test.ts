@@ -42,6 +42,11 @@ test("info --json reports the libtorch version and devices", () => {
   expect(info.devices).toContain("cpu");
   expect(info.devices.length).toBe(1 + info.cuda.deviceCount);
   expect(typeof info.build.torchConfig).toBe("string");
+  // Optional features: only known names, and "sdpa" exactly when the attention line says so.
+  const known = ["sdpa", "sdpa-gqa", "cuda-graphs", "gemm-out-dtype", "gloo", "nccl"];
+  expect(info.features.filter((f: string) => !known.includes(f))).toEqual([]);
+  expect(info.features.includes("sdpa")).toBe(info.libtorch.scaledDotProductAttention);
+  expect(run("info").stdout).toMatch(/^features {4}/m);
 });
 
 test("generate on the built-in demo model is reproducible for a seed", () => {

@@ -236,6 +236,15 @@ describe("torchrun's variables", () => {
   });
 });
 
+test("a closed group refuses further collectives, naming them", async () => {
+  const env = { rank: 0, worldSize: 1, localRank: 0, masterAddr: "127.0.0.1", masterPort: await freePort() };
+  const dp = await DataParallel.join(env, { timeoutSeconds: 10 });
+  expect(await dp.sum([2, 3], "a sum")).toEqual([2, 3]);
+  dp.close();
+  dp.close();  // idempotent
+  await expect(dp.sum([1], "the agreement on stopping")).rejects.toThrow(/the agreement on stopping: this process group was shut down/);
+});
+
 describe("octo-native train --nproc 2", () => {
   const data = path.join(tmp, "arithmetic.jsonl");
   const runDir = path.join(tmp, "run-nproc");

@@ -222,6 +222,31 @@ describe("bf16 models train through fp32 master weights", () => {
     model.dispose();
   });
 
+  test("micro-batch gradients add up in fp32: 4 micro-batches of a batch's quarter-loss equal the batch (bit-exact)", async () => {
+    // Each copy's loss is the batch's divided by 4 (the step counts 4x the tokens), so its bf16
+    // gradients are exactly g/4 (a power of two scales through every op). Summed in fp32 they give
+    // g exactly; summed in bf16, g/4 + g/4 + g/4 = 3g/4 needs two more bits than bf16 has and
+    // rounds, and the updates would differ.
+    const afterStep = async (batch: TrainSequence[], microBatchSize: number) => {
+      const model = await Model.create(spec, 8, { device: "cpu", dtype: "bfloat16" });
+      const trainer = new PolicyTrainer(model, { schedule: { lr: 1e-2, warmupSteps: 0, kind: "constant" }, weightDecay: 0, maxGradNorm: 0, microBatchSize });
+      const report = await trainer.trainStep(batch, { objective: "supervised" });
+      const logits = await model.forward(probe, 2, 10);
+      model.dispose();
+      return { gradNorm: report.gradNorm, logits };
+    };
+    const whole = await afterStep(sequences, sequences.length);
+    const quarters = await afterStep([...sequences, ...sequences, ...sequences, ...sequences], sequences.length);
+    expect(quarters.gradNorm).toBe(whole.gradNorm);
+    expect(maxAbsDiff(quarters.logits, whole.logits)).toBe(0);
+  });
+
+  test("float16 training is refused (it needs loss scaling), naming what to use", async () => {
+    const model = await Model.create(spec, 8, { device: "cpu", dtype: "float16" });
+    expect(() => new PolicyTrainer(model, { schedule: { lr: 1e-3, warmupSteps: 0, kind: "constant" } })).toThrow(/float16.*bfloat16/s);
+    model.dispose();
+  });
+
   test("a bf16 model learns a supervised task", async () => {
     const model = await Model.create(spec, 8, { device: "cpu", dtype: "bfloat16" });
     const trainer = new PolicyTrainer(model, { schedule: { lr: 3e-3, warmupSteps: 5, kind: "constant" }, weightDecay: 0 });

@@ -10,12 +10,13 @@ export interface InstallInfo {
   package: { name: string; version: string };
   node: string;
   libtorch: { version: string; torchDir: string | null; scaledDotProductAttention: boolean };
+  /** optional engine features this build has (a failed probe leaves one out; see CMakeLists.txt) */
+  features: string[];
   cuda: { available: boolean; deviceCount: number };
   devices: string[];
   threads: number;
   build: { type: string | null; cxxFlags: string | null; torchConfig: string };
 }
-
 
 /** A value from the native build's CMakeCache.txt (null when absent). */
 function cmakeCacheValue(key: string): string | null {
@@ -33,6 +34,7 @@ export function installInfo(): InstallInfo {
     package: { name: pkg.name, version: pkg.version },
     node: process.version,
     libtorch: { version: engine.torchVersion, torchDir: cmakeCacheValue("Torch_DIR"), scaledDotProductAttention: engine.scaledDotProductAttention },
+    features: engine.features,
     cuda: { available: engine.cudaAvailable, deviceCount: engine.cudaDeviceCount },
     devices,
     threads: engine.threads,
@@ -46,6 +48,7 @@ export function formatInstallInfo(info: InstallInfo): string {
     `node        ${info.node}`,
     `libtorch    ${info.libtorch.version}  (${info.libtorch.torchDir ?? "unknown location"})`,
     `attention   ${info.libtorch.scaledDotProductAttention ? "scaled_dot_product_attention" : "manual (libtorch < 2.0)"}`,
+    `features    ${info.features.length > 0 ? info.features.join(", ") : "none"}`,
     `cuda        ${info.cuda.available ? `${info.cuda.deviceCount} device(s)` : "not available"}`,
     `devices     ${info.devices.join(", ")}`,
     `threads     ${info.threads}`,

@@ -121,4 +121,9 @@ export class DataParallel {
   barrier(what: string): Promise<void> {
     return this.group.barrier(what);
   }
+
+  /** Leaves the group, at the end of the run or on failure (NCCL's communicators are freed). */
+  close(): void {
+    this.group.shutdown();
+  }
 }

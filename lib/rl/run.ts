@@ -113,6 +113,14 @@ interface LoopEnd {
 export async function runTraining(config: RunConfig, options: TrainOptions = {}): Promise<TrainSummary> {
   const started = Date.now();
   const run = await joinRun(config, options);
+  try {
+    return await trainJoined(run, started);
+  } finally {
+    run.dp?.close();
+  }
+}
+
+async function trainJoined(run: RunContext, started: number): Promise<TrainSummary> {
   const modelDir = await demoModelOrPath(run);
   const { examples, evalExamples } = await loadRunData(run);
   const resumeFrom = await resumePoint(run);

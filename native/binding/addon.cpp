@@ -85,6 +85,9 @@ Napi::Value infoJs(const Napi::CallbackInfo& info) {
     out.Set("cudaAvailable", e.cudaAvailable);
     out.Set("cudaDeviceCount", static_cast<double>(e.cudaDeviceCount));
     out.Set("scaledDotProductAttention", e.scaledDotProductAttention);
+    Napi::Array features = Napi::Array::New(env, e.features.size());
+    for (size_t i = 0; i < e.features.size(); ++i) features.Set(static_cast<uint32_t>(i), e.features[i]);
+    out.Set("features", features);
     out.Set("threads", static_cast<double>(e.threads));
     out.Set("parallelInfo", e.parallelInfo);
     out.Set("buildConfig", e.buildConfig);

@@ -10,6 +10,13 @@ namespace octo::binding {
 
 namespace {
 
+Napi::Object memoryUseToJs(Napi::Env env, const MemoryUse& use) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("currentBytes", static_cast<double>(use.currentBytes));
+  out.Set("peakBytes", static_cast<double>(use.peakBytes));
+  return out;
+}
+
 struct LogprobsOpResult {
   at::Tensor logprobs, entropy, gradHidden, gradWeight;
 };
@@ -189,12 +196,21 @@ Napi::Value benchPolicyLossOp(const Napi::CallbackInfo& info) {
 // from the first call on (the counting allocator is installed then).
 Napi::Value cpuMemoryOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  installCpuMemoryTracker();
-  if (info.Length() > 0 && info[0].IsObject() && optionalBool(info[0].As<Napi::Object>(), "resetPeak", false)) resetCpuPeakBytes();
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("currentBytes", static_cast<double>(cpuCurrentBytes()));
-  out.Set("peakBytes", static_cast<double>(cpuPeakBytes()));
-  return out;
+  return guarded(env, [&]() -> Napi::Value {
+    const bool reset = info.Length() > 0 && info[0].IsObject() && optionalBool(info[0].As<Napi::Object>(), "resetPeak", false);
+    return memoryUseToJs(env, deviceMemory(at::kCPU, reset));
+  });
+}
+
+// ops.deviceMemory(device, {resetPeak?}) -> {currentBytes, peakBytes}: "cpu" as cpuMemory; "cuda:N"
+// from libtorch's caching allocator (tensors' bytes, not the allocator's reserved cache).
+Napi::Value deviceMemoryOp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "deviceMemory needs a device name such as 'cuda:0'");
+    const bool reset = info.Length() > 1 && info[1].IsObject() && optionalBool(info[1].As<Napi::Object>(), "resetPeak", false);
+    return memoryUseToJs(env, deviceMemory(parseDevice(info[0].As<Napi::String>().Utf8Value()), reset));
+  });
 }
 
 }  // namespace
@@ -205,6 +221,7 @@ void defineOps(Napi::Env env, Napi::Object exports) {
   ops.Set("policyLoss", Napi::Function::New<policyLossOp>(env, "policyLoss"));
   ops.Set("adamw", Napi::Function::New<adamwOp>(env, "adamw"));
   ops.Set("cpuMemory", Napi::Function::New<cpuMemoryOp>(env, "cpuMemory"));
+  ops.Set("deviceMemory", Napi::Function::New<deviceMemoryOp>(env, "deviceMemory"));
   ops.Set("benchPolicyLoss", Napi::Function::New<benchPolicyLossOp>(env, "benchPolicyLoss"));
   exports.Set("ops", ops);
 }

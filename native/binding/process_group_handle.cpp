@@ -12,6 +12,7 @@ Napi::Function ProcessGroupHandle::define(Napi::Env env) {
                      {
                          InstanceMethod<&ProcessGroupHandle::allReduce>("allReduce"),
                          InstanceMethod<&ProcessGroupHandle::barrier>("barrier"),
+                         InstanceMethod<&ProcessGroupHandle::shutdown>("shutdown"),
                          InstanceAccessor<&ProcessGroupHandle::rank>("rank"),
                          InstanceAccessor<&ProcessGroupHandle::worldSize>("worldSize"),
                          InstanceAccessor<&ProcessGroupHandle::backend>("backend"),
@@ -81,6 +82,15 @@ Napi::Value ProcessGroupHandle::barrier(const Napi::CallbackInfo& info) {
     return PromiseWorker<bool>::start(
         env, [group, what]() { group->barrier(what); return true; },
         [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+  });
+}
+
+// shutdown(): leaves the group (NCCL communicators freed); later collectives reject.
+Napi::Value ProcessGroupHandle::shutdown(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    group_->shutdown();
+    return env.Undefined();
   });
 }
 

@@ -20,6 +20,7 @@ class ProcessGroupHandle : public Napi::ObjectWrap<ProcessGroupHandle> {
  private:
   Napi::Value allReduce(const Napi::CallbackInfo& info);
   Napi::Value barrier(const Napi::CallbackInfo& info);
+  Napi::Value shutdown(const Napi::CallbackInfo& info);
   Napi::Value rank(const Napi::CallbackInfo& info);
   Napi::Value worldSize(const Napi::CallbackInfo& info);
   Napi::Value backend(const Napi::CallbackInfo& info);

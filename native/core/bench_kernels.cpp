@@ -72,12 +72,12 @@ LossBenchResult benchPolicyLoss(int64_t tokens, int64_t hidden, int64_t vocab, i
   synchronize(device);
   h.mutable_grad() = at::Tensor();
   w.mutable_grad() = at::Tensor();
-  const int64_t before = resetCpuPeakBytes();
+  const int64_t before = deviceMemory(device, /*resetPeak=*/true).currentBytes;
   const auto start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < iterations; ++i) run();
   synchronize(device);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / static_cast<double>(iterations);
-  result.peakBytes = device.is_cpu() ? cpuPeakBytes() - before : -1;
+  result.peakBytes = deviceMemory(device, /*resetPeak=*/false).peakBytes - before;
   return result;
 }
 

@@ -9,6 +9,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
 #ifdef USE_C10D_NCCL
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -113,6 +114,9 @@ DistributedGroup::DistributedGroup(const ProcessGroupOptions& options) : options
       // once a collective exceeds it (the dead-or-hung-peer case).
       setenv("NCCL_BLOCKING_WAIT", "1", 0);
       setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
+      // This rank's GPU (cuda:LOCAL_RANK, lib/engine/distributed.ts) is current before NCCL
+      // makes its communicators; otherwise they bind to whatever device is current (cuda:0).
+      if (options.device.has_index()) c10::cuda::set_device(options.device.index());
       auto ncclOptions = c10d::ProcessGroupNCCL::Options::create();
       ncclOptions->timeout = options.timeout;
       group_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, rank, size, ncclOptions);
@@ -130,6 +134,10 @@ DistributedGroup::DistributedGroup(const ProcessGroupOptions& options) : options
   }
 }
 
+void DistributedGroup::checkOpen(const std::string& what) const {
+  if (shutDown_) throw DistributedError(what + ": this process group was shut down");
+}
+
 void DistributedGroup::wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) const {
   try {
     // Gloo enforces the timeout inside the collective; the wait's own bound (a little later)
@@ -143,6 +151,7 @@ void DistributedGroup::wait(const c10::intrusive_ptr<c10d::Work>& work, const st
 }
 
 void DistributedGroup::allReduce(std::vector<at::Tensor>& tensors, ReduceOp op, const std::string& what) {
+  checkOpen(what);
   c10d::AllreduceOptions reduce;
   reduce.reduceOp = toC10d(op);
   reduce.timeout = options_.timeout;
@@ -153,6 +162,7 @@ void DistributedGroup::allReduce(std::vector<at::Tensor>& tensors, ReduceOp op, 
 }
 
 c10::intrusive_ptr<c10d::Work> DistributedGroup::allReduceAsync(at::Tensor& tensor) {
+  checkOpen("the gradient all-reduce");
   c10d::AllreduceOptions reduce;
   reduce.timeout = options_.timeout;
   std::vector<at::Tensor> one{tensor};
@@ -160,6 +170,7 @@ c10::intrusive_ptr<c10d::Work> DistributedGroup::allReduceAsync(at::Tensor& tens
 }
 
 void DistributedGroup::broadcast(std::vector<at::Tensor>& tensors, int64_t root, const std::string& what) {
+  checkOpen(what);
   c10d::BroadcastOptions cast;
   cast.rootRank = root;
   cast.timeout = options_.timeout;
@@ -170,9 +181,31 @@ void DistributedGroup::broadcast(std::vector<at::Tensor>& tensors, int64_t root,
 }
 
 void DistributedGroup::barrier(const std::string& what) {
+  checkOpen(what);
   c10d::BarrierOptions options;
   options.timeout = options_.timeout;
+  // NCCL runs a barrier as an all-reduce on a GPU: name ours, or it guesses rank % GPUs per
+  // host, which on several hosts can pick a device no other collective used and hang.
+  if (options_.device.is_cuda() && options_.device.has_index()) options.device_ids = {options_.device.index()};
   wait(group_->barrier(options), what);
 }
+
+void DistributedGroup::shutdown() {
+  if (shutDown_ || !group_) return;
+  shutDown_ = true;
+#if defined(USE_C10D_NCCL) && OCTO_TORCH_AT_LEAST(2, 3)
+  if (backend_ == "nccl") {
+    try {
+      c10::static_intrusive_pointer_cast<c10d::ProcessGroupNCCL>(group_)->shutdown();
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "octo-native: warning: shutting NCCL down failed: %s\n", describe(error).c_str());
+    }
+  }
+#endif
+  group_.reset();
+  store_.reset();
+}
+
+DistributedGroup::~DistributedGroup() { shutdown(); }
 
 }  // namespace octo

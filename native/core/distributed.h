@@ -48,6 +48,9 @@ class DistributedGroup {
   // Joins the group: blocks until all `worldSize` ranks have met at the store, or throws after
   // the timeout.
   explicit DistributedGroup(const ProcessGroupOptions& options);
+  ~DistributedGroup();
+  DistributedGroup(const DistributedGroup&) = delete;
+  DistributedGroup& operator=(const DistributedGroup&) = delete;
 
   int64_t rank() const { return options_.rank; }
   int64_t worldSize() const { return options_.worldSize; }
@@ -64,12 +67,18 @@ class DistributedGroup {
   c10::intrusive_ptr<c10d::Work> allReduceAsync(at::Tensor& tensor);
   // Waits for `work` within the timeout; a failure becomes a DistributedError naming `what`.
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) const;
+  // Leaves the group: NCCL's communicators are shut down (freeing their GPU memory and threads
+  // before the process exits); later collectives throw. Idempotent; the destructor calls it.
+  void shutdown();
 
  private:
+  void checkOpen(const std::string& what) const;
+
   ProcessGroupOptions options_;
   std::string backend_;
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<CollectiveBackend> group_;
+  bool shutDown_ = false;
 };
 
 // The backends this build can create: "gloo", and "nccl" on a CUDA libtorch built with it.

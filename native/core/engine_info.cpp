@@ -1,5 +1,7 @@
 #include "core/engine_info.h"
 
+#include <algorithm>
+
 #include <ATen/Parallel.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 
@@ -11,6 +13,14 @@ EngineInfo engineInfo() {
   info.cudaAvailable = at::hasCUDA();
   info.cudaDeviceCount = info.cudaAvailable ? at::detail::getCUDAHooks().getNumGPUs() : 0;
   info.scaledDotProductAttention = OCTO_HAS_SDPA;
+  if (OCTO_HAS_SDPA) info.features.push_back("sdpa");
+  if (OCTO_HAS_SDPA_GQA) info.features.push_back("sdpa-gqa");
+  const std::string probed = OCTO_BUILD_FEATURES;  // comma-separated, from CMakeLists.txt
+  for (size_t start = 0; start < probed.size();) {
+    const size_t comma = std::min(probed.find(',', start), probed.size());
+    info.features.push_back(probed.substr(start, comma - start));
+    start = comma + 1;
+  }
   info.threads = at::get_num_threads();
   info.parallelInfo = at::get_parallel_info();
   info.buildConfig = at::show_config();

@@ -10,6 +10,9 @@ struct EngineInfo {
   bool cudaAvailable = false;
   int64_t cudaDeviceCount = 0;
   bool scaledDotProductAttention = false;
+  // Optional features built in: "sdpa", "sdpa-gqa" (from the libtorch version), and what
+  // CMakeLists.txt's probes found: "cuda-graphs", "gemm-out-dtype", "gloo", "nccl".
+  std::vector<std::string> features;
   int64_t threads = 0;
   std::string parallelInfo;
   std::string buildConfig;

@@ -1,5 +1,6 @@
 #include "core/gradient_reducer.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <torch/csrc/autograd/function.h>
@@ -7,6 +8,12 @@
 #include <torch/csrc/autograd/variable.h>
 
 namespace octo {
+
+struct GradientReducer::AccumulatorHooks {
+  // Kept alive so the same node, with our hook, serves every backward.
+  std::vector<decltype(torch::autograd::impl::grad_accumulator(std::declval<const at::Tensor&>()))> nodes;
+  std::vector<uintptr_t> keys;
+};
 
 GradientReducer::GradientReducer(std::shared_ptr<DistributedGroup> group, std::vector<at::Tensor> params,
                                  GradientReducerOptions options)
@@ -30,24 +37,27 @@ GradientReducer::GradientReducer(std::shared_ptr<DistributedGroup> group, std::v
     if (numel * 4 >= options_.bucketBytes) close();
   }
   if (!current.params.empty()) close();
+  if (options_.mainGradients) zeroMainGradients();
 
   if (!options_.overlapBackward) return;
+  hooks_ = std::make_unique<AccumulatorHooks>();
   for (size_t k = 0; k < params_.size(); ++k) {
     TORCH_CHECK(params_[k].requires_grad(), "data-parallel training needs trainable parameters");
-    std::shared_ptr<torch::autograd::Node> accumulator = torch::autograd::impl::grad_accumulator(params_[k]);
+    auto accumulator = torch::autograd::impl::grad_accumulator(params_[k]);
     // Runs after the gradient has been added into params_[k].grad(): on the armed (last)
     // backward of a step nothing will add to it any more.
-    hookKeys_.push_back(accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+    hooks_->keys.push_back(accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
         [this, k](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
           if (armed_) onGradientFinal(k);
           return outputs;
         })));
-    accumulators_.push_back(std::move(accumulator));
+    hooks_->nodes.push_back(std::move(accumulator));
   }
 }
 
 GradientReducer::~GradientReducer() {
-  for (size_t k = 0; k < accumulators_.size(); ++k) accumulators_[k]->del_post_hook(hookKeys_[k]);
+  if (!hooks_) return;
+  for (size_t k = 0; k < hooks_->nodes.size(); ++k) hooks_->nodes[k]->del_post_hook(hooks_->keys[k]);
 }
 
 void GradientReducer::arm() {
@@ -70,10 +80,31 @@ void GradientReducer::launchReadyInOrder() {
   }
 }
 
+void GradientReducer::foldIn(size_t k) {
+  TORCH_CHECK(options_.mainGradients, "foldIn() is for a reducer that holds the main gradients");
+  const at::Tensor& grad = params_[k].grad();
+  if (!grad.defined()) return;
+  at::NoGradGuard noGrad;
+  const Bucket& bucket = buckets_[bucketOf_[k]];
+  const size_t j = static_cast<size_t>(std::find(bucket.params.begin(), bucket.params.end(), k) - bucket.params.begin());
+  bucket.flat.narrow(0, bucket.offsets[j], params_[k].numel()).add_(grad.reshape({-1}));
+  folded_[k] = true;
+}
+
+void GradientReducer::zeroMainGradients() {
+  for (auto& bucket : buckets_) bucket.flat.zero_();
+  folded_.assign(params_.size(), false);
+}
+
 void GradientReducer::launch(Bucket& bucket) {
   at::NoGradGuard noGrad;
   for (size_t j = 0; j < bucket.params.size(); ++j) {
-    const at::Tensor& param = params_[bucket.params[j]];
+    const size_t k = bucket.params[j];
+    if (options_.mainGradients) {
+      foldIn(k);  // the last micro-batch's share; the earlier ones are in already
+      continue;
+    }
+    const at::Tensor& param = params_[k];
     at::Tensor slot = bucket.flat.narrow(0, bucket.offsets[j], param.numel());
     if (param.grad().defined()) slot.copy_(param.grad().reshape({-1}));
     else slot.zero_();
@@ -96,7 +127,8 @@ ReduceReport GradientReducer::finish(const std::vector<at::Tensor>& targets) {
   {
     at::Tensor flags = at::empty({static_cast<int64_t>(params_.size())}, at::kFloat);
     auto* f = flags.data_ptr<float>();
-    for (size_t k = 0; k < params_.size(); ++k) f[k] = params_[k].grad().defined() ? 1.0f : 0.0f;
+    for (size_t k = 0; k < params_.size(); ++k)
+      f[k] = (options_.mainGradients ? folded_[k] : params_[k].grad().defined()) ? 1.0f : 0.0f;
     present.copy_(flags);
   }
   for (size_t b = 0; b < buckets_.size(); ++b) {

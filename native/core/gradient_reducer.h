@@ -16,15 +16,15 @@
 
 #include "core/distributed.h"
 
-namespace torch::autograd {
-struct Node;
-}
-
 namespace octo {
 
 struct GradientReducerOptions {
   int64_t bucketBytes = 25 << 20;  // fp32 bytes per bucket (DDP's default, 25 MiB)
   bool overlapBackward = true;     // launch buckets from the backward's hooks
+  // Low-precision (bf16/fp16) models: the buckets are the fp32 main gradients of the whole step.
+  // Each micro-batch's gradients are added into them (foldIn; the last one's as its buckets
+  // launch) instead of accumulating in the model's dtype, and zeroMainGradients() clears them.
+  bool mainGradients = false;
 };
 
 struct ReduceReport {
@@ -44,6 +44,9 @@ class GradientReducer {
 
   // The next backward is the last of the step: its hooks may launch buckets.
   void arm();
+  // mainGradients: adds params[k]'s gradient (this micro-batch's) into its fp32 main gradient.
+  void foldIn(size_t k);
+  void zeroMainGradients();
   // Sums every gradient over the ranks and sets targets[i].grad() to the sum (targets are the
   // fp32 master weights, the params themselves for an fp32 model). A parameter with no gradient
   // on any rank keeps none (AdamW leaves it alone, as a single process would).
@@ -70,10 +73,11 @@ class GradientReducer {
   GradientReducerOptions options_;
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucketOf_;  // param -> bucket
-  // The AccumulateGrad nodes (kept alive so the same node, with our hook, serves every backward)
-  // and the keys of our hooks on them.
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
-  std::vector<uintptr_t> hookKeys_;
+  std::vector<bool> folded_;      // mainGradients: param k has had a gradient this step
+  // Our post-hooks on the parameters' AccumulateGrad nodes (defined in the .cpp: the node's
+  // pointer type changed in libtorch 2.13, shared_ptr before, intrusive_ptr since).
+  struct AccumulatorHooks;
+  std::unique_ptr<AccumulatorHooks> hooks_;
   bool armed_ = false;
   size_t nextBucket_ = 0;  // buckets below this have been launched
   int64_t launchedDuringBackward_ = 0;

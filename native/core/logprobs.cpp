@@ -83,12 +83,24 @@ struct ChunkedLogprobs : public torch::autograd::Function<ChunkedLogprobs> {
       }
       gradLogits.scatter_add_(1, targets.narrow(0, start, n).unsqueeze(1), g);
       if (temperature != 1.0) gradLogits.div_(temperature);
-      if (gradLogits.scalar_type() != hidden.scalar_type()) gradLogits = gradLogits.to(hidden.scalar_type());
+      const bool lowPrecision = hidden.scalar_type() != at::kFloat;
+      const at::Tensor gradLogitsLow = lowPrecision ? gradLogits.to(hidden.scalar_type()) : gradLogits;
       if (needHidden) {
         at::Tensor gradHiddenChunk = gradHidden.narrow(0, start, n);  // contiguous rows: written in place
-        at::matmul_out(gradHiddenChunk, gradLogits, lmHead);
+        at::matmul_out(gradHiddenChunk, gradLogitsLow, lmHead);
       }
-      if (needWeight) gradWeight.addmm_(gradLogits.t().to(at::kFloat), h.to(at::kFloat));  // in place: no [V, C] temporary
+      if (needWeight) {
+        // dW accumulates over the chunks in fp32, in place (no [V, C] temporary). On CUDA, a bf16
+        // model's GEMM takes bf16 inputs with fp32 accumulation (tensor cores); elsewhere the fp32
+        // grad-logits themselves, not their rounded copy.
+#if defined(OCTO_HAS_MM_OUT_DTYPE) && OCTO_HAS_MM_OUT_DTYPE
+        if (lowPrecision && h.is_cuda()) {
+          at::addmm_out(gradWeight, gradWeight, gradLogitsLow.t(), h, at::kFloat);
+          continue;
+        }
+#endif
+        gradWeight.addmm_(gradLogits.t(), h.to(at::kFloat));
+      }
     }
     return {gradHidden, needWeight ? gradWeight.to(lmHead.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor()};

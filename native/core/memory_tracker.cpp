@@ -3,6 +3,9 @@
 #include <atomic>
 #include <c10/core/CPUAllocator.h>
 #include <mutex>
+#if defined(OCTO_WITH_CUDA) && OCTO_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace octo {
 
@@ -21,7 +24,13 @@ class CountingAllocator final : public c10::Allocator {
  public:
   explicit CountingAllocator(c10::Allocator* inner) : inner_(inner) {}
 
+  // libtorch 2.3 dropped allocate()'s const and made copy_data() pure virtual (pytorch PR
+  // #120969; c10/core/Allocator.h): the 1.13 form would override nothing there.
+#if OCTO_TORCH_AT_LEAST(2, 3)
+  c10::DataPtr allocate(size_t bytes) override {
+#else
   c10::DataPtr allocate(size_t bytes) const override {
+#endif
     c10::DataPtr innerPtr = inner_->allocate(bytes);
     void* data = innerPtr.get();
     const c10::Device device = innerPtr.device();
@@ -34,6 +43,9 @@ class CountingAllocator final : public c10::Allocator {
   }
 
   c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+#if OCTO_TORCH_AT_LEAST(2, 3)
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
+#endif
 
  private:
   static void release(void* context) {
@@ -62,5 +74,24 @@ int64_t resetCpuPeakBytes() {
 
 int64_t cpuPeakBytes() { return peakBytes.load(); }
 int64_t cpuCurrentBytes() { return currentBytes.load(); }
+
+MemoryUse deviceMemory(at::Device device, bool resetPeak) {
+  if (device.is_cpu()) {
+    installCpuMemoryTracker();
+    if (resetPeak) resetCpuPeakBytes();
+    return {cpuCurrentBytes(), cpuPeakBytes()};
+  }
+#if defined(OCTO_WITH_CUDA) && OCTO_WITH_CUDA
+  if (device.is_cuda()) {
+    namespace allocator = c10::cuda::CUDACachingAllocator;
+    const auto index = device.has_index() ? device.index() : static_cast<c10::DeviceIndex>(0);
+    if (resetPeak) allocator::resetPeakStats(index);
+    // Entry 0 is StatType::AGGREGATE (all pools); the enum's namespace moved between versions.
+    const auto& bytes = allocator::getDeviceStats(index).allocated_bytes[0];
+    return {bytes.current, bytes.peak};
+  }
+#endif
+  TORCH_CHECK(false, "memory statistics are kept for cpu and cuda devices, not ", device);
+}
 
 }  // namespace octo

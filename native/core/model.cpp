@@ -36,6 +36,14 @@ at::Tensor ropeInverseFrequencies(const ModelSpec& spec) {
   return at::where(isMedium, smoothed, scaled);
 }
 
+// True when no row has padding before a real token (right-padded or unpadded rows): one host
+// read, skipped when there is no padding mask at all.
+bool paddingOnlyAtEnds(const at::Tensor& valid, bool hasPadding) {
+  const int64_t T = valid.size(1);
+  if (!hasPadding || T < 2) return true;
+  return !valid.narrow(1, 1, T - 1).logical_and(valid.narrow(1, 0, T - 1).logical_not()).any().item<bool>();
+}
+
 }  // namespace
 
 // Activation checkpointing of one decoder layer: forward keeps only the layer's input;
@@ -204,11 +212,37 @@ at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at
   k = k * cos + rotateHalf(k) * sin;
   if (cache) std::tie(k, v) = cache->append(layerIndex, k, v);  // [B, Hkv, S, D]
   const int64_t S = k.size(2), groups = H / Hkv;
-  at::Tensor out;
+  at::Tensor out;  // [B, H, T, D]
 #if OCTO_HAS_SDPA
-  at::Tensor kExpanded = k.unsqueeze(2).expand({B, Hkv, groups, S, D}).reshape({B, H, S, D});
-  at::Tensor vExpanded = v.unsqueeze(2).expand({B, Hkv, groups, S, D}).reshape({B, H, S, D});
-  out = at::scaled_dot_product_attention(q, kExpanded, vExpanded, attendable, 0.0, false);  // [B, H, T, D]
+  if (!attendable.defined()) {
+    // Causal with no padding before a real token (hiddenStates decided): no mask, so SDPA may
+    // take its flash kernel. Query head h reads key/value head h / groups (transformers' repeat_kv).
+#if OCTO_HAS_SDPA_GQA
+    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt, /*enable_gqa=*/groups > 1);
+#else
+    if (groups > 1) {
+      k = k.unsqueeze(2).expand({B, Hkv, groups, S, D}).reshape({B, H, S, D});
+      v = v.unsqueeze(2).expand({B, Hkv, groups, S, D}).reshape({B, H, S, D});
+    }
+    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+#endif
+  } else if (groups > 1 && T == 1) {
+    // Decode: each key/value head's query group folded into the query dimension, so the cached
+    // K/V stay [B, Hkv, S, D] instead of being copied out per query head every layer and step.
+    // The mask [B, 1, 1, S] broadcasts over the folded queries.
+    at::Tensor folded = q.reshape({B, Hkv, groups, D});
+    out = at::scaled_dot_product_attention(folded, k, v, attendable, 0.0, false).view({B, H, 1, D});
+  } else {
+#if OCTO_HAS_SDPA_GQA
+    out = at::scaled_dot_product_attention(q, k, v, attendable, 0.0, false, std::nullopt, /*enable_gqa=*/groups > 1);
+#else
+    if (groups > 1) {
+      k = k.unsqueeze(2).expand({B, Hkv, groups, S, D}).reshape({B, H, S, D});
+      v = v.unsqueeze(2).expand({B, Hkv, groups, S, D}).reshape({B, H, S, D});
+    }
+    out = at::scaled_dot_product_attention(q, k, v, attendable, 0.0, false);
+#endif
+  }
 #else
   // Query head h reads key/value head h / groups (transformers' repeat_kv), done by broadcasting.
   at::Tensor qGrouped = q.view({B, Hkv, groups, T, D});
@@ -233,8 +267,11 @@ at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tens
   // Which keys each query may read: earlier-or-same slot and not padding. A query always
   // reads itself, so padding rows stay finite (nothing reads them back).
   at::Tensor valid = keyValid.defined() ? keyValid.to(device_, at::kBool) : at::ones({B, T}, onDevice.dtype(at::kBool));
-  at::Tensor attendable;  // [B, 1, T, S]
-  if (staticShapes) {
+  at::Tensor attendable;  // [B, 1, T, S]; undefined: plain causal attention (SDPA's is_causal)
+  if (!cache && OCTO_HAS_SDPA && paddingOnlyAtEnds(valid, keyValid.defined())) {
+    // Every real token's earlier keys are all real, so the causal mask alone is exact for them;
+    // a padding query then reads earlier padding too, and stays finite (nothing reads it back).
+  } else if (staticShapes) {
     // Slots are written in order, so every valid slot is at or before the one written now.
     TORCH_CHECK(T == 1, "static-shape decode takes one token per row, not ", T);
     at::Tensor allValid = cache->appendValid(valid);                                            // [B, maxLength]

@@ -78,7 +78,9 @@ class DecoderModel {
     std::vector<at::Tensor> tensors() const;  // the defined ones
   };
 
-  // One decoder layer: x [B, T, C] -> [B, T, C].
+  // One decoder layer: x [B, T, C] -> [B, T, C]. `attendable` [B, 1, T, S] marks the keys each
+  // query may read; undefined means plain causal attention (SDPA's is_causal, flash-eligible),
+  // which hiddenStates chooses for rows with no padding before a real token.
   at::Tensor layerForward(int64_t layerIndex, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                           KVCache* cache, const at::Tensor& attendable) const;
 

@@ -5,14 +5,19 @@
 #include <functional>
 #include <numeric>
 
-// CUDA graphs need libtorch 2.x built with CUDA (OCTO_WITH_CUDA comes from CMakeLists.txt).
-#if defined(OCTO_WITH_CUDA) && OCTO_WITH_CUDA && TORCH_VERSION_MAJOR >= 2
-#define OCTO_CUDA_GRAPHS 1
+// CUDA graphs: compiled in when CMakeLists.txt's probe of libtorch's graph API succeeded
+// (OCTO_CUDA_GRAPHS, a CUDA libtorch 2.x only).
+#if defined(OCTO_CUDA_GRAPHS) && OCTO_CUDA_GRAPHS
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <atomic>
+#include <cstdio>
+#include <mutex>
 #else
+#undef OCTO_CUDA_GRAPHS
 #define OCTO_CUDA_GRAPHS 0
 #endif
 
@@ -98,41 +103,51 @@ at::Tensor counterUniforms(const at::Tensor& streamKeys, const at::Tensor& step)
 
 namespace {
 
-constexpr int64_t kPrefillScoresPerChunk = 1LL << 26;   // bounds manual-attention scores [B, H, T, S] (256 MB fp32)
+constexpr int64_t kPrefillAttentionBytes = 1LL << 28;   // what one prefill forward may materialise for attention
 constexpr int64_t kCudaCheckInterval = 8;               // decode steps between host reads of the finish flags on CUDA
+
+// Bytes one prefill forward of B rows, T new tokens and S keys materialises for attention:
+// libtorch 1.13's manual attention the fp32 scores [B, H, T, S]; SDPA's fused kernels no scores,
+// only the bool mask [B, 1, T, S] and the additive mask SDPA makes of it (at most 4 bytes).
+int64_t prefillAttentionBytes(const ModelSpec& spec, int64_t B, int64_t T, int64_t S) {
+  return OCTO_HAS_SDPA ? B * T * S * 5 : B * spec.numHeads * T * S * 4;
+}
 
 at::Tensor longTensor(const std::vector<int64_t>& values, at::Device device) {
   return at::tensor(values, at::kLong).to(device);
 }
 
 #if OCTO_CUDA_GRAPHS
-// UNTESTED — written without a GPU and never compiled: the development machine has Debian's
-// libtorch 1.13 CPU, where this block is preprocessed out. What it replays, the static-shape
-// decode step, is tested on CPU (GenerationOptions::staticShapes).
 // Replays one captured decode step. The step reads and writes only tensors that outlive the
-// graph (the Rollout's decode buffers, the cache, KVCache::writeSlot) and no host state; it
-// is captured once per batch size and re-captured after a compaction.
-// OCTO_NATIVE_CUDA_GRAPHS=0 runs the same static-shape steps eagerly: the way out if capture fails.
+// graph (the Rollout's decode buffers, the cache, KVCache::writeSlot) and no host state; it is
+// captured once per batch size and re-captured after a compaction, every capture of a Rollout
+// in one memory pool (a new graph is captured before the old one is dropped, so the pool's
+// blocks carry over). OCTO_NATIVE_CUDA_GRAPHS=0 runs the same static-shape steps eagerly.
+// Compiled against libtorch 2.13/2.14 headers; run only by scripts/gpu-check.sh on a GPU box.
+std::atomic<bool> graphsFailed{false};  // a capture failed in this process: eager from then on
+
 bool cudaGraphsEnabled() {
   static const bool enabled = [] {
     const char* value = std::getenv("OCTO_NATIVE_CUDA_GRAPHS");
     return value == nullptr || std::string(value) != "0";
   }();
-  return enabled;
+  return enabled && !graphsFailed.load();
 }
 
 class DecodeGraph {
  public:
-  void invalidate() { graph_.reset(); }
+  void invalidate() {
+    if (graph_) retired_ = std::move(graph_);
+  }
 
-  void step(at::Device device, const std::function<void()>& decodeStep) {
+  // Replays (capturing first after a resize) and returns true; false when graphs are off
+  // because this or an earlier capture failed: the caller then runs the step itself.
+  bool step(at::Device device, const std::function<void()>& decodeStep) {
     if (graph_) {
       graph_->replay();
-      return;
+      return true;
     }
-    // The first step after (re)sizing runs eagerly on a side stream — lazy cuBLAS/allocator
-    // work must not happen inside a capture (as torch.cuda.make_graphed_callables warms up) —
-    // and the capture that follows records the next steps without running them.
+    if (!cudaGraphsEnabled()) return false;
     c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream(device.index());
     c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
     at::cuda::CUDAEvent ready;
@@ -140,20 +155,67 @@ class DecodeGraph {
     ready.block(side);
     {
       c10::cuda::CUDAStreamGuard guard(side);
+      // The first step after (re)sizing runs eagerly — lazy cuBLAS/allocator work must not
+      // happen inside a capture (as torch.cuda.make_graphed_callables warms up) — and the capture
+      // that follows records the next step without running it.
       decodeStep();
       side.synchronize();
-      graph_ = std::make_unique<at::cuda::CUDAGraph>();
-      graph_->capture_begin();
-      decodeStep();
-      graph_->capture_end();
+      capture(device, side, decodeStep);
     }
     at::cuda::CUDAEvent done;
     done.record(side);
     done.block(current);
+    retired_.reset();
+    return true;  // the warm-up ran this step; the graph, if captured, runs the next ones
   }
 
  private:
-  std::unique_ptr<at::cuda::CUDAGraph> graph_;
+  // Thread-local capture mode: a CUDA call on another thread (another model's work) cannot
+  // invalidate this capture; the mutex keeps two captures of this process from interleaving.
+  void capture(at::Device device, c10::cuda::CUDAStream stream, const std::function<void()>& decodeStep) {
+    static std::mutex captureMutex;
+    std::lock_guard<std::mutex> lock(captureMutex);
+    if (pool_.first == 0 && pool_.second == 0) pool_ = at::cuda::graph_pool_handle();
+    auto graph = std::make_unique<at::cuda::CUDAGraph>();
+    bool began = false;
+    try {
+      graph->capture_begin(pool_, cudaStreamCaptureModeThreadLocal);
+      began = true;
+      decodeStep();
+      graph->capture_end();
+      graph_ = std::move(graph);
+    } catch (const std::exception& error) {
+      abandonCapture(device, stream, began);
+      graph.reset();
+      graphsFailed = true;
+      std::string message = error.what();
+      message = message.substr(0, message.find('\n'));
+      std::fprintf(stderr, "octo-native: warning: CUDA graph capture of the decode step failed (%s); decoding without "
+                   "CUDA graphs for the rest of this process\n", message.c_str());
+    }
+  }
+
+  // After an exception inside a capture: end the stream's capture (whatever it recorded is
+  // dropped) and stop routing this stream's allocations to the graph's pool, as capture_end()
+  // would have, so the allocator and the stream are usable again.
+  void abandonCapture(at::Device device, c10::cuda::CUDAStream stream, bool began) {
+    if (!began) return;
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream.stream(), &status) == cudaSuccess && status != cudaStreamCaptureStatusNone) {
+      cudaGraph_t partial = nullptr;
+      if (cudaStreamEndCapture(stream.stream(), &partial) == cudaSuccess && partial != nullptr) cudaGraphDestroy(partial);
+    }
+    (void)cudaGetLastError();  // the capture's error is reported above, not left for the next call
+    try {
+      c10::cuda::CUDACachingAllocator::endAllocateToPool(device.index(), pool_);
+      c10::cuda::CUDACachingAllocator::releasePool(device.index(), pool_);  // balances capture_begin's use of it
+    } catch (const std::exception&) {
+      // capture_end() got as far as ending the pool's routing itself
+    }
+  }
+
+  std::unique_ptr<at::cuda::CUDAGraph> graph_, retired_;
+  at::cuda::MempoolId_t pool_{0, 0};
 };
 #endif
 
@@ -246,13 +308,13 @@ class Rollout {
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return freshTokens(a) > freshTokens(b); });
     std::vector<PrefillChunk> chunks;
-    const int64_t H = model_.spec().numHeads;
     for (int64_t i : order) {
       if (!chunks.empty()) {
         PrefillChunk& c = chunks.back();
         const int64_t rows = static_cast<int64_t>(c.requests.size()) + 1, T = std::max(c.fresh, freshTokens(i));
         const int64_t S = std::max(c.reused, reused_[i]) + T;
-        if (rows * T <= options_.prefillChunkTokens && rows * H * T * S <= kPrefillScoresPerChunk) {
+        if (rows * T <= options_.prefillChunkTokens &&
+            prefillAttentionBytes(model_.spec(), rows, T, S) <= kPrefillAttentionBytes) {
           c.requests.push_back(i);
           c.fresh = T;
           c.reused = S - T;
@@ -306,9 +368,9 @@ class Rollout {
     at::Tensor inputValid = longTensor(valid, device_).view({B, T}).ne(0);
     // A prompt too long for one forward goes through in slices of time, appended to the cache
     // like decode steps: same result, activations bounded (a single row cannot be split otherwise).
-    const int64_t H = model_.spec().numHeads;
     const int64_t slice = std::max<int64_t>(
-        1, std::min({T, options_.prefillChunkTokens / B, kPrefillScoresPerChunk / (B * H * chunk.slots())}));
+        1, std::min({T, options_.prefillChunkTokens / B,
+                     kPrefillAttentionBytes / prefillAttentionBytes(model_.spec(), B, 1, chunk.slots())}));
     at::Tensor hidden;  // [B, slice, hidden]
     for (int64_t start = 0; start < T; start += slice) {
       const int64_t width = std::min(slice, T - start);
@@ -384,8 +446,7 @@ class Rollout {
       if (cache_.writeSlot.defined()) cache_.writeSlot.add_(1);
     };
 #if OCTO_CUDA_GRAPHS
-    if (device_.is_cuda() && cache_.writeSlot.defined() && cudaGraphsEnabled()) {
-      graph_.step(device_, step);
+    if (device_.is_cuda() && cache_.writeSlot.defined() && graph_.step(device_, step)) {
       ++slotsUsed_;
       return;
     }
@@ -430,14 +491,20 @@ class Rollout {
     at::Tensor tokens = tokens_.index_select(0, index).to(at::kCPU), logprobs = logprobs_.index_select(0, index).to(at::kCPU);
     at::Tensor generated = generated_.index_select(0, index).to(at::kCPU), finish = finish_.index_select(0, index).to(at::kCPU);
     std::shared_ptr<CachedRows> kept;
-    at::Tensor keptValid;
+    at::Tensor keptSlots;                // [Σ valid] slot of each valid (row, slot), row-major
+    std::vector<int64_t> keptOffsets;    // where each row's slots start in keptSlots
     if (options_.prefixCache) {
       kept = std::make_shared<CachedRows>();
       for (size_t l = 0; l < cache_.keys.size(); ++l) {
         kept->keys.push_back(cache_.keys[l].narrow(2, 0, slotsUsed_).index_select(0, index));  // [r, Hkv, slots, D]
         kept->values.push_back(cache_.values[l].narrow(2, 0, slotsUsed_).index_select(0, index));
       }
-      keptValid = cache_.keyValid.narrow(1, 0, slotsUsed_).index_select(0, index);  // [r, slots]
+      // One nonzero and one small host copy for all rows (not a host sync per row).
+      at::Tensor keptValid = cache_.keyValid.narrow(1, 0, slotsUsed_).index_select(0, index);  // [r, slots]
+      keptSlots = keptValid.nonzero().select(1, 1);
+      const at::Tensor counts = keptValid.sum(1).to(at::kCPU);
+      keptOffsets.push_back(0);
+      for (int64_t k = 0; k < counts.size(0); ++k) keptOffsets.push_back(keptOffsets.back() + counts[k].item<int64_t>());
     }
     for (size_t k = 0; k < local.size(); ++k) {
       const int64_t row = live_[local[k]], length = generated[k].item<int64_t>();
@@ -455,7 +522,7 @@ class Rollout {
         sequence->tokens.insert(sequence->tokens.end(), result.tokens.begin(), result.tokens.end() - 1);  // the last was never fed
         sequence->rows = kept;
         sequence->row = static_cast<int64_t>(k);
-        sequence->slots = keptValid[k].nonzero().squeeze(1);  // [L]
+        sequence->slots = keptSlots.narrow(0, keptOffsets[k], keptOffsets[k + 1] - keptOffsets[k]);  // [L]
         TORCH_CHECK(sequence->slots.size(0) == static_cast<int64_t>(sequence->tokens.size()), "internal: sample row holds ",
                     sequence->slots.size(0), " valid slots for ", sequence->tokens.size(), " tokens");
         keptSequences_.push_back(std::move(sequence));

@@ -23,8 +23,13 @@ Trainer::Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options)
     modelParams_.push_back(tensor);
     // fp32 master weights when the model computes in a lower precision.
     masters_.push_back(tensor.scalar_type() == at::kFloat ? tensor : tensor.detach().to(at::kFloat).clone());
+    lowPrecision_ = lowPrecision_ || tensor.scalar_type() != at::kFloat;
   }
+  TORCH_CHECK(model_->dtype() != at::kHalf, "training in float16 needs loss scaling, which this trainer does not do; "
+              "train in bfloat16 (model.dtype: bfloat16, the CUDA default) or float32");
   optimizer_ = std::make_unique<AdamW>(masters_, options_.adamw);
+  mainGrads_.resize(masters_.size());
+  hasMainGrad_.assign(masters_.size(), false);
 }
 
 Trainer::~Trainer() = default;
@@ -48,7 +53,10 @@ void Trainer::enableDataParallel(std::shared_ptr<DistributedGroup> group, const 
   group->broadcast(masters_, 0, "the broadcast of rank 0's weights");
   for (size_t i = 0; i < masters_.size(); ++i)
     if (!masters_[i].is_same(modelParams_[i])) modelParams_[i].copy_(masters_[i]);
-  reducer_ = std::make_unique<GradientReducer>(std::move(group), modelParams_, options);
+  GradientReducerOptions reducerOptions = options;
+  reducerOptions.mainGradients = lowPrecision_;
+  reducer_ = std::make_unique<GradientReducer>(std::move(group), modelParams_, reducerOptions);
+  mainGrads_.assign(masters_.size(), at::Tensor());  // the reducer's buckets hold them from now on
 }
 
 ReduceReport Trainer::reduceGradients() {
@@ -106,8 +114,29 @@ AccumulateResult Trainer::accumulate(const MicroBatch& batch, Objective objectiv
   result.loss = loss.item<double>();
   result.finite = std::isfinite(result.loss);
   if (reducer_ && lastOfStep) reducer_->arm();
-  if (result.finite && loss.requires_grad()) loss.backward();
+  if (result.finite && loss.requires_grad()) {
+    loss.backward();
+    // Data-parallel: the last micro-batch's gradients are folded in as their buckets launch.
+    if (!(reducer_ && lastOfStep)) foldGradients();
+  }
   return result;
+}
+
+void Trainer::foldGradients() {
+  if (!lowPrecision_) return;  // fp32 gradients accumulate exactly enough in .grad
+  at::NoGradGuard noGrad;
+  for (size_t i = 0; i < modelParams_.size(); ++i) {
+    at::Tensor& grad = modelParams_[i].mutable_grad();
+    if (!grad.defined() || masters_[i].is_same(modelParams_[i])) continue;
+    if (reducer_) {
+      reducer_->foldIn(i);
+    } else {
+      if (!mainGrads_[i].defined()) mainGrads_[i] = at::zeros_like(masters_[i]);
+      mainGrads_[i].add_(grad);
+      hasMainGrad_[i] = true;
+    }
+    grad = at::Tensor();
+  }
 }
 
 void Trainer::zeroGrad() {
@@ -116,16 +145,20 @@ void Trainer::zeroGrad() {
     if (p.grad().defined()) p.mutable_grad() = at::Tensor();
   for (auto& m : masters_)
     if (m.grad().defined()) m.mutable_grad() = at::Tensor();
+  if (reducer_ && lowPrecision_) reducer_->zeroMainGradients();
+  for (size_t i = 0; i < mainGrads_.size(); ++i) {
+    if (hasMainGrad_[i]) mainGrads_[i].zero_();
+    hasMainGrad_[i] = false;
+  }
 }
 
 StepResult Trainer::step(double lr) {
   TORCH_CHECK(!reducer_ || gradientsReduced_, "data-parallel training: call reduceGradients() before step()");
   at::NoGradGuard noGrad;
-  // Lower-precision models: gradients move to the fp32 masters first.
-  for (size_t i = 0; i < masters_.size(); ++i) {
-    if (masters_[i].is_same(modelParams_[i]) || !modelParams_[i].grad().defined()) continue;
-    masters_[i].mutable_grad() = modelParams_[i].grad().to(at::kFloat);
-  }
+  // Lower-precision models, single process: the fp32 main gradients go to the masters
+  // (data-parallel: reduceGradients() already put the reduced ones there).
+  for (size_t i = 0; !reducer_ && i < masters_.size(); ++i)
+    if (hasMainGrad_[i]) masters_[i].mutable_grad() = mainGrads_[i];
   StepResult result;
   result.gradNorm = clipGradNorm(masters_, options_.maxGradNorm);
   if (!std::isfinite(result.gradNorm)) {

@@ -86,6 +86,12 @@ class Trainer {
   std::vector<std::string> names_;        // parameter names, HF order
   std::vector<at::Tensor> modelParams_;  // the tensors the forward uses
   std::vector<at::Tensor> masters_;      // fp32 copies (the same tensors when the model is fp32)
+  // Low-precision models, single process: the step's gradients summed in fp32 over its
+  // micro-batches (data-parallel: the reducer's buckets hold them). Undefined for fp32 params.
+  std::vector<at::Tensor> mainGrads_;
+  std::vector<bool> hasMainGrad_;
+  bool lowPrecision_ = false;
+  void foldGradients();  // this micro-batch's low-precision gradients into the fp32 main ones
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<GradientReducer> reducer_;  // data-parallel only
   bool gradientsReduced_ = false;
