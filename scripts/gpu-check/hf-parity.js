@@ -35,8 +35,8 @@ function logitDelta(ours, reference, c, vocab) {
       if (c.attention_mask && c.attention_mask[b][t] === 0) continue;
       const row = reference[b][t];
       for (let v = 0; v < vocab; v++) {
-        const delta = Math.abs(ours[(b * length + t) * vocab + v] - row[v]);
-        maxAbsDelta = Math.max(maxAbsDelta, delta);
+        const delta = Math.abs(ours[(b * length + t) * vocab + v] - (row[v] ?? NaN)); // null: a non-finite reference
+        maxAbsDelta = Math.max(maxAbsDelta, delta); // NaN stays NaN, and fails the bound
         sum += delta;
         compared++;
       }
@@ -84,7 +84,7 @@ runStep(
             cases[c.name] = {
               ...logitDelta(ours, theirs.logits, c, vocab),
               oursToFp32: logitDelta(ours, c.logits, c, vocab).maxAbsDelta,
-              transformersToFp32: logitDelta(Float32Array.from(theirs.logits.flat(2)), c.logits, c, vocab).maxAbsDelta,
+              transformersToFp32: logitDelta(Float32Array.from(theirs.logits.flat(2), (x) => x ?? NaN), c.logits, c, vocab).maxAbsDelta,
             };
           }
         }

@@ -12,6 +12,7 @@ scripts/gpu-check/hf-parity.js compares our engine's bf16 logits against these.
 """
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -34,14 +35,27 @@ def load(model_dir, dtype, device):
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
 
 
+def kept_positions(case, logits):
+    """[B, T, 1] True where the attention mask is 1 (padding logits are unspecified, NaN on some kernels)."""
+    import torch
+
+    if "attention_mask" not in case:
+        return torch.ones(logits.shape[:2] + (1,), dtype=torch.bool)
+    return torch.tensor(case["attention_mask"]).bool().unsqueeze(-1)
+
+
 def max_masked_delta(logits, case):
     """Max |Δ| against the fixture's fp32 logits where the attention mask is 1."""
     import torch
 
-    delta = (torch.tensor(logits) - torch.tensor(case["logits"])).abs()
-    if "attention_mask" in case:
-        delta = delta * torch.tensor(case["attention_mask"]).unsqueeze(-1)
-    return delta.max().item()
+    delta = (logits - torch.tensor(case["logits"])).abs()
+    return delta[kept_positions(case, logits).expand_as(delta)].max().item()
+
+
+def as_json_logits(logits, case):
+    """Nested lists, padding positions 0, a non-finite value as null (JSON has no NaN; hf-parity.js reads null as NaN)."""
+    logits = logits.masked_fill(~kept_positions(case, logits), 0.0)
+    return [[[x if math.isfinite(x) else None for x in position] for position in row] for row in logits.tolist()]
 
 
 def case_logits(model, case, device):
@@ -52,7 +66,7 @@ def case_logits(model, case, device):
 
     with torch.no_grad():
         out = model(input_ids=tensor("input_ids"), attention_mask=tensor("attention_mask"), position_ids=tensor("position_ids"))
-    return out.logits.float().cpu().tolist()
+    return out.logits.float().cpu()
 
 
 def main():
@@ -77,7 +91,7 @@ def main():
             "cases": [
                 {
                     "name": c["name"],
-                    "logits": case_logits(bf16, c, args.device),
+                    "logits": as_json_logits(case_logits(bf16, c, args.device), c),
                     "fp32MaxAbsDeltaToFixture": max_masked_delta(case_logits(fp32, c, args.device), c),
                 }
                 for c in expected["cases"]
