@@ -158,14 +158,9 @@ run_step() {
   STEP_RESULT=$result timeout -k 5 "$limit" bash -c "$fn" 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
   record step --name "$name" --rc "$rc" --seconds $((SECONDS - start)) --limit "$limit" --result "$result" --log "$log"
-  echo "=== $name: $(record field --path "steps.$name.status") in $((SECONDS - start)) s"
 }
 
-# skip_step NAME REASON
-skip_step() {
-  record skip --name "$1" --reason "$2"
-  echo "=== $1: skipped ($2)"
-}
+skip_step() { record skip --name "$1" --reason "$2"; }  # skip_step NAME REASON
 
 step_environment() { "$PYTHON" scripts/gpu-check/environment.py --result "$STEP_RESULT"; }
 
@@ -229,7 +224,7 @@ else
 fi
 
 gpu_steps=(hf-parity-fp32 hf-parity-bf16 sampler-graphs decode-throughput loss-memory train-mfu train-run)
-declare -A step_limits=([hf-parity-fp32]=60 [hf-parity-bf16]=120 [sampler-graphs]=90 [decode-throughput]=150 [loss-memory]=90 [train-mfu]=150 [train-run]=120)
+declare -A step_limits=([hf-parity-fp32]=60 [hf-parity-bf16]=90 [sampler-graphs]=90 [decode-throughput]=120 [loss-memory]=90 [train-mfu]=120 [train-run]=90)
 for name in "${gpu_steps[@]}"; do
   if [ "$mode" = run ] && [ "$cuda_visible" != true ]; then
     skip_step "$name" "torch sees no CUDA device"

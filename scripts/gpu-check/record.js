@@ -10,6 +10,7 @@
 // A step's status is what its helper wrote into its result file (ok, failed, skipped,
 // not-implemented), except: a timeout (timeout's exit 124, or 137 after its KILL) or a non-zero exit
 // is failed whatever the file says, and no file at all is failed. Failed steps carry their log's tail.
+// step and skip print the step's outcome as one line.
 "use strict";
 const fs = require("node:fs");
 const { parseArgs } = require("node:util");
@@ -105,6 +106,8 @@ function main() {
     const record = command === "skip" ? { status: "skipped", reason: values.reason } : stepRecord(values);
     report.steps[values.name] = record;
     if (values.name === "environment" && record.status === "ok") Object.assign(report, headline(record));
+    const why = record.reason ?? (record.status === "failed" ? record.error?.split("\n")[0] : undefined);
+    console.log(`=== ${values.name}: ${record.status}${record.seconds !== undefined ? ` in ${record.seconds} s` : ""}${why ? ` (${why})` : ""}`);
   } else if (command === "finish") {
     report.finished = true;
     report.totalSeconds = Number(values.seconds);
