@@ -119,6 +119,9 @@ fi
 mkdir -p "$out" || die "cannot make $out"
 report=$out/gpu-check.json
 exec > >(tee -a "$out/gpu-check.log") 2>&1
+tee_pid=$!
+# At exit, let tee write the last lines before whatever collects $out reads the log.
+trap 'exec >&- 2>&-; wait "$tee_pid"' EXIT
 record() { node "$helpers/record.js" "$1" --report "$report" "${@:2}"; }
 
 case $mode in
