@@ -3,7 +3,8 @@
 
 For each family of test/fixtures/hf-parity/ it loads the fixture's checkpoint with
 AutoModelForCausalLM in bfloat16 on the device, runs the three committed cases (same ids, masks
-and positions as the fp32 fixture) and writes, per case, the bf16 logits as fp32 numbers.
+and positions as the fp32 fixture) and writes, per case, the bf16 logits as fp32 numbers, and the
+max |Δ| of transformers in fp32 on the same device against the fixture (made on CPU).
 scripts/gpu-check/hf-parity.js compares our engine's bf16 logits against these.
 
     python3 hf_bf16_logits.py --fixtures DIR --out FILE [--device cuda] [--check]
