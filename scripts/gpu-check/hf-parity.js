@@ -85,6 +85,8 @@ runStep(
               ...logitDelta(ours, theirs.logits, c, vocab),
               oursToFp32: logitDelta(ours, c.logits, c, vocab).maxAbsDelta,
               transformersToFp32: logitDelta(Float32Array.from(theirs.logits.flat(2), (x) => x ?? NaN), c.logits, c, vocab).maxAbsDelta,
+              // transformers in fp32 on this device against the CPU-made fixture: the floor under the fp32 step's 1e-4
+              transformersFp32OnDevice: theirs.fp32MaxAbsDeltaToFixture,
             };
           }
         }
