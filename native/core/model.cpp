@@ -56,8 +56,11 @@ struct DecoderModel::CheckpointedLayer : public torch::autograd::Function<Checkp
     ctx->save_for_backward({x, cos, sin, attendable});
     ctx->saved_data["model"] = reinterpret_cast<int64_t>(model);
     ctx->saved_data["layer"] = layerIndex;
-    return model->layerForward(layerIndex, x, cos, sin, nullptr, attendable);
+    return model->layerForward(layerIndex, x, cos, sin, nullptr, maskOrCausal(attendable));
   }
+
+  // A Function's tensor inputs must be defined, so plain causal attention travels as an empty mask.
+  static at::Tensor maskOrCausal(const at::Tensor& attendable) { return attendable.numel() == 0 ? at::Tensor() : attendable; }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list gradOutputs) {
@@ -69,7 +72,7 @@ struct DecoderModel::CheckpointedLayer : public torch::autograd::Function<Checkp
     at::Tensor out;
     {
       at::AutoGradMode enable(true);
-      out = model->layerForward(layerIndex, x, saved[1], saved[2], nullptr, saved[3]);
+      out = model->layerForward(layerIndex, x, saved[1], saved[2], nullptr, maskOrCausal(saved[3]));
     }
     std::vector<at::Tensor> inputs{x};
     for (const auto& w : weights) inputs.push_back(w);
@@ -231,7 +234,7 @@ at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at
     // K/V stay [B, Hkv, S, D] instead of being copied out per query head every layer and step.
     // The mask [B, 1, 1, S] broadcasts over the folded queries.
     at::Tensor folded = q.reshape({B, Hkv, groups, D});
-    out = at::scaled_dot_product_attention(folded, k, v, attendable, 0.0, false).view({B, H, 1, D});
+    out = at::scaled_dot_product_attention(folded, k, v, attendable, 0.0, false).reshape({B, H, 1, D});
   } else {
 #if OCTO_HAS_SDPA_GQA
     out = at::scaled_dot_product_attention(q, k, v, attendable, 0.0, false, std::nullopt, /*enable_gqa=*/groups > 1);
@@ -296,7 +299,8 @@ at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tens
   for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i) {
     if (checkpoint) {
       const std::vector<at::Tensor> weights = layers_[i].tensors();
-      x = CheckpointedLayer::apply(x, cos, sin, attendable, at::TensorList(weights), this, i);
+      const at::Tensor mask = attendable.defined() ? attendable : at::empty({0}, onDevice.dtype(at::kBool));
+      x = CheckpointedLayer::apply(x, cos, sin, mask, at::TensorList(weights), this, i);
     } else {
       x = layerForward(i, x, cos, sin, cache, attendable);
     }
