@@ -15,7 +15,7 @@
 #
 # Options: --out DIR (default: $OUT, else ./gpu-check-out), --budget SECONDS (all steps together;
 # default 470), --python PATH (default: $PYTHON, else python3), --node-bundler SCRIPT (--prepare;
-# default ../shared/tools/node-runtime-bundle.sh).
+# default scripts/gpu-check/node-runtime-bundle.sh).
 #
 # Writes DIR/gpu-check.json, rewritten after every step (a run cut short keeps what it did), and
 # DIR/gpu-check.log. Steps, each under its own `timeout` (clipped to what is left of the budget):
@@ -42,7 +42,7 @@ mode=run
 out=${OUT:-./gpu-check-out}
 budget=
 python=${PYTHON:-python3}
-node_bundler=../shared/tools/node-runtime-bundle.sh
+node_bundler=$helpers/node-runtime-bundle.sh
 
 usage() { sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
