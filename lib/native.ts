@@ -314,9 +314,7 @@ export interface NativeOps {
     /** libtorch's torch::optim::AdamW instead of ours */
     reference?: boolean;
   }): Promise<Float32Array[]>;
-  /** libtorch's CPU memory, counted from the first call on */
-  cpuMemory(options?: { resetPeak?: boolean }): { currentBytes: number; peakBytes: number };
-  /** bytes of tensors on `device` ("cpu" as cpuMemory; "cuda:N" from libtorch's caching allocator) */
+  /** bytes of tensors on `device` ("cpu": counted from the first call on; "cuda:N": libtorch's caching allocator) */
   deviceMemory(device: string, options?: { resetPeak?: boolean }): { currentBytes: number; peakBytes: number };
   benchPolicyLoss(args: {
     tokens: number;

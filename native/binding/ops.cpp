@@ -192,18 +192,9 @@ Napi::Value benchPolicyLossOp(const Napi::CallbackInfo& info) {
   });
 }
 
-// ops.cpuMemory({resetPeak?}) -> {currentBytes, peakBytes}: libtorch's CPU allocations, counted
-// from the first call on (the counting allocator is installed then).
-Napi::Value cpuMemoryOp(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    const bool reset = info.Length() > 0 && info[0].IsObject() && optionalBool(info[0].As<Napi::Object>(), "resetPeak", false);
-    return memoryUseToJs(env, deviceMemory(at::kCPU, reset));
-  });
-}
-
-// ops.deviceMemory(device, {resetPeak?}) -> {currentBytes, peakBytes}: "cpu" as cpuMemory; "cuda:N"
-// from libtorch's caching allocator (tensors' bytes, not the allocator's reserved cache).
+// ops.deviceMemory(device, {resetPeak?}) -> {currentBytes, peakBytes}: "cpu" from a counting allocator
+// around libtorch's (counted from the first call on); "cuda:N" from libtorch's caching allocator
+// (tensors' bytes, not the allocator's reserved cache).
 Napi::Value deviceMemoryOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -220,7 +211,6 @@ void defineOps(Napi::Env env, Napi::Object exports) {
   ops.Set("tokenLogprobs", Napi::Function::New<tokenLogprobsOp>(env, "tokenLogprobs"));
   ops.Set("policyLoss", Napi::Function::New<policyLossOp>(env, "policyLoss"));
   ops.Set("adamw", Napi::Function::New<adamwOp>(env, "adamw"));
-  ops.Set("cpuMemory", Napi::Function::New<cpuMemoryOp>(env, "cpuMemory"));
   ops.Set("deviceMemory", Napi::Function::New<deviceMemoryOp>(env, "deviceMemory"));
   ops.Set("benchPolicyLoss", Napi::Function::New<benchPolicyLossOp>(env, "benchPolicyLoss"));
   exports.Set("ops", ops);

@@ -6,7 +6,7 @@
 
 namespace octo::binding {
 
-// Adds ops.tokenLogprobs, ops.policyLoss, ops.adamw, ops.cpuMemory and ops.benchPolicyLoss to `exports`.
+// Adds ops.tokenLogprobs, ops.policyLoss, ops.adamw, ops.deviceMemory and ops.benchPolicyLoss to `exports`.
 void defineOps(Napi::Env env, Napi::Object exports);
 
 }  // namespace octo::binding

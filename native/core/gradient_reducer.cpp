@@ -1,6 +1,5 @@
 #include "core/gradient_reducer.h"
 
-#include <algorithm>
 #include <chrono>
 
 #include <torch/csrc/autograd/function.h>
@@ -17,7 +16,8 @@ struct GradientReducer::AccumulatorHooks {
 
 GradientReducer::GradientReducer(std::shared_ptr<DistributedGroup> group, std::vector<at::Tensor> params,
                                  GradientReducerOptions options)
-    : group_(std::move(group)), params_(std::move(params)), options_(options), bucketOf_(params_.size()) {
+    : group_(std::move(group)), params_(std::move(params)), options_(options), bucketOf_(params_.size()),
+      slotOf_(params_.size()) {
   TORCH_CHECK(options_.bucketBytes > 0, "the gradient bucket size must be positive");
   const auto floats = at::TensorOptions().device(group_->device()).dtype(at::kFloat);
   // Reverse order: the LM head and the last layers get their gradients first in backward.
@@ -33,6 +33,7 @@ GradientReducer::GradientReducer(std::shared_ptr<DistributedGroup> group, std::v
     current.params.push_back(k);
     current.offsets.push_back(numel);
     bucketOf_[k] = buckets_.size();
+    slotOf_[k] = current.params.size() - 1;
     numel += params_[k].numel();
     if (numel * 4 >= options_.bucketBytes) close();
   }
@@ -86,8 +87,7 @@ void GradientReducer::foldIn(size_t k) {
   if (!grad.defined()) return;
   at::NoGradGuard noGrad;
   const Bucket& bucket = buckets_[bucketOf_[k]];
-  const size_t j = static_cast<size_t>(std::find(bucket.params.begin(), bucket.params.end(), k) - bucket.params.begin());
-  bucket.flat.narrow(0, bucket.offsets[j], params_[k].numel()).add_(grad.reshape({-1}));
+  bucket.flat.narrow(0, bucket.offsets[slotOf_[k]], params_[k].numel()).add_(grad.reshape({-1}));
   folded_[k] = true;
 }
 

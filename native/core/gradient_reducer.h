@@ -73,6 +73,7 @@ class GradientReducer {
   GradientReducerOptions options_;
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucketOf_;  // param -> bucket
+  std::vector<size_t> slotOf_;    // param -> its place in its bucket's params/offsets
   std::vector<bool> folded_;      // mainGradients: param k has had a gradient this step
   // Our post-hooks on the parameters' AccumulateGrad nodes (defined in the .cpp: the node's
   // pointer type changed in libtorch 2.13, shared_ptr before, intrusive_ptr since).

@@ -67,19 +67,11 @@ void installCpuMemoryTracker() {
   });
 }
 
-int64_t resetCpuPeakBytes() {
-  peakBytes = currentBytes.load();
-  return currentBytes.load();
-}
-
-int64_t cpuPeakBytes() { return peakBytes.load(); }
-int64_t cpuCurrentBytes() { return currentBytes.load(); }
-
 MemoryUse deviceMemory(at::Device device, bool resetPeak) {
   if (device.is_cpu()) {
     installCpuMemoryTracker();
-    if (resetPeak) resetCpuPeakBytes();
-    return {cpuCurrentBytes(), cpuPeakBytes()};
+    if (resetPeak) peakBytes = currentBytes.load();
+    return {currentBytes.load(), peakBytes.load()};
   }
 #if defined(OCTO_WITH_CUDA) && OCTO_WITH_CUDA
   if (device.is_cuda()) {

@@ -11,11 +11,6 @@ namespace octo {
 // keep their own deleters, so installing late is safe; they are just not counted.
 void installCpuMemoryTracker();
 
-// Resets the peak to the current usage and returns the current usage in bytes.
-int64_t resetCpuPeakBytes();
-int64_t cpuPeakBytes();
-int64_t cpuCurrentBytes();
-
 struct MemoryUse {
   int64_t currentBytes = 0;
   int64_t peakBytes = 0;

@@ -16,17 +16,16 @@ at::Tensor predictedSlice(const at::Tensor& perToken, const at::Tensor& flatInde
 }  // namespace
 
 Trainer::Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options)
-    : model_(std::move(model)), options_(options) {
+    : model_(std::move(model)), options_(options), lowPrecision_(model_->dtype() != at::kFloat) {
+  TORCH_CHECK(model_->dtype() != at::kHalf, "training in float16 needs loss scaling, which this trainer does not do; "
+              "train in bfloat16 (model.dtype: bfloat16, the CUDA default) or float32");
   model_->setTrainable(true);
   for (const auto& [name, tensor] : model_->namedParameters()) {
     names_.push_back(name);
     modelParams_.push_back(tensor);
     // fp32 master weights when the model computes in a lower precision.
     masters_.push_back(tensor.scalar_type() == at::kFloat ? tensor : tensor.detach().to(at::kFloat).clone());
-    lowPrecision_ = lowPrecision_ || tensor.scalar_type() != at::kFloat;
   }
-  TORCH_CHECK(model_->dtype() != at::kHalf, "training in float16 needs loss scaling, which this trainer does not do; "
-              "train in bfloat16 (model.dtype: bfloat16, the CUDA default) or float32");
   optimizer_ = std::make_unique<AdamW>(masters_, options_.adamw);
   mainGrads_.resize(masters_.size());
   hasMainGrad_.assign(masters_.size(), false);
@@ -127,7 +126,7 @@ void Trainer::foldGradients() {
   at::NoGradGuard noGrad;
   for (size_t i = 0; i < modelParams_.size(); ++i) {
     at::Tensor& grad = modelParams_[i].mutable_grad();
-    if (!grad.defined() || masters_[i].is_same(modelParams_[i])) continue;
+    if (!grad.defined()) continue;
     if (reducer_) {
       reducer_->foldIn(i);
     } else {
