@@ -1,7 +1,8 @@
 /**
  * The whole boundary to the C++ engine in one typed file (native/binding implements it).
  * TypeScript validates and shapes arguments before they cross; C++ computes.
- * Every heavy call returns a Promise and runs on libuv's thread pool.
+ * Every heavy call returns a Promise and runs on its device's engine thread, in the order made
+ * (native/README.md, "Threads").
  */
 import os from "node:os";
 
@@ -136,7 +137,8 @@ export interface NativeModel {
   readonly dtype: string;
   readonly parameterBytes: number;
   /** logits [batch, length, vocab] fp32 */
-  forward(options: { inputIds: Int32Array; batch: number; length: number; positions?: Int32Array; keyValid?: Uint8Array }): Promise<Float32Array>;
+  /** logits [batch, length, vocab], or with output "last" [batch, vocab] at each row's last real token; the array is engine memory (no copy) */
+  forward(options: { inputIds: Int32Array; batch: number; length: number; positions?: Int32Array; keyValid?: Uint8Array; output?: "logits" | "last" }): Promise<Float32Array>;
   generate(requests: NativeGenerationRequest[], params: NativeSamplingParams, options: NativeGenerateOptions): Promise<NativeGenerationOutput>;
   createPrefixCache(): NativePrefixCache;
   parameters(): ParameterShape[];
@@ -242,9 +244,9 @@ export interface NativeTrainer {
   /** data-parallel: sums the step's gradients over the ranks; every rank, once per step, before step() or zeroGrad() */
   reduceGradients(): Promise<GradientReduceReport>;
   step(lr: number): Promise<{ gradNorm: number; skipped: boolean; step: number }>;
-  zeroGrad(): void;
+  zeroGrad(): Promise<void>;
   /** optimizer state (AdamW moments; fp32 masters of bf16 models) that saveState writes, in order */
-  stateTensors(): ParameterShape[];
+  stateTensors(): Promise<ParameterShape[]>;
   saveState(file: string, header: Buffer): Promise<void>;
   loadState(records: TensorRecord[], steps: number): Promise<void>;
 }

@@ -131,6 +131,11 @@ export function inspectCheckpoint(dir: string): Checkpoint {
 export interface ForwardOptions {
   positions?: Int32Array;
   attentionMask?: Uint8Array;
+  /**
+   * "logits" (default): [batch, length, vocab]. "last": [batch, vocab], the logits at each row's
+   * last real token (the last 1 of `attentionMask`), with the LM head run for those positions only.
+   */
+  output?: "logits" | "last";
 }
 
 export interface SaveOptions {
@@ -140,8 +145,19 @@ export interface SaveOptions {
   dtype?: "F32" | "BF16" | "F16";
 }
 
-/** A model on the engine plus what is needed to save it back in the Hugging Face layout. */
+/**
+ * A model on the engine plus what is needed to save it back in the Hugging Face layout.
+ *
+ * Calls on one model run one after another in the order they were made, whole: a forward made
+ * while a trainStep is in flight sees the weights after that step, never half of it. They may be
+ * issued without awaiting; the engine runs them on its own thread (native/README.md, "Threads").
+ */
 export class Model {
+  /** settles when the last call made on this model has finished */
+  private tail: Promise<unknown> = Promise.resolve();
+  /** calls made through exclusive() and not yet finished */
+  private running = 0;
+
   private constructor(
     readonly handle: NativeModel,
     readonly spec: ModelSpec,
@@ -172,7 +188,8 @@ export class Model {
   /**
    * Logits [batch, length, vocab] (fp32) for token ids [batch, length]. With padding, pass
    * `attentionMask` (1 = token, 0 = padding that nothing attends to) and the real
-   * `positions`; by default positions are 0..length-1 in every row.
+   * `positions`; by default positions are 0..length-1 in every row. The array is the engine's
+   * own memory, not a copy. Token log-probs without the logits: PolicyTrainer.logprobs.
    */
   forward(inputIds: Int32Array, batch: number, length: number, options: ForwardOptions = {}): Promise<Float32Array> {
     if (!(Number.isInteger(batch) && batch > 0 && Number.isInteger(length) && length > 0))
@@ -182,7 +199,26 @@ export class Model {
     if (options.positions && options.positions.length !== n) throw new RangeError(`positions has ${options.positions.length} entries, expected ${n}`);
     if (options.attentionMask && options.attentionMask.length !== n)
       throw new RangeError(`attentionMask has ${options.attentionMask.length} entries, expected ${n}`);
-    return this.handle.forward({ inputIds, batch, length, positions: options.positions, keyValid: options.attentionMask });
+    return this.exclusive(() =>
+      this.handle.forward({ inputIds, batch, length, positions: options.positions, keyValid: options.attentionMask, output: options.output }),
+    );
+  }
+
+  /**
+   * Runs `work` (engine calls on this model, possibly several) after every call made on this
+   * model before it has finished, and before any made after it starts. Model's own methods and
+   * PolicyTrainer's go through it; `work` must not call them itself (it would wait for itself).
+   */
+  exclusive<T>(work: () => Promise<T>): Promise<T> {
+    // Idle: start at once, so the engine call is queued before this returns (and a disposed
+    // handle throws synchronously, as a plain handle call would).
+    const run = this.running === 0 ? work() : this.tail.then(work, work);
+    this.running++;
+    const settled = () => {
+      this.running--;
+    };
+    this.tail = run.then(settled, settled);
+    return run;
   }
 
   /**
@@ -218,7 +254,7 @@ export class Model {
     const prefillChunkTokens = options.prefillChunkTokens ?? 8192;
     if (!Number.isSafeInteger(prefillChunkTokens) || prefillChunkTokens < 1)
       throw new RangeError(`prefillChunkTokens must be an integer >= 1, not ${prefillChunkTokens}`);
-    const output = await this.handle.generate(
+    const output = await this.exclusive(() => this.handle.generate(
       requests.map((r, i) => ({ promptIds: r.promptIds, samples: r.n ?? 1, seed: r.seed ?? resolved.seed + i })),
       {
         temperature: resolved.temperature,
@@ -235,7 +271,7 @@ export class Model {
         staticShapes: options.staticShapes ?? false,
         prefillChunkTokens,
       },
-    );
+    ));
     // Views into the call's flat arrays: no copy per sample.
     let sample = 0;
     const results = requests.map((r) =>
@@ -258,7 +294,11 @@ export class Model {
    * source's companion files into `dir`, atomically: a temp directory renamed into place,
    * so an interrupted save never leaves a half-written model.
    */
-  async save(dir: string, options: SaveOptions = {}): Promise<void> {
+  save(dir: string, options: SaveOptions = {}): Promise<void> {
+    return this.exclusive(() => this.writeCheckpoint(dir, options));
+  }
+
+  private async writeCheckpoint(dir: string, options: SaveOptions): Promise<void> {
     const maxShardBytes = options.maxShardBytes ?? 5 * 1024 ** 3;
     const target = path.resolve(dir);
     const staging = `${target}.tmp-${process.pid}-${Date.now()}`;
@@ -304,6 +344,7 @@ export class Model {
     }
   }
 
+  /** Frees the weights once the engine calls already started finish; calls still waiting behind them are refused. */
   dispose(): void {
     this.handle.dispose();
   }

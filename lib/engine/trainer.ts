@@ -186,10 +186,8 @@ export class PolicyTrainer {
   async enableDataParallel(dataParallel: DataParallel, options: DataParallelTrainerOptions): Promise<void> {
     if (this.dataParallel) throw new Error("data-parallel training is already enabled on this trainer");
     if (!(options.bucketMegabytes > 0)) throw new RangeError("distributed.bucketMegabytes must be positive");
-    await this.trainer.enableDataParallel(dataParallel.group, {
-      bucketBytes: Math.max(1, Math.round(options.bucketMegabytes * 2 ** 20)),
-      overlapBackward: options.overlapBackward,
-    });
+    const bucketBytes = Math.max(1, Math.round(options.bucketMegabytes * 2 ** 20));
+    await this.model.exclusive(() => this.trainer.enableDataParallel(dataParallel.group, { bucketBytes, overlapBackward: options.overlapBackward }));
     this.dataParallel = dataParallel;
   }
 
@@ -197,7 +195,11 @@ export class PolicyTrainer {
    * log p(token t | tokens < t) for every token of every sequence (0 for token 0), without
    * gradient: the old log-probs of the policy, or the reference log-probs of a frozen model.
    */
-  static async logprobs(model: Model, sequences: Int32Array[], options: { microBatchSize?: number; temperature?: number; chunkSize?: number } = {}): Promise<Float32Array[]> {
+  static logprobs(model: Model, sequences: Int32Array[], options: { microBatchSize?: number; temperature?: number; chunkSize?: number } = {}): Promise<Float32Array[]> {
+    return model.exclusive(() => PolicyTrainer.sequenceLogprobs(model, sequences, options));
+  }
+
+  private static async sequenceLogprobs(model: Model, sequences: Int32Array[], options: { microBatchSize?: number; temperature?: number; chunkSize?: number }): Promise<Float32Array[]> {
     const size = options.microBatchSize ?? 8;
     const out: Float32Array[] = [];
     for (let start = 0; start < sequences.length; start += size) {
@@ -226,10 +228,12 @@ export class PolicyTrainer {
    * Writes the optimizer state (AdamW moments, fp32 masters of low-precision models, the step
    * count) as one safetensors file; with the model's own save it is all a resumed run needs.
    */
-  async saveState(file: string): Promise<void> {
-    const tensors = this.trainer.stateTensors().map((t) => ({ ...t, dtype: "F32" }));
-    const header = buildSafetensorsHeader(tensors, { format: "octo-native-optimizer", step: String(this.stepsTaken) });
-    await this.trainer.saveState(file, header);
+  saveState(file: string): Promise<void> {
+    return this.model.exclusive(async () => {
+      const tensors = (await this.trainer.stateTensors()).map((t) => ({ ...t, dtype: "F32" }));
+      const header = buildSafetensorsHeader(tensors, { format: "octo-native-optimizer", step: String(this.stepsTaken) });
+      await this.trainer.saveState(file, header);
+    });
   }
 
   /** Restores what saveState wrote, into a trainer of a model loaded from the same checkpoint. */
@@ -237,7 +241,7 @@ export class PolicyTrainer {
     const state = readSafetensorsHeader(file);
     const steps = Number(state.metadata.step);
     if (!Number.isInteger(steps) || steps < 0) throw new Error(`${file}: no valid 'step' in its metadata; is it an optimizer state file?`);
-    await this.trainer.loadState(state.tensors, steps);
+    await this.model.exclusive(() => this.trainer.loadState(state.tensors, steps));
     this.stepsTaken = steps;
   }
 
@@ -245,7 +249,11 @@ export class PolicyTrainer {
    * One optimizer step over `sequences`: the step's batch, or, data-parallel, this rank's share
    * of it (possibly none; every rank calls trainStep for every step).
    */
-  async trainStep(sequences: TrainSequence[], options: StepOptions): Promise<StepReport> {
+  trainStep(sequences: TrainSequence[], options: StepOptions): Promise<StepReport> {
+    return this.model.exclusive(() => this.runStep(sequences, options));
+  }
+
+  private async runStep(sequences: TrainSequence[], options: StepOptions): Promise<StepReport> {
     const start = process.hrtime.bigint();
     const seconds = (since: bigint) => Number(process.hrtime.bigint() - since) / 1e9;
     const dp = this.dataParallel;
@@ -301,7 +309,7 @@ export class PolicyTrainer {
       gradNorm = r.gradNorm;
       skipped = r.skipped;
     } else {
-      this.trainer.zeroGrad(); // a NaN/Inf loss: drop whatever the other micro-batches accumulated
+      await this.trainer.zeroGrad(); // a NaN/Inf loss: drop whatever the other micro-batches accumulated
     }
     if (!skipped) this.stepsTaken++;
     return {

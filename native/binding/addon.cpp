@@ -6,6 +6,7 @@
 #include "binding/prefix_cache_handle.h"
 #include "binding/process_group_handle.h"
 #include "core/bench_kernels.h"
+#include "core/device_thread.h"
 #include "core/engine_info.h"
 
 
@@ -39,7 +40,7 @@ Napi::Value loadModel(const Napi::CallbackInfo& info) {
     std::vector<TensorRecord> records = toTensorRecords(info[1]);
     LoadOptions options = toLoadOptions(info[2]);
     return PromiseWorker<ModelResult>::start(
-        env,
+        env, options.device,
         [spec, records = std::move(records), options]() {
           SafetensorsReader reader;
           std::unordered_map<std::string, at::Tensor> weights;
@@ -58,7 +59,7 @@ Napi::Value createModel(const Napi::CallbackInfo& info) {
     const uint64_t seed = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
     LoadOptions options = toLoadOptions(info[2]);
     return PromiseWorker<ModelResult>::start(
-        env,
+        env, options.device,
         [spec, seed, options]() {
           return std::make_shared<DecoderModel>(spec, initialParameters(spec, seed), options.device, options.dtype);
         },
@@ -100,7 +101,7 @@ Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     const int threads = info[0].As<Napi::Number>().Int32Value();
     if (threads < 1) throw Napi::RangeError::New(env, "setNumThreads needs a thread count >= 1");
-    setEngineThreads(threads);
+    DeviceThread::setIntraOpThreads(threads);
     return env.Undefined();
   });
 }
@@ -113,7 +114,7 @@ Napi::Value timeMatmulJs(const Napi::CallbackInfo& info) {
     const int64_t n = info[2].As<Napi::Number>().Int64Value(), iterations = info[3].As<Napi::Number>().Int64Value();
     LoadOptions options = toLoadOptions(info[4]);
     return PromiseWorker<double>::start(
-        env, [=]() { return timeMatmul(m, k, n, iterations, options.device, options.dtype); },
+        env, options.device, [=]() { return timeMatmul(m, k, n, iterations, options.device, options.dtype); },
         [](Napi::Env env, double& seconds) -> Napi::Value { return Napi::Number::New(env, seconds); });
   });
 }
@@ -135,6 +136,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   data->prefixCacheConstructor = Napi::Persistent(PrefixCacheHandle::define(env));
   data->processGroupConstructor = Napi::Persistent(ProcessGroupHandle::define(env));
   env.SetInstanceData(data);
+  openEngineCompletions(env, data);
   exports.Set("Model", data->modelConstructor.Value());
   exports.Set("Trainer", TrainerHandle::define(env));
   defineOps(env, exports);

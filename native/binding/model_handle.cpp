@@ -51,7 +51,12 @@ ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mode
 void ModelHandle::releaseMemory(Napi::Env env) {
   if (reportedBytes_ != 0) Napi::MemoryManagement::AdjustExternalMemory(env, -reportedBytes_);
   reportedBytes_ = 0;
-  model_.reset();  // calls still in flight hold their own reference
+  if (!model_) return;
+  // Calls still in flight hold their own reference. The weights are freed on the engine thread,
+  // after those calls: unmapping gigabytes must not stall the JS thread.
+  const at::Device device = model_->device();
+  postEngineJob(device, [model = std::move(model_)]() mutable { model.reset(); });
+  model_.reset();
 }
 
 void ModelHandle::Finalize(Napi::Env env) { releaseMemory(env); }
@@ -80,14 +85,20 @@ Napi::Value ModelHandle::parameterBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(model(info.Env())->parameterBytes()));
 }
 
-// forward({inputIds: Int32Array, batch, length, positions?: Int32Array, keyValid?: Uint8Array})
-//   -> Promise<Float32Array> logits [batch, length, vocab]; lib/engine/model.ts checked the sizes
+// forward({inputIds: Int32Array, batch, length, positions?: Int32Array, keyValid?: Uint8Array, output?})
+//   -> Promise<Float32Array>; lib/engine/model.ts checked the sizes. output "logits" (default):
+//   [batch, length, vocab]; "last": [batch, vocab] at each row's last real token (keyValid), the
+//   LM head computed for those positions only. The array is the engine's own memory (no copy),
+//   freed when JS drops it.
 Napi::Value ModelHandle::forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     auto m = model(env);
     Napi::Object o = requireObject(info[0], "options");
     const int64_t batch = requireInt(o, "batch"), length = requireInt(o, "length");
+    const std::string output = optionalString(o, "output", "logits");
+    if (output != "logits" && output != "last")
+      throw Napi::TypeError::New(env, "options.output must be 'logits' or 'last' (got '" + output + "')");
     std::vector<int64_t> ids = int32ArrayToVector(o.Get("inputIds"), "options.inputIds");
     std::vector<int64_t> positions;
     if (!o.Get("positions").IsUndefined()) positions = int32ArrayToVector(o.Get("positions"), "options.positions");
@@ -96,12 +107,14 @@ Napi::Value ModelHandle::forward(const Napi::CallbackInfo& info) {
       Napi::Uint8Array mask = o.Get("keyValid").As<Napi::Uint8Array>();
       keyValid.assign(mask.Data(), mask.Data() + mask.ElementLength());
     }
+    const bool lastOnly = output == "last";
     using Result = std::shared_ptr<at::Tensor>;
     return PromiseWorker<Result>::start(
-        env,
-        [m, ids = std::move(ids), positions = std::move(positions), keyValid = std::move(keyValid), batch, length]() {
+        env, m->device(),
+        [m, ids = std::move(ids), positions = std::move(positions), keyValid = std::move(keyValid), batch, length, lastOnly]() {
           c10::InferenceMode inference;
           const int64_t vocab = m->spec().vocabSize;
+          const at::Device device = m->device();
           at::Tensor input = at::tensor(ids, at::kLong).view({batch, length});
           TORCH_CHECK(input.min().item<int64_t>() >= 0 && input.max().item<int64_t>() < vocab,
                       "inputIds holds a token id outside the model's vocabulary [0, ", vocab, ")");
@@ -109,14 +122,17 @@ Napi::Value ModelHandle::forward(const Napi::CallbackInfo& info) {
                                              : at::tensor(positions, at::kLong).view({batch, length});
           at::Tensor valid;
           if (!keyValid.empty()) valid = at::tensor(std::vector<int64_t>(keyValid.begin(), keyValid.end()), at::kLong).view({batch, length}) != 0;
-          at::Tensor logits = m->logits(m->hiddenStates(input, pos, nullptr, valid)).to(at::kCPU).contiguous();
-          return std::make_shared<at::Tensor>(logits);
+          at::Tensor hidden = m->hiddenStates(input.to(device), pos.to(device), nullptr, valid.defined() ? valid.to(device) : valid);
+          if (lastOnly) {
+            // The last real token of each row: the highest valid index (padding may sit on either side).
+            at::Tensor last = valid.defined()
+                                  ? (valid.to(at::kLong) * at::arange(length, at::kLong)).amax(1)
+                                  : at::full({batch}, length - 1, at::kLong);
+            hidden = hidden.index({at::arange(batch, at::kLong).to(device), last.to(device)});  // [batch, C]
+          }
+          return std::make_shared<at::Tensor>(m->logits(hidden).to(at::kCPU, at::kFloat).contiguous());
         },
-        [](Napi::Env env, Result& logits) -> Napi::Value {
-          Napi::Float32Array out = Napi::Float32Array::New(env, logits->numel());
-          std::memcpy(out.Data(), logits->data_ptr<float>(), logits->numel() * sizeof(float));
-          return out;
-        });
+        [](Napi::Env env, Result& logits) -> Napi::Value { return tensorAsFloat32Array(env, std::move(*logits)); });
   });
 }
 
@@ -150,7 +166,7 @@ Napi::Value ModelHandle::generate(const Napi::CallbackInfo& info) {
     options.prefillChunkTokens = getInt(o, "prefillChunkTokens", "options");
     using Result = std::shared_ptr<GenerationOutput>;
     return PromiseWorker<Result>::start(
-        env,
+        env, m->device(),
         [m, requests = std::move(requests), params, options, prefixCache]() mutable {
           options.prefixCache = prefixCache.get();
           return std::make_shared<GenerationOutput>(octo::generate(*m, requests, params, options));
@@ -207,15 +223,15 @@ Napi::Value ModelHandle::sequenceLogprobs(const Napi::CallbackInfo& info) {
     auto m = model(env);
     Napi::Object o = requireObject(info[0], "options");
     const int64_t batch = requireInt(o, "batch"), length = requireInt(o, "length");
-    at::Tensor ids = int32ArrayToTensor(o.Get("inputIds"), "options.inputIds", {batch, length}).to(at::kLong);
-    at::Tensor mask = uint8ArrayToTensor(o.Get("attentionMask"), "options.attentionMask", {batch, length}) != 0;
+    at::Tensor ids = int32ArrayToTensor(o.Get("inputIds"), "options.inputIds", {batch, length});
+    at::Tensor mask = uint8ArrayToTensor(o.Get("attentionMask"), "options.attentionMask", {batch, length});
     const double temperature = requireNumber(o, "temperature");
     const int64_t chunkSize = requireInt(o, "chunkSize");
     using Result = std::shared_ptr<at::Tensor>;
     return PromiseWorker<Result>::start(
-        env,
+        env, m->device(),
         [m, ids, mask, temperature, chunkSize]() {
-          return std::make_shared<at::Tensor>(octo::sequenceLogprobs(*m, ids, mask, temperature, chunkSize));
+          return std::make_shared<at::Tensor>(octo::sequenceLogprobs(*m, ids.to(at::kLong), mask != 0, temperature, chunkSize));
         },
         [](Napi::Env env, Result& lp) -> Napi::Value { return tensorToFloat32Array(env, *lp); });
   });
@@ -249,7 +265,7 @@ Napi::Value ModelHandle::saveSafetensors(const Napi::CallbackInfo& info) {
       types.push_back(scalarTypeFromSafetensors(dtypes.Get(i).As<Napi::String>().Utf8Value()));
     }
     return PromiseWorker<bool>::start(
-        env,
+        env, m->device(),
         [m, path, header = std::move(header), tensors = std::move(tensors), types = std::move(types)]() {
           writeSafetensors(path, header, tensors, types);
           return true;

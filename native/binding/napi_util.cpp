@@ -1,23 +1,6 @@
 #include "binding/napi_util.h"
 
-#include <ATen/Parallel.h>
-#include <atomic>
-
 namespace octo::binding {
-
-namespace {
-std::atomic<int> engineThreads{0};
-}
-
-void setEngineThreads(int threads) {
-  engineThreads = threads;
-  applyEngineThreads();
-}
-
-void applyEngineThreads() {
-  const int threads = engineThreads.load();
-  if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
-}
 
 Napi::Object requireObject(const Napi::Value& value, const char* what) {
   if (!value.IsObject()) throw Napi::TypeError::New(value.Env(), std::string(what) + " must be an object");
@@ -112,7 +95,9 @@ at::Tensor typedArrayToTensor(const Napi::Value& value, napi_typedarray_type typ
   if (static_cast<int64_t>(array.ElementLength()) != expected)
     throw Napi::RangeError::New(value.Env(), std::string(what) + " has " + std::to_string(array.ElementLength()) +
                                                  " elements; expected " + std::to_string(expected));
-  return at::from_blob(array.Data(), shape, at::TensorOptions().dtype(dtype)).clone();
+  at::Tensor tensor = at::empty(shape, at::TensorOptions().dtype(dtype));
+  if (expected > 0) std::memcpy(tensor.data_ptr(), array.Data(), static_cast<size_t>(expected) * tensor.element_size());
+  return tensor;
 }
 }  // namespace
 
@@ -133,6 +118,17 @@ Napi::Float32Array tensorToFloat32Array(Napi::Env env, const at::Tensor& tensor)
   Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(t.numel()));
   if (t.numel() > 0) std::memcpy(out.Data(), t.data_ptr<float>(), static_cast<size_t>(t.numel()) * sizeof(float));
   return out;
+}
+
+Napi::Float32Array tensorAsFloat32Array(Napi::Env env, at::Tensor tensor) {
+  TORCH_CHECK(tensor.is_cpu() && tensor.scalar_type() == at::kFloat && tensor.is_contiguous(),
+              "tensorAsFloat32Array needs a contiguous CPU float32 tensor");
+  const size_t count = static_cast<size_t>(tensor.numel());
+  if (count == 0) return Napi::Float32Array::New(env, 0);
+  auto* owner = new at::Tensor(std::move(tensor));
+  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, owner->data_ptr(), count * sizeof(float),
+                                                    [](Napi::Env, void*, at::Tensor* held) { delete held; }, owner);
+  return Napi::Float32Array::New(env, count, buffer, 0);
 }
 
 ModelSpec toModelSpec(const Napi::Value& value) {

@@ -1,7 +1,8 @@
 // Helpers of the N-API glue: JS values <-> core structs, and promises for heavy calls.
 //
-// Every heavy call runs on libuv's thread pool through PromiseWorker and never blocks the
-// JS thread. C++ exceptions become JS Errors carrying the short message only (no backtrace).
+// Every heavy call runs on its device's engine thread through PromiseWorker (native/README.md,
+// "Threads") and never blocks the JS thread. C++ exceptions become JS Errors carrying the short
+// message only (no backtrace).
 #pragma once
 
 #include <napi.h>
@@ -33,37 +34,60 @@ auto guarded(Napi::Env env, Body&& body) -> decltype(body()) {
   }
 }
 
-// Intra-op threads for engine work (0 = leave libtorch's default). OpenMP keeps its thread
-// count per calling thread, so each pool thread applies it before it computes.
-void setEngineThreads(int threads);
-void applyEngineThreads();
+// A heavy call whose result settles a JS promise: run() on the engine thread of its device
+// (core/device_thread.h), then settle() back on the JS thread that made the call.
+class EngineCall {
+ public:
+  virtual ~EngineCall() = default;
+  virtual void run() = 0;                    // engine thread; must not throw
+  virtual void settle(Napi::Env env) = 0;    // JS thread; must not throw
+};
 
-// Work on the thread pool, then `convert` its result to JS on the main thread.
+// Queues `call` on `device`'s engine thread; the JS thread of `env` settles and deletes it.
+void postEngineCall(Napi::Env env, const at::Device& device, EngineCall* call);
+
+// Queues `job` on `device`'s engine thread with no promise (releasing engine memory, and the
+// like); it runs after every call queued before it.
+void postEngineJob(const at::Device& device, std::function<void()> job);
+
+// The engine's half of a call and its JS half: `work` runs on the device's engine thread, then
+// `convert` turns its result into JS on the JS thread. C++ exceptions of either reject the
+// promise with the short message. Calls for one device run one at a time in the order made.
 template <typename Result>
-class PromiseWorker : public Napi::AsyncWorker {
+class PromiseWorker final : public EngineCall {
  public:
   using Work = std::function<Result()>;
   using Convert = std::function<Napi::Value(Napi::Env, Result&)>;
 
-  static Napi::Promise start(Napi::Env env, Work work, Convert convert) {
-    auto* worker = new PromiseWorker(env, std::move(work), std::move(convert));
-    Napi::Promise promise = worker->deferred_.Promise();
-    worker->Queue();  // the worker deletes itself after OnOK/OnError
+  static Napi::Promise start(Napi::Env env, const at::Device& device, Work work, Convert convert) {
+    auto* call = new PromiseWorker(env, std::move(work), std::move(convert));
+    Napi::Promise promise = call->deferred_.Promise();
+    postEngineCall(env, device, call);
     return promise;
   }
+  // Work that is not tied to a device's tensors (CPU ops, file reads) runs on the CPU thread.
+  static Napi::Promise start(Napi::Env env, Work work, Convert convert) {
+    return start(env, at::Device(at::kCPU), std::move(work), std::move(convert));
+  }
 
- protected:
-  void Execute() override {
+  void run() override {
     try {
-      applyEngineThreads();
       result_ = work_();
     } catch (const std::exception& e) {
-      SetError(shortMessage(e));
+      error_ = shortMessage(e);
+      failed_ = true;
+    } catch (...) {
+      error_ = "the engine failed with an unknown error";
+      failed_ = true;
     }
   }
-  void OnOK() override {
-    Napi::Env env = Env();
+
+  void settle(Napi::Env env) override {
     try {
+      if (failed_) {
+        deferred_.Reject(Napi::Error::New(env, error_).Value());
+        return;
+      }
       deferred_.Resolve(convert_(env, result_));
     } catch (const Napi::Error& e) {
       deferred_.Reject(e.Value());
@@ -71,17 +95,17 @@ class PromiseWorker : public Napi::AsyncWorker {
       deferred_.Reject(Napi::Error::New(env, shortMessage(e)).Value());
     }
   }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
   PromiseWorker(Napi::Env env, Work work, Convert convert)
-      : Napi::AsyncWorker(env, "octo-native"), deferred_(Napi::Promise::Deferred::New(env)),
-        work_(std::move(work)), convert_(std::move(convert)) {}
+      : deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), convert_(std::move(convert)) {}
 
   Napi::Promise::Deferred deferred_;
   Work work_;
   Convert convert_;
   Result result_{};
+  bool failed_ = false;
+  std::string error_;
 };
 
 // --- reading JS values (the TS layer validated them; these checks catch programming errors) ---
@@ -109,11 +133,16 @@ std::string getString(const Napi::Object& object, const char* key, const char* o
 std::vector<int64_t> getIntVector(const Napi::Value& value, const char* what);
 std::vector<int64_t> int32ArrayToVector(const Napi::Value& value, const char* what);
 
-// Typed arrays <-> CPU tensors (copied: the JS buffer may be collected while a worker runs).
+// Typed arrays -> CPU tensors, copied with a plain memcpy (the JS buffer may be collected while
+// the engine works; no ATen kernel runs on the JS thread). Convert dtypes in the engine's work.
 at::Tensor float32ArrayToTensor(const Napi::Value& value, const char* what, at::IntArrayRef shape);
 at::Tensor int32ArrayToTensor(const Napi::Value& value, const char* what, at::IntArrayRef shape);
 at::Tensor uint8ArrayToTensor(const Napi::Value& value, const char* what, at::IntArrayRef shape);
+// CPU tensors -> Float32Array: a copy, for small results.
 Napi::Float32Array tensorToFloat32Array(Napi::Env env, const at::Tensor& tensor);
+// A contiguous CPU fp32 tensor as a Float32Array over its own memory (no copy); the tensor lives
+// until JS collects the array.
+Napi::Float32Array tensorAsFloat32Array(Napi::Env env, at::Tensor tensor);
 
 ModelSpec toModelSpec(const Napi::Value& value);
 PolicyLossOptions toPolicyLossOptions(const Napi::Value& value);

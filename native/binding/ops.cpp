@@ -181,7 +181,7 @@ Napi::Value benchPolicyLossOp(const Napi::CallbackInfo& info) {
     const bool eager = requireBool(o, "eager"), lmHeadGrad = requireBool(o, "lmHeadGrad");
     const at::Device device = parseDevice(optionalString(o, "device", "auto"));
     return PromiseWorker<LossBenchResult>::start(
-        env, [=]() { return benchPolicyLoss(tokens, hidden, vocab, chunk, eager, lmHeadGrad, iterations, device); },
+        env, device, [=]() { return benchPolicyLoss(tokens, hidden, vocab, chunk, eager, lmHeadGrad, iterations, device); },
         [](Napi::Env env, LossBenchResult& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
           out.Set("seconds", r.seconds);

@@ -58,7 +58,7 @@ Napi::Value ProcessGroupHandle::allReduce(const Napi::CallbackInfo& info) {
     std::memcpy(values.data_ptr<double>(), input.Data(), input.ElementLength() * sizeof(double));
     auto group = group_;
     return PromiseWorker<at::Tensor>::start(
-        env,
+        env, group->device(),
         [group, values, op, what]() mutable {
           at::Tensor onDevice = values.to(group->device());
           std::vector<at::Tensor> tensors{onDevice};
@@ -80,7 +80,7 @@ Napi::Value ProcessGroupHandle::barrier(const Napi::CallbackInfo& info) {
     const std::string what = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "a barrier";
     auto group = group_;
     return PromiseWorker<bool>::start(
-        env, [group, what]() { group->barrier(what); return true; },
+        env, group->device(), [group, what]() { group->barrier(what); return true; },
         [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
   });
 }
@@ -116,7 +116,7 @@ Napi::Value createProcessGroup(const Napi::CallbackInfo& info) {
     options.device = parseDevice(optionalString(o, "device", "cpu"));
     using Result = std::shared_ptr<DistributedGroup>;
     return PromiseWorker<Result>::start(
-        env, [options]() { return std::make_shared<DistributedGroup>(options); },
+        env, options.device, [options]() { return std::make_shared<DistributedGroup>(options); },
         [](Napi::Env env, Result& group) -> Napi::Value { return ProcessGroupHandle::wrap(env, group); });
   });
 }

@@ -22,8 +22,9 @@ MicroBatch toMicroBatch(const Napi::Value& value) {
   const int64_t B = getInt(o, "batch", "batch"), T = getInt(o, "length", "batch");
   if (B <= 0 || T < 2) throw Napi::RangeError::New(value.Env(), "a micro-batch needs batch >= 1 and length >= 2");
   MicroBatch b;
-  b.inputIds = int32ArrayToTensor(o.Get("inputIds"), "batch.inputIds", {B, T}).to(at::kLong);
-  b.attentionMask = uint8ArrayToTensor(o.Get("attentionMask"), "batch.attentionMask", {B, T}) != 0;
+  // Raw copies; Trainer::accumulate converts them (int32 -> int64, uint8 -> bool) on its thread.
+  b.inputIds = int32ArrayToTensor(o.Get("inputIds"), "batch.inputIds", {B, T});
+  b.attentionMask = uint8ArrayToTensor(o.Get("attentionMask"), "batch.attentionMask", {B, T});
   b.lossMask = float32ArrayToTensor(o.Get("lossMask"), "batch.lossMask", {B, T});
   b.klMask = float32ArrayToTensor(o.Get("klMask"), "batch.klMask", {B, T});
   b.advantages = float32ArrayToTensor(o.Get("advantages"), "batch.advantages", {B, T});
@@ -62,10 +63,33 @@ TrainerHandle::TrainerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
     options.adamw.beta2 = optionalNumber(o, "beta2", options.adamw.beta2);
     options.adamw.eps = optionalNumber(o, "eps", options.adamw.eps);
     options.adamw.weightDecay = optionalNumber(o, "weightDecay", options.adamw.weightDecay);
+    Trainer::checkTrainable(*model);  // what can be refused is refused here, synchronously
     state_ = std::make_shared<State>();
-    state_->trainer = std::make_unique<Trainer>(model, options);
+    state_->device = model->device();
+    // The masters and AdamW moments are allocated on the engine thread, queued before any call
+    // on this trainer, so `new Trainer` does no tensor work on the JS thread.
+    postEngineJob(state_->device, [state = state_, model, options]() {
+      try {
+        state->trainer = std::make_unique<Trainer>(model, options);
+      } catch (const std::exception& e) {
+        state->failure = shortMessage(e);
+      }
+    });
     return 0;
   });
+}
+
+TrainerHandle::~TrainerHandle() {
+  // The optimizer state is freed on the engine thread, after the calls still queued there.
+  if (!state_) return;
+  const at::Device device = state_->device;  // read before the move below
+  postEngineJob(device, [state = std::move(state_)]() mutable { state.reset(); });
+}
+
+Trainer& TrainerHandle::State::get() {
+  TORCH_CHECK(failure.empty(), "this trainer could not be created: ", failure);
+  TORCH_CHECK(trainer, "this trainer was never created");
+  return *trainer;
 }
 
 // enableDataParallel(group, {bucketBytes, overlapBackward}) -> Promise<void>: broadcasts rank 0's
@@ -80,10 +104,9 @@ Napi::Value TrainerHandle::enableDataParallel(const Napi::CallbackInfo& info) {
     options.overlapBackward = requireBool(o, "overlapBackward");
     auto state = state_;
     return PromiseWorker<bool>::start(
-        env,
+        env, state->device,
         [state, group, options]() {
-          std::lock_guard<std::mutex> lock(state->mutex);
-          state->trainer->enableDataParallel(group, options);
+          state->get().enableDataParallel(group, options);
           return true;
         },
         [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
@@ -101,10 +124,9 @@ Napi::Value TrainerHandle::accumulate(const Napi::CallbackInfo& info) {
     const bool lastOfStep = info.Length() < 5 || info[4].IsUndefined() || info[4].ToBoolean().Value();
     auto state = state_;
     return PromiseWorker<AccumulateResult>::start(
-        env,
+        env, state->device,
         [state, batch, objective, lossOptions, normalizers, lastOfStep]() {
-          std::lock_guard<std::mutex> lock(state->mutex);
-          return state->trainer->accumulate(batch, objective, lossOptions, normalizers, lastOfStep);
+          return state->get().accumulate(batch, objective, lossOptions, normalizers, lastOfStep);
         },
         [](Napi::Env env, AccumulateResult& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
@@ -122,11 +144,7 @@ Napi::Value TrainerHandle::reduceGradients(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     auto state = state_;
     return PromiseWorker<ReduceReport>::start(
-        env,
-        [state]() {
-          std::lock_guard<std::mutex> lock(state->mutex);
-          return state->trainer->reduceGradients();
-        },
+        env, state->device, [state]() { return state->get().reduceGradients(); },
         [](Napi::Env env, ReduceReport& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
           out.Set("seconds", r.seconds);
@@ -145,11 +163,7 @@ Napi::Value TrainerHandle::step(const Napi::CallbackInfo& info) {
     const double lr = info[0].As<Napi::Number>().DoubleValue();
     auto state = state_;
     return PromiseWorker<StepResult>::start(
-        env,
-        [state, lr]() {
-          std::lock_guard<std::mutex> lock(state->mutex);
-          return state->trainer->step(lr);
-        },
+        env, state->device, [state, lr]() { return state->get().step(lr); },
         [](Napi::Env env, StepResult& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
           out.Set("gradNorm", r.gradNorm);
@@ -160,17 +174,31 @@ Napi::Value TrainerHandle::step(const Napi::CallbackInfo& info) {
   });
 }
 
+// zeroGrad() -> Promise<void>
 Napi::Value TrainerHandle::zeroGrad(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(state_->mutex);
-  state_->trainer->zeroGrad();
-  return info.Env().Undefined();
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto state = state_;
+    return PromiseWorker<bool>::start(
+        env, state->device,
+        [state]() {
+          state->get().zeroGrad();
+          return true;
+        },
+        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+  });
 }
 
-// stateTensors() -> [{name, shape}]: the optimizer state saveState writes, in order (fp32)
+// stateTensors() -> Promise<[{name, shape}]>: the optimizer state saveState writes, in order (fp32)
 Napi::Value TrainerHandle::stateTensors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::lock_guard<std::mutex> lock(state_->mutex);
-  return namedShapesToJs(env, tensorShapes(state_->trainer->stateTensors()));
+  return guarded(env, [&]() -> Napi::Value {
+    auto state = state_;
+    using Result = std::vector<NamedShape>;
+    return PromiseWorker<Result>::start(
+        env, state->device, [state]() { return tensorShapes(state->get().stateTensors()); },
+        [](Napi::Env env, Result& shapes) -> Napi::Value { return namedShapesToJs(env, shapes); });
+  });
 }
 
 // saveState(path, header: Buffer) -> Promise<void>: the stateTensors() in order, as F32
@@ -182,11 +210,10 @@ Napi::Value TrainerHandle::saveState(const Napi::CallbackInfo& info) {
     std::string header(headerBuffer.Data(), headerBuffer.Length());
     auto state = state_;
     return PromiseWorker<bool>::start(
-        env,
+        env, state->device,
         [state, path, header]() {
-          std::lock_guard<std::mutex> lock(state->mutex);
           std::vector<at::Tensor> tensors;
-          for (auto& [name, tensor] : state->trainer->stateTensors()) tensors.push_back(tensor);
+          for (auto& [name, tensor] : state->get().stateTensors()) tensors.push_back(tensor);
           writeSafetensors(path, header, tensors, std::vector<at::ScalarType>(tensors.size(), at::kFloat));
           return true;
         },
@@ -202,13 +229,12 @@ Napi::Value TrainerHandle::loadState(const Napi::CallbackInfo& info) {
     const int64_t steps = info[1].As<Napi::Number>().Int64Value();
     auto state = state_;
     return PromiseWorker<bool>::start(
-        env,
+        env, state->device,
         [state, records, steps]() {
           SafetensorsReader reader;
           std::unordered_map<std::string, at::Tensor> tensors;
           for (const auto& r : records) tensors.emplace(r.name, reader.read(r).to(at::kFloat));
-          std::lock_guard<std::mutex> lock(state->mutex);
-          state->trainer->restoreState(tensors, steps);
+          state->get().restoreState(tensors, steps);
           return true;
         },
         [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });

@@ -10,6 +10,7 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
  public:
   static Napi::Function define(Napi::Env env);
   explicit TrainerHandle(const Napi::CallbackInfo& info);  // new Trainer(model, options)
+  ~TrainerHandle() override;
 
  private:
   Napi::Value enableDataParallel(const Napi::CallbackInfo& info);
@@ -21,10 +22,13 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
   Napi::Value saveState(const Napi::CallbackInfo& info);
   Napi::Value loadState(const Napi::CallbackInfo& info);
 
-  // Calls of one trainer run one at a time, whatever order JS issues them in.
+  // Touched only on the engine thread of `device`, where this trainer's calls run one at a time
+  // in the order JS made them (the first one builds `trainer`).
   struct State {
-    std::mutex mutex;
+    at::Device device = at::kCPU;
     std::unique_ptr<Trainer> trainer;
+    std::string failure;  // why building the trainer failed
+    Trainer& get();       // the trainer, or the construction error thrown
   };
   std::shared_ptr<State> state_;
 };

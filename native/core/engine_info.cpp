@@ -1,5 +1,7 @@
 #include "core/engine_info.h"
 
+#include "core/device_thread.h"
+
 #include <algorithm>
 
 #include <ATen/Parallel.h>
@@ -21,7 +23,7 @@ EngineInfo engineInfo() {
     info.features.push_back(probed.substr(start, comma - start));
     start = comma + 1;
   }
-  info.threads = at::get_num_threads();
+  info.threads = DeviceThread::intraOpThreads();
   info.parallelInfo = at::get_parallel_info();
   info.buildConfig = at::show_config();
   return info;

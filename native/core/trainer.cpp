@@ -17,8 +17,7 @@ at::Tensor predictedSlice(const at::Tensor& perToken, const at::Tensor& flatInde
 
 Trainer::Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options)
     : model_(std::move(model)), options_(options), lowPrecision_(model_->dtype() != at::kFloat) {
-  TORCH_CHECK(model_->dtype() != at::kHalf, "training in float16 needs loss scaling, which this trainer does not do; "
-              "train in bfloat16 (model.dtype: bfloat16, the CUDA default) or float32");
+  checkTrainable(*model_);
   model_->setTrainable(true);
   for (const auto& [name, tensor] : model_->namedParameters()) {
     names_.push_back(name);
@@ -32,6 +31,11 @@ Trainer::Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options)
 }
 
 Trainer::~Trainer() = default;
+
+void Trainer::checkTrainable(const DecoderModel& model) {
+  TORCH_CHECK(model.dtype() != at::kHalf, "training in float16 needs loss scaling, which this trainer does not do; "
+              "train in bfloat16 (model.dtype: bfloat16, the CUDA default) or float32");
+}
 
 void Trainer::enableDataParallel(std::shared_ptr<DistributedGroup> group, const GradientReducerOptions& options) {
   TORCH_CHECK(!reducer_, "data-parallel training is already enabled on this trainer");

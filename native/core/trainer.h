@@ -54,6 +54,9 @@ class Trainer {
   Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options);
   ~Trainer();
 
+  // Throws when this trainer cannot train `model` (float16); cheap, allocates nothing.
+  static void checkTrainable(const DecoderModel& model);
+
   // Data-parallel training over `group`: makes every rank's weights rank 0's (as DDP does at
   // construction) and from then on sums gradients over the ranks in reduceGradients().
   void enableDataParallel(std::shared_ptr<DistributedGroup> group, const GradientReducerOptions& options);
