@@ -317,7 +317,8 @@ export interface NativeOps {
     reference?: boolean;
   }): Promise<Float32Array[]>;
   /** bytes of tensors on `device` ("cpu": counted from the first call on; "cuda:N": libtorch's caching allocator) */
-  deviceMemory(device: string, options?: { resetPeak?: boolean }): { currentBytes: number; peakBytes: number };
+  /** cachedBytes: freed blocks kept for reuse (CPU: at most OCTO_NATIVE_CPU_CACHE_MB, default 256; CUDA: reserved, not allocated) */
+  deviceMemory(device: string, options?: { resetPeak?: boolean }): { currentBytes: number; peakBytes: number; cachedBytes: number };
   benchPolicyLoss(args: {
     tokens: number;
     hiddenSize: number;

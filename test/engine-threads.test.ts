@@ -1,6 +1,7 @@
 // The engine's threading model (native/README.md, "Threads"): calls issued without awaiting in
 // between run whole and in order per model, give exactly what the same calls give one by one,
 // and leave the JS thread free while they run.
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -118,5 +119,38 @@ describe("one engine thread per device", () => {
     expect(Array.from(after)).not.toEqual(Array.from(before));
     model.dispose();
     expect(() => model.forward(tokens(1, 9), 1, 9)).toThrow(/disposed/);
+  });
+});
+
+describe("the engine's CPU allocator", () => {
+  // A child process per cache setting: the cap is read once, at load.
+  const script = `
+    const { Model } = require(${JSON.stringify(path.join(__dirname, "..", "dist", "lib", "engine", "model.js"))});
+    const { PolicyTrainer } = require(${JSON.stringify(path.join(__dirname, "..", "dist", "lib", "engine", "trainer.js"))});
+    const { native } = require(${JSON.stringify(path.join(__dirname, "..", "dist", "lib", "native.js"))});
+    (async () => {
+      const spec = ${JSON.stringify({ ...spec, vocabSize: 4096 })};
+      const model = await Model.create(spec, 3);
+      const trainer = new PolicyTrainer(model, { schedule: { lr: 1e-2, warmupSteps: 0, kind: "constant" } });
+      const ids = Int32Array.from({ length: 64 }, (_, t) => (t * 37 + 5) % spec.vocabSize);
+      const sequences = [0, 1, 2, 3].map((b) => ({ tokens: ids.map((id) => (id + b) % spec.vocabSize), lossMask: Uint8Array.from(ids, (_, t) => (t > 0 ? 1 : 0)) }));
+      const steps = [];
+      for (let i = 0; i < 3; i++) steps.push((({ loss, gradNorm }) => [loss, gradNorm])(await trainer.trainStep(sequences, { objective: "supervised" })));
+      const logits = await model.forward(ids, 1, 64);
+      console.log(JSON.stringify({ steps, logits: require("node:crypto").createHash("sha256").update(Buffer.from(logits.buffer, logits.byteOffset, logits.byteLength)).digest("hex"), cachedBytes: native().ops.deviceMemory("cpu").cachedBytes }));
+    })();`;
+  const run = (cacheMegabytes: string) => {
+    const child = spawnSync(process.execPath, ["-e", script], { encoding: "utf8", env: { ...process.env, OCTO_NATIVE_CPU_CACHE_MB: cacheMegabytes }, timeout: 120_000 });
+    expect({ status: child.status, signal: child.signal, stderr: child.stderr }).toEqual({ status: 0, signal: null, stderr: "" });
+    return JSON.parse(child.stdout) as { steps: number[][]; logits: string; cachedBytes: number };
+  };
+
+  test("reusing freed blocks changes no value: train steps and logits are bit-identical with the block cache off", () => {
+    const cached = run("256"), stock = run("0");
+    expect(cached.cachedBytes).toBeGreaterThan(0);
+    expect(cached.cachedBytes).toBeLessThanOrEqual(256 * 2 ** 20);
+    expect(stock.cachedBytes).toBe(0);
+    expect(cached.steps).toEqual(stock.steps);
+    expect(cached.logits).toBe(stock.logits);
   });
 });

@@ -8,6 +8,7 @@
 #include "core/bench_kernels.h"
 #include "core/device_thread.h"
 #include "core/engine_info.h"
+#include "core/memory_tracker.h"
 
 
 namespace octo::binding {
@@ -131,6 +132,7 @@ Napi::Value timeFileReadJs(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
+  installCpuMemoryTracker();  // before any tensor: every CPU block is counted and may be reused
   auto* data = new AddonData();
   data->modelConstructor = Napi::Persistent(ModelHandle::define(env));
   data->prefixCacheConstructor = Napi::Persistent(PrefixCacheHandle::define(env));

@@ -14,6 +14,7 @@ Napi::Object memoryUseToJs(Napi::Env env, const MemoryUse& use) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("currentBytes", static_cast<double>(use.currentBytes));
   out.Set("peakBytes", static_cast<double>(use.peakBytes));
+  out.Set("cachedBytes", static_cast<double>(use.cachedBytes));
   return out;
 }
 

@@ -2,6 +2,9 @@
 
 #include <atomic>
 #include <c10/core/CPUAllocator.h>
+#include <cstdlib>
+#include <list>
+#include <map>
 #include <mutex>
 #if defined(OCTO_WITH_CUDA) && OCTO_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -13,10 +16,97 @@ namespace {
 
 std::atomic<int64_t> currentBytes{0};
 std::atomic<int64_t> peakBytes{0};
+thread_local bool stockAllocation = false;  // StockCpuAllocation
+
+constexpr size_t kMinCachedBytes = 256 << 10;
+
+int64_t defaultCacheCap() {
+  const char* megabytes = std::getenv("OCTO_NATIVE_CPU_CACHE_MB");
+  if (megabytes && *megabytes) return std::max<int64_t>(0, std::atoll(megabytes)) << 20;
+  return int64_t{256} << 20;
+}
+
+// Eight classes per power of two (at most 12.5% rounding), so a block fits any request that
+// rounds to its class.
+size_t sizeClass(size_t bytes) {
+  size_t power = 1;
+  while (power * 2 <= bytes) power *= 2;
+  const size_t granule = std::max<size_t>(power / 8, 4096);
+  return (bytes + granule - 1) / granule * granule;
+}
+
+// Freed blocks by size class, oldest first within the cap.
+class BlockCache {
+ public:
+  struct Block {
+    size_t bytes;  // the class size actually allocated
+    c10::DataPtr memory;
+  };
+
+  // A kept block of this class, or an empty DataPtr.
+  c10::DataPtr take(size_t classBytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = byClass_.find(classBytes);
+    if (it == byClass_.end()) return {};
+    auto entry = it->second;
+    byClass_.erase(it);
+    c10::DataPtr memory = std::move(entry->memory);
+    heldBytes_ -= static_cast<int64_t>(classBytes);
+    order_.erase(entry);
+    return memory;
+  }
+
+  // Keeps `memory` if it fits under the cap, dropping the oldest kept blocks to make room;
+  // otherwise frees it. Blocks are freed outside the lock.
+  void give(size_t classBytes, c10::DataPtr memory) {
+    std::list<Block> dropped;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (static_cast<int64_t>(classBytes) > cap_) {
+        dropped.push_back({classBytes, std::move(memory)});
+      } else {
+        while (heldBytes_ + static_cast<int64_t>(classBytes) > cap_) dropOldest(dropped);
+        order_.push_back({classBytes, std::move(memory)});
+        byClass_.emplace(classBytes, std::prev(order_.end()));
+        heldBytes_ += static_cast<int64_t>(classBytes);
+      }
+    }
+  }
+
+  int64_t heldBytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return heldBytes_;
+  }
+
+  int64_t cap() const { return cap_; }  // fixed at start-up
+
+ private:
+  void dropOldest(std::list<Block>& dropped) {
+    auto oldest = order_.begin();
+    for (auto it = byClass_.lower_bound(oldest->bytes); it != byClass_.end(); ++it)
+      if (it->second == oldest) {
+        byClass_.erase(it);
+        break;
+      }
+    heldBytes_ -= static_cast<int64_t>(oldest->bytes);
+    dropped.splice(dropped.end(), order_, oldest);
+  }
+
+  std::mutex mutex_;
+  std::list<Block> order_;  // oldest first
+  std::multimap<size_t, std::list<Block>::iterator> byClass_;
+  int64_t heldBytes_ = 0;
+  const int64_t cap_ = defaultCacheCap();
+};
+
+BlockCache& blockCache() {
+  static auto* cache = new BlockCache();  // never destroyed: tensors may be freed at exit
+  return *cache;
+}
 
 struct Allocation {
-  void* data;
-  int64_t bytes;
+  int64_t bytes;      // requested
+  size_t classBytes;  // 0: not from (and not returned to) the block cache
   c10::DataPtr inner;
 };
 
@@ -31,14 +121,17 @@ class CountingAllocator final : public c10::Allocator {
 #else
   c10::DataPtr allocate(size_t bytes) const override {
 #endif
-    c10::DataPtr innerPtr = inner_->allocate(bytes);
+    const bool cached = bytes >= kMinCachedBytes && !stockAllocation && blockCache().cap() > 0;
+    const size_t classBytes = cached ? sizeClass(bytes) : 0;
+    c10::DataPtr innerPtr = cached ? blockCache().take(classBytes) : c10::DataPtr();
+    if (!innerPtr) innerPtr = inner_->allocate(cached ? classBytes : bytes);
     void* data = innerPtr.get();
     const c10::Device device = innerPtr.device();
     const int64_t now = currentBytes += static_cast<int64_t>(bytes);
     int64_t peak = peakBytes.load();
     while (now > peak && !peakBytes.compare_exchange_weak(peak, now)) {
     }
-    auto* allocation = new Allocation{data, static_cast<int64_t>(bytes), std::move(innerPtr)};
+    auto* allocation = new Allocation{static_cast<int64_t>(bytes), classBytes, std::move(innerPtr)};
     return {data, allocation, &release, device};
   }
 
@@ -51,7 +144,8 @@ class CountingAllocator final : public c10::Allocator {
   static void release(void* context) {
     auto* allocation = static_cast<Allocation*>(context);
     currentBytes -= allocation->bytes;
-    delete allocation;  // frees through the inner allocator's DataPtr
+    if (allocation->classBytes > 0) blockCache().give(allocation->classBytes, std::move(allocation->inner));
+    delete allocation;  // anything not kept is freed through the inner allocator's DataPtr
   }
 
   c10::Allocator* inner_;
@@ -67,11 +161,15 @@ void installCpuMemoryTracker() {
   });
 }
 
+StockCpuAllocation::StockCpuAllocation() : previous_(stockAllocation) { stockAllocation = true; }
+
+StockCpuAllocation::~StockCpuAllocation() { stockAllocation = previous_; }
+
 MemoryUse deviceMemory(at::Device device, bool resetPeak) {
   if (device.is_cpu()) {
     installCpuMemoryTracker();
     if (resetPeak) peakBytes = currentBytes.load();
-    return {currentBytes.load(), peakBytes.load()};
+    return {currentBytes.load(), peakBytes.load(), blockCache().heldBytes()};
   }
 #if defined(OCTO_WITH_CUDA) && OCTO_WITH_CUDA
   if (device.is_cuda()) {
@@ -79,8 +177,9 @@ MemoryUse deviceMemory(at::Device device, bool resetPeak) {
     const auto index = device.has_index() ? device.index() : static_cast<c10::DeviceIndex>(0);
     if (resetPeak) allocator::resetPeakStats(index);
     // Entry 0 is StatType::AGGREGATE (all pools); the enum's namespace moved between versions.
-    const auto& bytes = allocator::getDeviceStats(index).allocated_bytes[0];
-    return {bytes.current, bytes.peak};
+    const auto stats = allocator::getDeviceStats(index);
+    const auto& bytes = stats.allocated_bytes[0];
+    return {bytes.current, bytes.peak, stats.reserved_bytes[0].current - bytes.current};
   }
 #endif
   TORCH_CHECK(false, "memory statistics are kept for cpu and cuda devices, not ", device);
