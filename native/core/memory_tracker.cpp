@@ -110,6 +110,34 @@ struct Allocation {
   c10::DataPtr inner;
 };
 
+// Allocations by data pointer. libtorch's raw_allocate() (some BF16 kernels' workspaces) needs a
+// DataPtr whose context is the data pointer itself and a deleter that takes only that pointer,
+// so the bookkeeping cannot ride in the context.
+class AllocationTable {
+ public:
+  void add(void* data, Allocation allocation) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    table_.emplace(data, std::move(allocation));
+  }
+  Allocation remove(void* data) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = table_.find(data);
+    TORCH_INTERNAL_ASSERT(it != table_.end(), "freeing a CPU block the engine's allocator did not hand out");
+    Allocation allocation = std::move(it->second);
+    table_.erase(it);
+    return allocation;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<void*, Allocation> table_;
+};
+
+AllocationTable& allocations() {
+  static auto* table = new AllocationTable();  // never destroyed: tensors may be freed at exit
+  return *table;
+}
+
 class CountingAllocator final : public c10::Allocator {
  public:
   explicit CountingAllocator(c10::Allocator* inner) : inner_(inner) {}
@@ -126,26 +154,27 @@ class CountingAllocator final : public c10::Allocator {
     c10::DataPtr innerPtr = cached ? blockCache().take(classBytes) : c10::DataPtr();
     if (!innerPtr) innerPtr = inner_->allocate(cached ? classBytes : bytes);
     void* data = innerPtr.get();
+    if (data == nullptr) return innerPtr;  // zero bytes: nothing to count or keep
     const c10::Device device = innerPtr.device();
     const int64_t now = currentBytes += static_cast<int64_t>(bytes);
     int64_t peak = peakBytes.load();
     while (now > peak && !peakBytes.compare_exchange_weak(peak, now)) {
     }
-    auto* allocation = new Allocation{static_cast<int64_t>(bytes), classBytes, std::move(innerPtr)};
-    return {data, allocation, &release, device};
+    allocations().add(data, Allocation{static_cast<int64_t>(bytes), classBytes, std::move(innerPtr)});
+    return {data, data, &release, device};
   }
 
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
 #if OCTO_TORCH_AT_LEAST(2, 3)
   void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
 #endif
 
  private:
-  static void release(void* context) {
-    auto* allocation = static_cast<Allocation*>(context);
-    currentBytes -= allocation->bytes;
-    if (allocation->classBytes > 0) blockCache().give(allocation->classBytes, std::move(allocation->inner));
-    delete allocation;  // anything not kept is freed through the inner allocator's DataPtr
+  static void release(void* data) {
+    Allocation allocation = allocations().remove(data);
+    currentBytes -= allocation.bytes;
+    if (allocation.classBytes > 0) blockCache().give(allocation.classBytes, std::move(allocation.inner));
+    // anything not kept is freed here, through the inner allocator's DataPtr
   }
 
   c10::Allocator* inner_;

@@ -1,5 +1,7 @@
 #include "core/model.h"
 
+#include "core/few_row_linear.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <cmath>
 #include <torch/csrc/autograd/autograd.h>
@@ -196,15 +198,15 @@ at::Tensor DecoderModel::rmsNorm(const at::Tensor& x, const at::Tensor& weight) 
 }
 
 at::Tensor DecoderModel::mlp(const Layer& l, const at::Tensor& x) const {
-  return at::linear(at::silu(at::linear(x, l.gate, l.gateBias)) * at::linear(x, l.up, l.upBias), l.down, l.downBias);
+  return octo::linear(at::silu(octo::linear(x, l.gate, l.gateBias)) * octo::linear(x, l.up, l.upBias), l.down, l.downBias);
 }
 
 at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                                    KVCache* cache, int64_t layerIndex, const at::Tensor& attendable) const {
   const int64_t B = x.size(0), T = x.size(1), H = spec_.numHeads, Hkv = spec_.numKvHeads, D = spec_.headDim;
-  at::Tensor q = at::linear(x, l.q, l.qBias).view({B, T, H, D});
-  at::Tensor k = at::linear(x, l.k, l.kBias).view({B, T, Hkv, D});
-  at::Tensor v = at::linear(x, l.v, l.vBias).view({B, T, Hkv, D}).transpose(1, 2);  // [B, Hkv, T, D]
+  at::Tensor q = octo::linear(x, l.q, l.qBias).view({B, T, H, D});
+  at::Tensor k = octo::linear(x, l.k, l.kBias).view({B, T, Hkv, D});
+  at::Tensor v = octo::linear(x, l.v, l.vBias).view({B, T, Hkv, D}).transpose(1, 2);  // [B, Hkv, T, D]
   if (spec_.qkNorm) {
     q = rmsNorm(q, l.qNorm);
     k = rmsNorm(k, l.kNorm);
@@ -254,7 +256,7 @@ at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());  // [B, Hkv, groups, T, S]
   out = at::matmul(probs, v.unsqueeze(2)).view({B, H, T, D});
 #endif
-  return at::linear(out.transpose(1, 2).reshape({B, T, H * D}), l.o, l.oBias);
+  return octo::linear(out.transpose(1, 2).reshape({B, T, H * D}), l.o, l.oBias);
 }
 
 at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tensor& positions, KVCache* cache,
@@ -328,6 +330,6 @@ void DecoderModel::setTrainable(bool trainable) {
   for (auto& [name, tensor] : parameters_) tensor.requires_grad_(trainable);
 }
 
-at::Tensor DecoderModel::logits(const at::Tensor& hidden) const { return at::linear(hidden, lmHead_).to(at::kFloat); }
+at::Tensor DecoderModel::logits(const at::Tensor& hidden) const { return octo::linear(hidden, lmHead_).to(at::kFloat); }
 
 }  // namespace octo
