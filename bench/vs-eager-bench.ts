@@ -38,7 +38,7 @@ export const LOGITS_TOLERANCE = 1e-4;
 /** Shapes of one run: the issue's figures (full) or a smoke test (quick). */
 export function vsEagerWorkload(quick: boolean) {
   return {
-    rounds: quick ? 3 : 7,
+    rounds: quick ? 3 : 9,
     forward: { batch: quick ? 2 : 4, length: quick ? 32 : 256 },
     trainStep: { batch: quick ? 2 : 4, length: quick ? 32 : 256, promptTokens: quick ? 4 : 16 },
     decode: { prompts: quick ? 2 : 8, promptTokens: quick ? 8 : 32, newTokens: quick ? 8 : 64 },
@@ -46,6 +46,9 @@ export function vsEagerWorkload(quick: boolean) {
     rssSteps: quick ? 2 : 3,
   };
 }
+
+/** The issue's targets (octo / eager tokens/s at least, peak RSS at most), recorded beside the figures. */
+export const VS_EAGER_TARGETS = { forward: 1.1, trainStep: 1.1, decode: 1.2, trainStepPeakRss: 1.0 };
 
 /** A simple PPO-clip objective (token ratios, ε = 0.2, token-mean), the same on both sides. */
 export const VS_EAGER_LOSS: LossOptions = { ratioLevel: "token", clipLow: 0.2, clipHigh: 0.2, aggregation: "token-mean" };
@@ -260,10 +263,12 @@ export const vsEagerBench: Bench = {
       return {
         bench: "vs-eager",
         ratioMeaning:
-          "the smallest of the throughput ratios octo tokens/s / eager tokens/s (forward, train step, decode, fused loss), " +
-          "eager = libtorch composed as transformers' PyTorch eager code on the same weights, same run (higher is better)",
-        ratio: Math.min(...Object.values(throughputRatios)),
+          "the smallest of the throughput ratios octo tokens/s / eager tokens/s of forward, train step and decode (the issue's " +
+          "targeted figures; the fused loss is in throughputRatios), eager = libtorch composed as transformers' PyTorch eager " +
+          "code on the same weights, same run (higher is better)",
+        ratio: Math.min(throughputRatios.forward, throughputRatios.trainStep, throughputRatios.decode),
         throughputRatios,
+        targets: VS_EAGER_TARGETS,
         trainStepMemory: {
           peakRssRatio: rssRatio,
           peakRssRatioMeaning: "peak RSS of a fresh process running only octo's train steps / the same for eager (lower is better)",
@@ -291,6 +296,7 @@ export const vsEagerBench: Bench = {
         },
         workload: {
           rounds: w.rounds,
+          rssSteps: w.rssSteps,
           forward: { ...w.forward, product: "Model.forward (logits copied to a Float32Array)", eager: "model(input_ids).logits under no_grad (logits stay a tensor)" },
           trainStep: { ...w.trainStep, loss: VS_EAGER_LOSS, optimizer: VS_EAGER_OPTIMIZER, product: "PolicyTrainer.trainStep", eager: "forward, log_softmax + gather, policy loss, backward, clip_grad_norm_, AdamW, zero_grad" },
           decode: { ...w.decode, sampling: { ...VS_EAGER_SAMPLING, topK: 0 }, product: "Model.generate", eager: "generate(): DynamicCache, logits_to_keep=1 prefill, temperature + top-p warpers, multinomial" },
