@@ -5,6 +5,7 @@ import { forwardBench, safetensorsLoadBench } from "./model-benches";
 import { octopusStepBench } from "./octopus-bench";
 import { samplerBench } from "./sampler-bench";
 import { lossBench, trainStepBench } from "./training-benches";
+import { vsEagerBench } from "./vs-eager-bench";
 
 export const BENCHES: Record<string, Bench> = {
   "safetensors-load": safetensorsLoadBench,
@@ -14,6 +15,7 @@ export const BENCHES: Record<string, Bench> = {
   "octopus-step": octopusStepBench,
   sampler: samplerBench,
   "data-parallel": dataParallelBench,
+  "vs-eager": vsEagerBench,
 };
 
 export type { Bench, BenchOptions, BenchResult } from "./harness";

@@ -329,6 +329,34 @@ export interface NativeOps {
     iterations: number;
     device?: string;
   }): Promise<{ seconds: number; peakBytes: number; loss: number }>;
+  /** the eager PyTorch baseline of `bench vs-eager`: a copy of `model`'s weights (not the product path) */
+  EagerModel: new (model: NativeModel) => NativeEagerModel;
+}
+
+/**
+ * A model computed as transformers' modeling_qwen3.py does in PyTorch eager (native/core/bench_kernels.h
+ * EagerModel), on its own copy of a model's weights: the baseline `octo-native bench vs-eager` times.
+ */
+export interface NativeEagerModel {
+  readonly parameterCount: number;
+  /** `with torch.no_grad(): model(input_ids).logits`; the logits [batch, length, vocab] only with returnLogits */
+  forward(options: { inputIds: Int32Array; batch: number; length: number; returnLogits?: boolean }): Promise<Float32Array | undefined>;
+  /** forward, log_softmax + gather, the eager policy loss, backward, clip_grad_norm_, AdamW, zero_grad */
+  trainStep(options: {
+    inputIds: Int32Array;
+    batch: number;
+    length: number;
+    attentionMask: Uint8Array;
+    lossMask: Float32Array;
+    advantages: Float32Array;
+    oldLogprobs: Float32Array;
+    klMask?: Float32Array;
+    refLogprobs?: Float32Array;
+    loss: LossOptions;
+    optimizer: { lr: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; maxGradNorm?: number };
+  }): Promise<{ loss: number; gradNorm: number }>;
+  /** generate() with a DynamicCache over equal-length prompts [batch, length] (temperature 0: greedy): new tokens [batch, maxNewTokens] */
+  generate(options: { promptIds: Int32Array; batch: number; length: number; temperature: number; topP: number; maxNewTokens: number; seed: number }): Promise<Int32Array>;
 }
 
 /** Where the ranks meet (torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and how long they wait. */

@@ -1,5 +1,6 @@
 #include "binding/ops.h"
 
+#include "binding/eager_model_handle.h"
 #include "core/bench_kernels.h"
 #include "core/engine_info.h"
 #include "core/logprobs.h"
@@ -214,6 +215,7 @@ void defineOps(Napi::Env env, Napi::Object exports) {
   ops.Set("adamw", Napi::Function::New<adamwOp>(env, "adamw"));
   ops.Set("deviceMemory", Napi::Function::New<deviceMemoryOp>(env, "deviceMemory"));
   ops.Set("benchPolicyLoss", Napi::Function::New<benchPolicyLossOp>(env, "benchPolicyLoss"));
+  ops.Set("EagerModel", EagerModelHandle::define(env));  // the eager baseline of bench vs-eager
   exports.Set("ops", ops);
 }
 

@@ -6,7 +6,8 @@
 
 namespace octo::binding {
 
-// Adds ops.tokenLogprobs, ops.policyLoss, ops.adamw, ops.deviceMemory and ops.benchPolicyLoss to `exports`.
+// Adds ops.tokenLogprobs, ops.policyLoss, ops.adamw, ops.deviceMemory, ops.benchPolicyLoss and the
+// class ops.EagerModel (binding/eager_model_handle.h) to `exports`.
 void defineOps(Napi::Env env, Napi::Object exports);
 
 }  // namespace octo::binding

@@ -18,6 +18,8 @@ at::Tensor rotateHalf(const at::Tensor& x) {  // [..., D] -> [-x2, x1]
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
+}  // namespace
+
 // Inverse RoPE frequencies as transformers computes them (fp32), with rope_scaling applied.
 at::Tensor ropeInverseFrequencies(const ModelSpec& spec) {
   const int64_t d = spec.headDim;
@@ -37,6 +39,8 @@ at::Tensor ropeInverseFrequencies(const ModelSpec& spec) {
   at::Tensor isMedium = (wavelength >= highFreqWavelength).logical_and(wavelength <= lowFreqWavelength);
   return at::where(isMedium, smoothed, scaled);
 }
+
+namespace {
 
 // True when no row has padding before a real token (right-padded or unpadded rows): one host
 // read, skipped when there is no padding mask at all.

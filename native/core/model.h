@@ -102,6 +102,9 @@ class DecoderModel {
   at::Tensor invFreq_;  // [D/2] fp32, rope scaling applied
 };
 
+// Inverse RoPE frequencies [D/2] (fp32) as transformers computes them, rope_scaling applied.
+at::Tensor ropeInverseFrequencies(const ModelSpec& spec);
+
 // Random weights in the Hugging Face initialisation (normal(0, 0.02), norms at 1), for the
 // built-in demo model and benches.
 std::unordered_map<std::string, at::Tensor> initialParameters(const ModelSpec& spec, uint64_t seed);
