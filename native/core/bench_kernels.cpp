@@ -270,6 +270,7 @@ at::Tensor EagerModel::forward(const at::Tensor& inputIds, const at::Tensor& pos
 }
 
 at::Tensor EagerModel::logits(const at::Tensor& inputIds) const {
+  StockCpuAllocation stock;  // PyTorch's own allocator, not the engine's block cache
   at::NoGradGuard noGrad;
   const at::Tensor ids = inputIds.to(device_, at::kLong);
   const int64_t T = ids.size(1);
@@ -281,6 +282,7 @@ at::Tensor EagerModel::logits(const at::Tensor& inputIds) const {
 
 EagerStepResult EagerModel::trainStep(const EagerTrainBatch& batch, const PolicyLossOptions& lossOptions,
                                       const EagerOptimizerOptions& optimizer) {
+  StockCpuAllocation stock;
   at::AutoGradMode enableGrad(true);
   const auto floats = at::TensorOptions().device(device_).dtype(at::kFloat);
   const at::Tensor ids = batch.inputIds.to(device_, at::kLong), attention = batch.attentionMask.to(device_, at::kLong);
@@ -381,6 +383,7 @@ void EagerModel::clipAndStep(const EagerOptimizerOptions& o, EagerStepResult& re
 }
 
 at::Tensor EagerModel::generate(const at::Tensor& promptIds, const EagerSampling& sampling) const {
+  StockCpuAllocation stock;
   at::NoGradGuard noGrad;  // generate runs under torch.no_grad()
   TORCH_CHECK(sampling.maxNewTokens >= 1, "EagerModel.generate: maxNewTokens must be at least 1");
   at::Tensor ids = promptIds.to(device_, at::kLong);  // [B, P], grows to [B, P + N]
