@@ -17,7 +17,11 @@
  * allocator of native/core/memory_tracker.h, both sides in this process, reset before each call),
  * and the peak RSS of a fresh process per side that runs nothing but that side's train steps
  * (bench/vs-eager-worker.ts; VmHWM of /proc/self/status). In one process the high-water mark is
- * shared, so a fair RSS comparison needs a process each.
+ * shared, so a fair RSS comparison needs a process each. Those processes run with one libuv pool
+ * thread: glibc gives every allocating thread its own malloc arena, and engine calls land on
+ * whichever pool thread is free, so with the default four the RSS of either side creeps up step
+ * after step as more arenas fill (measured over 6 steps: eager 2.2 -> 5.5 GiB, octo 2.2 -> 3.5 GiB).
+ * With one thread — as Python's training loop allocates from one — both level off by step 2.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -163,12 +167,17 @@ function figure(tokens: number, calls: { octo: Call[]; eager: Call[] }) {
   };
 }
 
+/** What the train-step RSS processes run with: this process's engine threads, one libuv pool thread (one malloc arena). */
+function childEnvironment(): Record<string, string> {
+  return { OCTO_NATIVE_THREADS: String(native().info().threads), UV_THREADPOOL_SIZE: "1" };
+}
+
 /** Runs one side's train steps in a fresh process (bench/vs-eager-worker.ts) and returns its report. */
 function trainStepInChild(job: VsEagerWorkerJob): VsEagerWorkerResult {
   if (!fs.existsSync(WORKER)) throw new Error(`${WORKER} is missing: the bench runs the compiled worker (npm run build:ts)`);
   const child = spawnSync(process.execPath, [WORKER, JSON.stringify(job)], {
     encoding: "utf8",
-    env: { ...process.env, OCTO_NATIVE_THREADS: String(native().info().threads) },
+    env: { ...process.env, ...childEnvironment() },
     timeout: 900_000,
   });
   if (child.status !== 0)
@@ -252,7 +261,7 @@ export const vsEagerBench: Bench = {
       const rssEager = trainStepInChild(job("eager"));
 
       const figures = {
-        forward: figure(fb * fl, forward.calls),
+        forward: { ...figure(fb * fl, forward.calls), octoLogitsBytesCopiedToJs: octoLogits.byteLength },
         trainStep: figure(tb * tl, train.calls),
         decode: { ...figure(prompts * newTokens, decode.calls), promptTokensPerRow: promptTokens, octoGeneratedTokens: octoGenerated },
         loss: { ...figure(w.loss.tokens, loss.calls), timing: "inside the op: one forward + backward after its own warm-up" },
@@ -272,6 +281,7 @@ export const vsEagerBench: Bench = {
         trainStepMemory: {
           peakRssRatio: rssRatio,
           peakRssRatioMeaning: "peak RSS of a fresh process running only octo's train steps / the same for eager (lower is better)",
+          processEnvironment: childEnvironment(),
           octo: rssOcto,
           eager: rssEager,
           peakTensorRatio: figures.trainStep.peakTensorRatio,
