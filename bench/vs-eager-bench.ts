@@ -25,6 +25,7 @@
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 import { Model } from "../lib/engine/model";
@@ -189,6 +190,7 @@ export const vsEagerBench: Bench = {
   description: "forward, train step, decode and fused loss tokens/s vs PyTorch-eager-style libtorch on the same weights; train-step peak memory",
   async run({ device, quick }) {
     const w = vsEagerWorkload(quick);
+    const loadAtStart = os.loadavg();
     const spec = benchModelSpec(quick);
     const ops = native().ops;
     ops.deviceMemory("cpu"); // installs the CPU counting allocator: tensors are counted from here on
@@ -314,6 +316,8 @@ export const vsEagerBench: Bench = {
         },
         model: { spec, parameters: eager.parameterCount, device: model.device, dtype: model.handle.dtype },
         engine: { threads: info.threads, torchVersion: info.torchVersion, features: info.features, scaledDotProductAttention: info.scaledDotProductAttention },
+        // 1/5/15-minute load averages: other work on the machine while this ran (the rounds interleave to share it).
+        loadAverage: { start: loadAtStart, end: os.loadavg() },
         environment: benchEnvironment(),
       };
     } finally {
