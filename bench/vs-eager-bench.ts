@@ -17,10 +17,15 @@
  * allocator of native/core/memory_tracker.h, both sides in this process, reset before each call),
  * and the peak RSS of a fresh process per side that runs nothing but that side's train steps
  * (bench/vs-eager-worker.ts; VmHWM of /proc/self/status). In one process the high-water mark is
- * shared, so a fair RSS comparison needs a process each.
+ * shared, so a fair RSS comparison needs a process each. Those processes run with one libuv pool
+ * thread: glibc gives every allocating thread its own malloc arena, and engine calls land on
+ * whichever pool thread is free, so with the default four the RSS of either side creeps up step
+ * after step as more arenas fill (measured over 6 steps: eager 2.2 -> 5.5 GiB, octo 2.2 -> 3.5 GiB).
+ * With one thread — as Python's training loop allocates from one — both level off by step 2.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 import { Model } from "../lib/engine/model";
@@ -163,12 +168,17 @@ function figure(tokens: number, calls: { octo: Call[]; eager: Call[] }) {
   };
 }
 
+/** What the train-step RSS processes run with: this process's engine threads, one libuv pool thread (one malloc arena). */
+function childEnvironment(): Record<string, string> {
+  return { OCTO_NATIVE_THREADS: String(native().info().threads), UV_THREADPOOL_SIZE: "1" };
+}
+
 /** Runs one side's train steps in a fresh process (bench/vs-eager-worker.ts) and returns its report. */
 function trainStepInChild(job: VsEagerWorkerJob): VsEagerWorkerResult {
   if (!fs.existsSync(WORKER)) throw new Error(`${WORKER} is missing: the bench runs the compiled worker (npm run build:ts)`);
   const child = spawnSync(process.execPath, [WORKER, JSON.stringify(job)], {
     encoding: "utf8",
-    env: { ...process.env, OCTO_NATIVE_THREADS: String(native().info().threads) },
+    env: { ...process.env, ...childEnvironment() },
     timeout: 900_000,
   });
   if (child.status !== 0)
@@ -180,6 +190,7 @@ export const vsEagerBench: Bench = {
   description: "forward, train step, decode and fused loss tokens/s vs PyTorch-eager-style libtorch on the same weights; train-step peak memory",
   async run({ device, quick }) {
     const w = vsEagerWorkload(quick);
+    const loadAtStart = os.loadavg();
     const spec = benchModelSpec(quick);
     const ops = native().ops;
     ops.deviceMemory("cpu"); // installs the CPU counting allocator: tensors are counted from here on
@@ -252,7 +263,7 @@ export const vsEagerBench: Bench = {
       const rssEager = trainStepInChild(job("eager"));
 
       const figures = {
-        forward: figure(fb * fl, forward.calls),
+        forward: { ...figure(fb * fl, forward.calls), octoLogitsBytesCopiedToJs: octoLogits.byteLength },
         trainStep: figure(tb * tl, train.calls),
         decode: { ...figure(prompts * newTokens, decode.calls), promptTokensPerRow: promptTokens, octoGeneratedTokens: octoGenerated },
         loss: { ...figure(w.loss.tokens, loss.calls), timing: "inside the op: one forward + backward after its own warm-up" },
@@ -272,6 +283,7 @@ export const vsEagerBench: Bench = {
         trainStepMemory: {
           peakRssRatio: rssRatio,
           peakRssRatioMeaning: "peak RSS of a fresh process running only octo's train steps / the same for eager (lower is better)",
+          processEnvironment: childEnvironment(),
           octo: rssOcto,
           eager: rssEager,
           peakTensorRatio: figures.trainStep.peakTensorRatio,
@@ -304,6 +316,8 @@ export const vsEagerBench: Bench = {
         },
         model: { spec, parameters: eager.parameterCount, device: model.device, dtype: model.handle.dtype },
         engine: { threads: info.threads, torchVersion: info.torchVersion, features: info.features, scaledDotProductAttention: info.scaledDotProductAttention },
+        // 1/5/15-minute load averages: other work on the machine while this ran (the rounds interleave to share it).
+        loadAverage: { start: loadAtStart, end: os.loadavg() },
         environment: benchEnvironment(),
       };
     } finally {

@@ -36,6 +36,8 @@ export interface VsEagerWorkerResult {
   setupRssBytes: number | null;
   peakRssMiB: number | null;
   stepSeconds: number[];
+  /** VmHWM after each step: where the high-water mark was reached */
+  peakRssAfterStepBytes: (number | null)[];
 }
 
 /** A field of /proc/self/status in bytes (null where there is no procfs). */
@@ -66,11 +68,12 @@ async function main(job: VsEagerWorkerJob): Promise<VsEagerWorkerResult> {
     step = () => eager.trainStep(batch);
   }
   const setupPeakRssBytes = procStatusBytes("VmHWM"), setupRssBytes = procStatusBytes("VmRSS");
-  const stepSeconds: number[] = [];
+  const stepSeconds: number[] = [], peakRssAfterStepBytes: (number | null)[] = [];
   for (let i = 0; i < job.steps; i++) {
     const start = process.hrtime.bigint();
     await step();
     stepSeconds.push(Number(process.hrtime.bigint() - start) / 1e9);
+    peakRssAfterStepBytes.push(procStatusBytes("VmHWM"));
   }
   const peakRssBytes = procStatusBytes("VmHWM");
   return {
@@ -80,6 +83,7 @@ async function main(job: VsEagerWorkerJob): Promise<VsEagerWorkerResult> {
     setupRssBytes,
     peakRssMiB: peakRssBytes === null ? null : peakRssBytes / 2 ** 20,
     stepSeconds,
+    peakRssAfterStepBytes,
   };
 }
 

@@ -1,6 +1,6 @@
 #include "binding/eager_model_handle.h"
 
-#include <mutex>
+#include <cstring>
 
 #include "binding/model_handle.h"
 

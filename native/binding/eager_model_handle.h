@@ -2,6 +2,8 @@
 // lib/native.ts), timed by `octo-native bench vs-eager`. Not part of the product path.
 #pragma once
 
+#include <mutex>
+
 #include "binding/napi_util.h"
 #include "core/bench_kernels.h"
 

@@ -1,8 +1,6 @@
 #include "core/bench_kernels.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 
 #include "core/logprobs.h"
 #include "core/memory_tracker.h"
