@@ -17,11 +17,11 @@
  * allocator of native/core/memory_tracker.h, both sides in this process, reset before each call),
  * and the peak RSS of a fresh process per side that runs nothing but that side's train steps
  * (bench/vs-eager-worker.ts; VmHWM of /proc/self/status). In one process the high-water mark is
- * shared, so a fair RSS comparison needs a process each. Those processes run with one libuv pool
- * thread: glibc gives every allocating thread its own malloc arena, and engine calls land on
- * whichever pool thread is free, so with the default four the RSS of either side creeps up step
- * after step as more arenas fill (measured over 6 steps: eager 2.2 -> 5.5 GiB, octo 2.2 -> 3.5 GiB).
- * With one thread — as Python's training loop allocates from one — both level off by step 2.
+ * shared, so a fair RSS comparison needs a process each. Both sides run on the CPU engine thread
+ * (native/README.md, "Threads"), so both allocate from one thread, as Python's training loop does.
+ * (Before the engine had its own thread, calls rotated over libuv's four pool threads, each with
+ * its own glibc malloc arena, and RSS crept up step after step: eager 2.2 -> 5.5 GiB over 6 steps.)
+ * The eager side allocates through stock libtorch, bypassing the engine's block cache.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -168,9 +168,9 @@ function figure(tokens: number, calls: { octo: Call[]; eager: Call[] }) {
   };
 }
 
-/** What the train-step RSS processes run with: this process's engine threads, one libuv pool thread (one malloc arena). */
+/** What the train-step RSS processes run with: this process's intra-op threads. */
 function childEnvironment(): Record<string, string> {
-  return { OCTO_NATIVE_THREADS: String(native().info().threads), UV_THREADPOOL_SIZE: "1" };
+  return { OCTO_NATIVE_THREADS: String(native().info().threads) };
 }
 
 /** Runs one side's train steps in a fresh process (bench/vs-eager-worker.ts) and returns its report. */
@@ -263,7 +263,7 @@ export const vsEagerBench: Bench = {
       const rssEager = trainStepInChild(job("eager"));
 
       const figures = {
-        forward: { ...figure(fb * fl, forward.calls), octoLogitsBytesCopiedToJs: octoLogits.byteLength },
+        forward: { ...figure(fb * fl, forward.calls), octoLogitsBytesToJs: octoLogits.byteLength },
         trainStep: figure(tb * tl, train.calls),
         decode: { ...figure(prompts * newTokens, decode.calls), promptTokensPerRow: promptTokens, octoGeneratedTokens: octoGenerated },
         loss: { ...figure(w.loss.tokens, loss.calls), timing: "inside the op: one forward + backward after its own warm-up" },
@@ -309,7 +309,7 @@ export const vsEagerBench: Bench = {
         workload: {
           rounds: w.rounds,
           rssSteps: w.rssSteps,
-          forward: { ...w.forward, product: "Model.forward (logits copied to a Float32Array)", eager: "model(input_ids).logits under no_grad (logits stay a tensor)" },
+          forward: { ...w.forward, product: "Model.forward (logits handed to JS as a Float32Array over engine memory, no copy)", eager: "model(input_ids).logits under no_grad (logits stay a tensor)" },
           trainStep: { ...w.trainStep, loss: VS_EAGER_LOSS, optimizer: VS_EAGER_OPTIMIZER, product: "PolicyTrainer.trainStep", eager: "forward, log_softmax + gather, policy loss, backward, clip_grad_norm_, AdamW, zero_grad" },
           decode: { ...w.decode, sampling: { ...VS_EAGER_SAMPLING, topK: 0 }, product: "Model.generate", eager: "generate(): DynamicCache, logits_to_keep=1 prefill, temperature + top-p warpers, multinomial" },
           loss: { ...lossShape, product: "tokenLogprobs (chunked, LOGPROB_CHUNK_SIZE) + fused policyLoss", eager: "tokenLogprobsEager (full logits) + policyLossEager" },

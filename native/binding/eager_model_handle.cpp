@@ -42,7 +42,7 @@ Napi::Value EagerModelHandle::forward(const Napi::CallbackInfo& info) {
     const bool returnLogits = optionalBool(o, "returnLogits", false);
     using Result = std::shared_ptr<at::Tensor>;
     return PromiseWorker<Result>::start(
-        env,
+        env, state_->model->device(),
         [state = state_, ids, returnLogits]() {
           std::lock_guard<std::mutex> lock(state->mutex);
           at::Tensor logits = state->model->logits(ids);
@@ -81,7 +81,7 @@ Napi::Value EagerModelHandle::trainStep(const Napi::CallbackInfo& info) {
     optimizer.weightDecay = optionalNumber(opt, "weightDecay", optimizer.weightDecay);
     optimizer.maxGradNorm = optionalNumber(opt, "maxGradNorm", optimizer.maxGradNorm);
     return PromiseWorker<EagerStepResult>::start(
-        env,
+        env, state_->model->device(),
         [state = state_, batch, loss, optimizer]() {
           std::lock_guard<std::mutex> lock(state->mutex);
           return state->model->trainStep(batch, loss, optimizer);
@@ -110,7 +110,7 @@ Napi::Value EagerModelHandle::generate(const Napi::CallbackInfo& info) {
     sampling.seed = static_cast<uint64_t>(requireInt(o, "seed"));
     using Result = std::shared_ptr<at::Tensor>;
     return PromiseWorker<Result>::start(
-        env,
+        env, state_->model->device(),
         [state = state_, prompts, sampling]() {
           std::lock_guard<std::mutex> lock(state->mutex);
           return std::make_shared<at::Tensor>(state->model->generate(prompts, sampling).to(at::kCPU, at::kInt).contiguous());

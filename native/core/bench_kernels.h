@@ -97,6 +97,7 @@ class EagerModel {
   at::Tensor generate(const at::Tensor& promptIds, const EagerSampling& sampling) const;
 
   int64_t parameterCount() const;
+  at::Device device() const { return device_; }
 
  private:
   at::Tensor rmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
