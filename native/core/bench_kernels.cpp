@@ -63,6 +63,7 @@ LossBenchResult benchPolicyLoss(int64_t tokens, int64_t hidden, int64_t vocab, i
     w.mutable_grad() = at::Tensor();
     TokenLogprobs lp = eager ? tokenLogprobsEager(h, w, targets, lpOptions) : tokenLogprobs(h, w, targets, lpOptions);
     in.logprobs = lp.logprobs;
+    result.plan = lp.plan;
     at::Tensor loss = eager ? policyLossEager(in, lossOptions, normalizers) : policyLoss(in, lossOptions, normalizers).loss;
     loss.backward();
     in.logprobs = at::Tensor();
