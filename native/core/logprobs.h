@@ -48,12 +48,13 @@ int64_t eagerLogprobsPeak(int64_t tokens, int64_t hidden, int64_t vocab, bool lm
 int64_t defaultLogprobsBudget(int64_t tokens, int64_t hidden, int64_t vocab, bool lmHeadGrad);
 
 // The plan of one call. The budget covers everything the op allocates, the gradients it returns
-// included; `dtype` below fp32 also needs one [chunk, V] buffer in that dtype. Chunks hold at least
-// 32 tokens (or all), so a budget smaller than that, or one the LM head's gradient fills alone, is
-// exceeded: below ~43 tokens a 32-token chunk is more than a quarter of eager (a few MB at most;
-// vocab tiles would fix that and are not worth their code there).
-LogprobsPlan planTokenLogprobs(int64_t tokens, int64_t hidden, int64_t vocab, at::ScalarType dtype, bool hiddenGrad,
-                               bool lmHeadGrad, const TokenLogprobsOptions& options);
+// included; `dtype` below fp32 also needs one [chunk, V] buffer in that dtype. Chunks are of equal
+// size, as large as the budget allows, but on CPU at most 512 tokens (larger ones run slower there).
+// They hold at least 32 tokens (or all), so a budget smaller than that, or one the LM head's gradient
+// fills alone, is exceeded: below ~43 tokens a 32-token chunk is more than a quarter of eager (a few
+// MB at most; vocab tiles would fix that and are not worth their code there).
+LogprobsPlan planTokenLogprobs(int64_t tokens, int64_t hidden, int64_t vocab, at::ScalarType dtype, at::Device device,
+                               bool hiddenGrad, bool lmHeadGrad, const TokenLogprobsOptions& options);
 
 struct TokenLogprobs {
   at::Tensor logprobs;  // [N] fp32, differentiable w.r.t. hidden and weight
