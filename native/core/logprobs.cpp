@@ -15,9 +15,9 @@ using torch::autograd::variable_list;
 
 constexpr int64_t kFloatBytes = 4;
 // What the eager formula holds at its peak, in [N, V] fp32 buffers: log_softmax's output and the two
-// [N, V] gradients of its backward; with the LM head trained, at least one of them and the [V, C]
-// gradient. The counting allocator reads exactly that on CPU fp32 (bf16 on CUDA holds more: this is
-// the low end, so a share of it is at most that share of eager).
+// [N, V] gradients of its backward; with the LM head trained, at least one of them beside the [V, C]
+// gradient. The counting allocator reads exactly that on CPU fp32; a bf16 model's eager formula
+// makes the same fp32 buffers and copies in bf16 besides, so this is its low end.
 constexpr int64_t kEagerPeakBuffers = 3;
 // The default budget's share of eager's peak. A quarter while only hidden states train; half with
 // the LM head trained, where keeping log p (one [N, V] of eager's three) saves the fourth head GEMM.
@@ -204,17 +204,18 @@ void chunkedBackward(const at::Tensor& hidden, const at::Tensor& lmHead, const a
       at::mm_out(gradHiddenRows, gradLogitsLow, lmHead);
     }
     if (gradLmHead.defined()) {
-      // dW accumulates over the chunks in fp32, in place; the first chunk overwrites (beta 0), so the
-      // accumulator needs no zeroing. On CUDA, a bf16 model's GEMM takes bf16 inputs with fp32
-      // accumulation (tensor cores); elsewhere the fp32 grad-logits themselves, not their rounded copy.
-      const double beta = start == 0 ? 0.0 : 1.0;
+      // dW accumulates over the chunks in fp32, in place. On CUDA, a bf16 model's GEMM takes bf16
+      // inputs with fp32 accumulation (tensor cores), into a zeroed accumulator as before; elsewhere
+      // the fp32 grad-logits themselves, not their rounded copy, and the first chunk overwrites
+      // (beta 0 ignores what the buffer held, NaN included), so a caller's buffer needs no zeroing.
 #if defined(OCTO_HAS_MM_OUT_DTYPE) && OCTO_HAS_MM_OUT_DTYPE
       if (buffers.lowPrecision() && h.is_cuda()) {
-        at::addmm_out(gradLmHead, gradLmHead, gradLogitsLow.t(), h, at::kFloat, beta, 1.0);
+        if (start == 0) gradLmHead.zero_();
+        at::addmm_out(gradLmHead, gradLmHead, gradLogitsLow.t(), h, at::kFloat);
         continue;
       }
 #endif
-      gradLmHead.addmm_(gradLogits.t(), h.to(at::kFloat), beta, 1.0);
+      gradLmHead.addmm_(gradLogits.t(), h.to(at::kFloat), /*beta=*/start == 0 ? 0.0 : 1.0, /*alpha=*/1.0);
     }
   }
 }
