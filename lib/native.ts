@@ -9,11 +9,13 @@ import os from "node:os";
 import { packageRoot } from "./util/package-root";
 
 /**
- * Tokens per chunk of the log-prob op (docs/methods.md §4): peak extra memory is chunk × vocab
- * fp32. The one default: the run config's training.logprobChunkSize and the library calls take it
- * from here, and the binding and the core require the value.
+ * Tokens per chunk of the log-prob op (docs/methods.md §4); 0: as many as the op's memory budget
+ * allows (native/core/logprobs.h planTokenLogprobs: at most a quarter of what the eager formula holds
+ * with the LM head frozen, half with it trained, and 2 GiB). The one default: the run config's
+ * training.logprobChunkSize and the library calls take it from here, and the binding and the core
+ * require the value.
  */
-export const LOGPROB_CHUNK_SIZE = 1024;
+export const LOGPROB_CHUNK_SIZE = 0;
 
 /** Model hyper-parameters as the engine takes them (made by lib/engine/model-config.ts). */
 export interface ModelSpec {
@@ -213,7 +215,7 @@ export interface NativeMicroBatch {
 export interface NativeTrainerOptions {
   maxGradNorm?: number;
   activationCheckpointing?: boolean;
-  /** required: the default is LOGPROB_CHUNK_SIZE */
+  /** required: the default is LOGPROB_CHUNK_SIZE (0: from the op's memory budget) */
   logprobChunkSize: number;
   temperature?: number;
   beta1?: number;
@@ -252,30 +254,59 @@ export interface NativeTrainer {
 }
 
 export interface TokenLogprobsArgs {
-  /** [tokens, hiddenSize] */
+  /** [tokens, hiddenSize], read in place (not copied): leave it unchanged until the promise settles */
   hidden: Float32Array;
-  /** LM head [vocabSize, hiddenSize] */
-  weight: Float32Array;
+  /**
+   * LM head [vocabSize, hiddenSize]: a Float32Array read in place like `hidden`, or a model whose own
+   * LM head is used (hidden then moves to the model's device and dtype)
+   */
+  weight: Float32Array | NativeModel;
   targets: Int32Array;
   tokens: number;
   hiddenSize: number;
   vocabSize: number;
   temperature?: number;
-  /** default LOGPROB_CHUNK_SIZE */
+  /** tokens per chunk; default LOGPROB_CHUNK_SIZE (0: from the memory budget) */
   chunkSize?: number;
+  /** bytes the op may hold beyond its inputs (0 or absent: its default budget) */
+  memoryBudgetBytes?: number;
   withEntropy?: boolean;
   /** the unfused formula on full logits (the reference) */
   eager?: boolean;
-  /** upstream gradients: when given, gradHidden and gradWeight are returned */
+  /** upstream gradients: when given, gradHidden (and gradWeight) are returned */
   gradLogprobs?: Float32Array;
   gradEntropy?: Float32Array;
+  /** false: the LM head is frozen (no gradWeight; the op then never keeps nor recomputes logits); default true */
+  lmHeadGrad?: boolean;
+  /** [tokens, hiddenSize]: the fused op writes d/d hidden here instead of into a new array */
+  gradHiddenOut?: Float32Array;
+  /** [vocabSize, hiddenSize]: the fused op writes d/d weight here (fp32) instead of into a new array */
+  gradWeightOut?: Float32Array;
+}
+
+/** How the fused op laid out one call (native/core/logprobs.h LogprobsPlan). */
+export interface LogprobsPlan {
+  chunkTokens: number;
+  /**
+   * how the backward gets the probabilities back: "projected" (head frozen: p·W from the forward),
+   * "kept" (log p of every token kept), "recomputed" (each chunk's logits recomputed: one more head
+   * GEMM), "none" (no gradient)
+   */
+  backward: "none" | "projected" | "kept" | "recomputed";
+  budgetBytes: number;
+  /** the most it holds at once beyond its inputs and outputs, as planned */
+  workingBytes: number;
 }
 
 export interface TokenLogprobsResult {
   logprobs: Float32Array;
   entropy?: Float32Array;
+  /** gradHiddenOut itself when it was given */
   gradHidden?: Float32Array;
+  /** gradWeightOut itself when it was given */
   gradWeight?: Float32Array;
+  /** fused op only */
+  plan?: LogprobsPlan;
 }
 
 export interface PolicyLossArgs {
@@ -323,12 +354,13 @@ export interface NativeOps {
     tokens: number;
     hiddenSize: number;
     vocabSize: number;
+    /** 0: from the fused op's default memory budget */
     chunkSize: number;
     eager: boolean;
     lmHeadGrad: boolean;
     iterations: number;
     device?: string;
-  }): Promise<{ seconds: number; peakBytes: number; loss: number }>;
+  }): Promise<{ seconds: number; peakBytes: number; loss: number; plan?: LogprobsPlan }>;
   /** the eager PyTorch baseline of `bench vs-eager`: a copy of `model`'s weights (not the product path) */
   EagerModel: new (model: NativeModel) => NativeEagerModel;
 }

@@ -1,8 +1,10 @@
 // The fused policy loss and the chunked token log-probs against their unfused eager forms
 // (plain autograd ops on full logits): values and gradients within 1e-5 in fp32 (docs/methods.md §4).
+import { Model } from "../lib/engine/model";
 import { ops } from "../lib/engine/ops";
-import type { LossOptions } from "../lib/native";
+import { native, type LossOptions } from "../lib/native";
 import { maxAbsDiff, mulberry32 } from "./helpers/random";
+import { TINY_SPECS } from "./helpers/tiny-models";
 
 const TOLERANCE = 1e-5;
 const N = 48;
@@ -110,5 +112,129 @@ describe("chunked token log-probs equal log_softmax of full logits", () => {
 
   test("a target outside the vocabulary is an error, not a crash", async () => {
     await expect(ops.tokenLogprobs({ hidden, weight, targets: targets.map((t, i) => (i === 2 ? vocabSize : t)), tokens, hiddenSize, vocabSize })).rejects.toThrow(/outside the vocabulary/);
+  });
+});
+
+describe("the fused log-prob op's memory plans", () => {
+  const tokens = 37, hiddenSize = 24, vocabSize = 61;
+  const hidden = Float32Array.from({ length: tokens * hiddenSize }, () => uniform(-1, 1));
+  const weight = Float32Array.from({ length: vocabSize * hiddenSize }, () => uniform(-0.5, 0.5));
+  const targets = Int32Array.from({ length: tokens }, () => Math.floor(rand() * vocabSize));
+  const gradLogprobs = Float32Array.from({ length: tokens }, () => uniform(-1, 1));
+  const gradEntropy = Float32Array.from({ length: tokens }, () => uniform(-1, 1));
+  const base = { hidden, weight, targets, tokens, hiddenSize, vocabSize, gradLogprobs };
+  // A budget of 1 byte fits nothing (the logits are recomputed); 1 GiB fits everything (log p is kept).
+  const PLANS = {
+    projected: { lmHeadGrad: false },
+    kept: { memoryBudgetBytes: 2 ** 30 },
+    recomputed: { memoryBudgetBytes: 1 },
+  } as const;
+
+  const cases: [keyof typeof PLANS, number, number, boolean][] = [];
+  for (const plan of Object.keys(PLANS) as (keyof typeof PLANS)[])
+    for (const [chunkSize, temperature, withEntropy] of [[0, 1.0, false], [7, 0.7, true], [16, 1.3, true]] as const) cases.push([plan, chunkSize, temperature, withEntropy]);
+
+  test.each(cases)("%s, chunk %i, temperature %f, entropy %s: equals the eager formula", async (plan, chunkSize, temperature, withEntropy) => {
+    const args = { ...base, ...PLANS[plan], temperature, withEntropy, gradEntropy: withEntropy ? gradEntropy : undefined };
+    const fused = await ops.tokenLogprobs({ ...args, chunkSize });
+    const eager = await ops.tokenLogprobs({ ...args, eager: true });
+    expect(fused.plan!.backward).toBe(plan);
+    if (chunkSize > 0) expect(fused.plan!.chunkTokens).toBe(chunkSize);
+    expect(maxAbsDiff(fused.logprobs, eager.logprobs)).toBeLessThanOrEqual(TOLERANCE);
+    if (withEntropy) expect(maxAbsDiff(fused.entropy!, eager.entropy!)).toBeLessThanOrEqual(TOLERANCE);
+    expect(maxAbsDiff(fused.gradHidden!, eager.gradHidden!)).toBeLessThanOrEqual(TOLERANCE);
+    if (plan === "projected") {
+      expect(fused.gradWeight).toBeUndefined();
+      expect(eager.gradWeight).toBeUndefined();
+    } else {
+      expect(maxAbsDiff(fused.gradWeight!, eager.gradWeight!)).toBeLessThanOrEqual(TOLERANCE);
+    }
+  });
+
+  test("without upstream gradients nothing is kept for a backward", async () => {
+    const result = await ops.tokenLogprobs({ hidden, weight, targets, tokens, hiddenSize, vocabSize, withEntropy: true });
+    expect(result.plan!.backward).toBe("none");
+    expect(result.gradHidden).toBeUndefined();
+  });
+
+  test.each(Object.keys(PLANS) as (keyof typeof PLANS)[])("%s: gradients land in the caller's buffers, the same bits as in new arrays", async (plan) => {
+    const args = { ...base, ...PLANS[plan], withEntropy: true, gradEntropy, chunkSize: 7 };
+    const fresh = await ops.tokenLogprobs(args);
+    for (const eager of [false, true]) {
+      const gradHiddenOut = new Float32Array(tokens * hiddenSize).fill(NaN);
+      const gradWeightOut = new Float32Array(vocabSize * hiddenSize).fill(NaN);
+      const into = await ops.tokenLogprobs({ ...args, eager, gradHiddenOut, gradWeightOut });
+      const reference = eager ? await ops.tokenLogprobs({ ...args, eager }) : fresh;
+      expect(into.gradHidden).toBe(gradHiddenOut);
+      expect(Array.from(gradHiddenOut)).toEqual(Array.from(reference.gradHidden!));
+      if (plan === "projected") {
+        expect(into.gradWeight).toBeUndefined();
+        expect(gradWeightOut.every((x) => Number.isNaN(x))).toBe(true); // a frozen head's buffer is left alone
+      } else {
+        expect(into.gradWeight).toBe(gradWeightOut);
+        expect(Array.from(gradWeightOut)).toEqual(Array.from(reference.gradWeight!));
+      }
+    }
+  });
+
+  test("with a Float32Array weight and gradWeightOut, no [vocab x hidden] tensor is allocated", async () => {
+    const n = 16, C = 256, V = 4096;
+    const args = {
+      hidden: Float32Array.from({ length: n * C }, () => uniform(-1, 1)),
+      weight: Float32Array.from({ length: V * C }, () => uniform(-0.1, 0.1)),
+      targets: Int32Array.from({ length: n }, () => Math.floor(rand() * V)),
+      tokens: n, hiddenSize: C, vocabSize: V,
+      gradLogprobs: Float32Array.from({ length: n }, () => uniform(-1, 1)),
+    };
+    const weightBytes = V * C * 4;
+    const peakOf = async (call: () => Promise<unknown>) => {
+      const before = native().ops.deviceMemory("cpu", { resetPeak: true }).currentBytes;
+      await call();
+      return native().ops.deviceMemory("cpu").peakBytes - before;
+    };
+    const gradWeightOut = new Float32Array(V * C);
+    expect(await peakOf(() => ops.tokenLogprobs({ ...args, gradWeightOut }))).toBeLessThan(weightBytes);
+    // Without the buffer, the gradient is made in the engine (and copied out): the contrast.
+    expect(await peakOf(() => ops.tokenLogprobs(args))).toBeGreaterThanOrEqual(weightBytes);
+  });
+
+  test("gradient buffers that overlap an input, or have the wrong size, are refused", async () => {
+    const gradHiddenOut = hidden.subarray(0, tokens * hiddenSize);
+    await expect(ops.tokenLogprobs({ ...base, gradHiddenOut })).rejects.toThrow(/must not share memory/);
+    await expect(ops.tokenLogprobs({ ...base, gradWeightOut: new Float32Array(3) })).rejects.toThrow(/gradWeightOut has 3 elements/);
+    await expect(ops.tokenLogprobs({ ...base, chunkSize: -1 })).rejects.toThrow(/chunkSize must be a whole number >= 0/);
+  });
+
+  test("a model's own LM head serves as the weight", async () => {
+    const model = await Model.create(TINY_SPECS.qwen3, 3, { device: "cpu" });
+    try {
+      const C = TINY_SPECS.qwen3.hiddenSize, V = TINY_SPECS.qwen3.vocabSize, n = 20;
+      const h = Float32Array.from({ length: n * C }, () => uniform(-1, 1));
+      const t = Int32Array.from({ length: n }, () => Math.floor(rand() * V));
+      const args = { hidden: h, weight: model, targets: t, tokens: n, hiddenSize: C, vocabSize: V, gradLogprobs: gradLogprobs.subarray(0, n) };
+      const fused = await ops.tokenLogprobs(args);
+      const eager = await ops.tokenLogprobs({ ...args, eager: true });
+      expect(maxAbsDiff(fused.logprobs, eager.logprobs)).toBeLessThanOrEqual(TOLERANCE);
+      expect(maxAbsDiff(fused.gradHidden!, eager.gradHidden!)).toBeLessThanOrEqual(TOLERANCE);
+      expect(maxAbsDiff(fused.gradWeight!, eager.gradWeight!)).toBeLessThanOrEqual(TOLERANCE);
+      await expect(ops.tokenLogprobs({ ...args, vocabSize: V + 1 })).rejects.toThrow(/the model's LM head is \[96, 64\]/);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  // Peak bytes from the counting allocator: the same on every CPU, so the shares are asserted.
+  test.each([
+    [false, 0.25],
+    [true, 0.5],
+  ])("LM head grad %s: the fused loss peaks at most %f of eager, within its plan", async (lmHeadGrad, share) => {
+    const shape = { tokens: 2048, hiddenSize: 64, vocabSize: 4096, chunkSize: 0, iterations: 1, device: "cpu", lmHeadGrad };
+    const fused = await native().ops.benchPolicyLoss({ ...shape, eager: false });
+    const eager = await native().ops.benchPolicyLoss({ ...shape, eager: true });
+    expect(fused.plan!.backward).toBe(lmHeadGrad ? "kept" : "projected");
+    expect(fused.plan!.workingBytes).toBeLessThanOrEqual(fused.plan!.budgetBytes);
+    expect(fused.peakBytes).toBeLessThanOrEqual(fused.plan!.workingBytes);
+    expect(fused.peakBytes).toBeLessThanOrEqual(share * eager.peakBytes);
+    expect(Math.abs(fused.loss - eager.loss)).toBeLessThanOrEqual(1e-5);
   });
 });

@@ -4,11 +4,20 @@
  * also in its unfused eager form (`eager: true`), and AdamW next to libtorch's own.
  */
 import { LOGPROB_CHUNK_SIZE, native, type PolicyLossArgs, type PolicyLossResult, type TokenLogprobsArgs, type TokenLogprobsResult } from "../native";
+import { Model } from "./model";
 
 export const ops = {
-  /** log p(target) per token from hidden states and an LM head; gradients when upstream grads are given */
-  tokenLogprobs(args: TokenLogprobsArgs): Promise<TokenLogprobsResult> {
-    return native().ops.tokenLogprobs({ ...args, chunkSize: args.chunkSize ?? LOGPROB_CHUNK_SIZE });
+  /**
+   * log p(target) per token from hidden states and an LM head (a Float32Array, or a Model's own);
+   * gradients when upstream grads are given, into gradHiddenOut / gradWeightOut when those are given
+   */
+  async tokenLogprobs(args: Omit<TokenLogprobsArgs, "weight"> & { weight: TokenLogprobsArgs["weight"] | Model }): Promise<TokenLogprobsResult> {
+    const chunkSize = args.chunkSize ?? LOGPROB_CHUNK_SIZE;
+    if (!Number.isInteger(chunkSize) || chunkSize < 0) throw new RangeError(`chunkSize must be a whole number >= 0 (0: from the memory budget); got ${chunkSize}`);
+    if (args.memoryBudgetBytes !== undefined && !(Number.isInteger(args.memoryBudgetBytes) && args.memoryBudgetBytes >= 0))
+      throw new RangeError(`memoryBudgetBytes must be a whole number >= 0 (0: the default budget); got ${args.memoryBudgetBytes}`);
+    const weight = args.weight instanceof Model ? args.weight.handle : args.weight;
+    return native().ops.tokenLogprobs({ ...args, weight, chunkSize });
   },
   /** the fused policy + KL (+ entropy) loss, its statistics and d loss / d logprobs */
   policyLoss(args: PolicyLossArgs): Promise<PolicyLossResult> {

@@ -43,6 +43,7 @@ export interface TrainerOptions {
   /** sequences per micro-batch (memory); the step's result does not depend on it */
   microBatchSize?: number;
   activationCheckpointing?: boolean;
+  /** tokens per chunk of the log-prob op; default LOGPROB_CHUNK_SIZE (0: from the op's memory budget) */
   logprobChunkSize?: number;
   /** sampling temperature the log-probs are taken at */
   temperature?: number;

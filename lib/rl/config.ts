@@ -127,8 +127,8 @@ export const configSchema = z.strictObject({
       /** optimizer updates per RL step (the rollout batch split into this many mini-batches) */
       miniBatches: positiveInt.default(1),
       activationCheckpointing: z.boolean().default(false),
-      /** tokens per chunk of the log-prob op (peak extra memory chunk × vocab fp32) */
-      logprobChunkSize: positiveInt.default(LOGPROB_CHUNK_SIZE),
+      /** tokens per chunk of the log-prob op; 0: as many as its memory budget allows (docs/methods.md §4) */
+      logprobChunkSize: z.number().int().nonnegative().default(LOGPROB_CHUNK_SIZE),
     })
     .prefault({}),
   /** data-parallel training (docs/methods.md §13), used when started with --nproc or torchrun's variables */

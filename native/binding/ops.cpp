@@ -1,6 +1,8 @@
 #include "binding/ops.h"
 
 #include "binding/eager_model_handle.h"
+#include "binding/model_handle.h"
+
 #include "core/bench_kernels.h"
 #include "core/engine_info.h"
 #include "core/logprobs.h"
@@ -19,54 +21,180 @@ Napi::Object memoryUseToJs(Napi::Env env, const MemoryUse& use) {
   return out;
 }
 
-struct LogprobsOpResult {
-  at::Tensor logprobs, entropy, gradHidden, gradWeight;
+Napi::Object logprobsPlanToJs(Napi::Env env, const LogprobsPlan& plan) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("chunkTokens", static_cast<double>(plan.chunkTokens));
+  out.Set("backward", logprobsBackwardName(plan.backward));
+  out.Set("budgetBytes", static_cast<double>(plan.budgetBytes));
+  out.Set("workingBytes", static_cast<double>(plan.workingBytes));
+  return out;
+}
+
+// A Float32Array as a CPU tensor over its own memory (no copy). The caller keeps the array
+// referenced (JsArrays) until the call completes, and it must not be detached or written meanwhile.
+at::Tensor float32ArrayView(const Napi::Value& value, const char* what, at::IntArrayRef shape) {
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(value.Env(), std::string(what) + " must be a Float32Array");
+  Napi::Float32Array array = value.As<Napi::Float32Array>();
+  const int64_t expected = c10::multiply_integers(shape);
+  if (static_cast<int64_t>(array.ElementLength()) != expected)
+    throw Napi::RangeError::New(value.Env(), std::string(what) + " has " + std::to_string(array.ElementLength()) +
+                                                 " elements; expected " + std::to_string(expected));
+  return at::from_blob(array.Data(), shape, at::TensorOptions().dtype(at::kFloat));
+}
+
+// Whether two tensors' bytes overlap (any device: a CUDA weight never overlaps a JS array).
+bool sharesMemory(const at::Tensor& a, const at::Tensor& b) {
+  if (a.device() != b.device() || a.numel() == 0 || b.numel() == 0) return false;
+  const auto* aStart = static_cast<const char*>(a.data_ptr());
+  const auto* bStart = static_cast<const char*>(b.data_ptr());
+  return aStart < bStart + b.nbytes() && bStart < aStart + a.nbytes();
+}
+
+// JS arrays whose memory a worker reads or writes: referenced from the call until its result is
+// converted (on the JS thread, which releases them), so the GC cannot collect them meanwhile.
+class JsArrays {
+ public:
+  // Holds `value` and returns its index for value().
+  size_t hold(const Napi::Value& value) {
+    held_.push_back(Napi::Persistent(value));
+    return held_.size() - 1;
+  }
+  Napi::Value value(size_t index) const { return held_[index].Value(); }
+  void release() { held_.clear(); }
+
+ private:
+  std::vector<Napi::Reference<Napi::Value>> held_;
 };
 
-// ops.tokenLogprobs({hidden, weight, targets, tokens, hiddenSize, vocabSize, chunkSize, temperature?,
-//                    withEntropy?, eager?, gradLogprobs?, gradEntropy?})
+struct LogprobsOpResult {
+  at::Tensor logprobs, entropy, gradHidden, gradWeight;
+  bool gradHiddenInPlace = false, gradWeightInPlace = false;  // written into gradHiddenOut / gradWeightOut
+  LogprobsPlan plan;
+  bool fused = false;
+};
+
+// Writes `grad` into the caller's buffer `out` (a view of its memory) unless it is that buffer already.
+bool deliverInto(const at::Tensor& out, const at::Tensor& grad) {
+  if (!out.defined() || !grad.defined()) return false;
+  if (grad.data_ptr() != out.data_ptr()) out.copy_(grad);
+  return true;
+}
+
+// ops.tokenLogprobs({hidden, weight, targets, tokens, hiddenSize, vocabSize, chunkSize, memoryBudgetBytes?,
+//                    temperature?, withEntropy?, eager?, gradLogprobs?, gradEntropy?, lmHeadGrad?,
+//                    gradHiddenOut?, gradWeightOut?})
+// No copies of the inputs: hidden, gradLogprobs, gradEntropy and a Float32Array weight are read in
+// place; a Model handle as `weight` lends its LM head (hidden then moves to the model's device and
+// dtype). With gradHiddenOut / gradWeightOut the fused op writes its gradients into them directly
+// (copied there when the weight lives on another device or in another dtype, and on the eager path).
 Napi::Value tokenLogprobsOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     Napi::Object o = requireObject(info[0], "tokenLogprobs arguments");
     const int64_t N = requireInt(o, "tokens"), C = requireInt(o, "hiddenSize"), V = requireInt(o, "vocabSize");
-    at::Tensor hidden = float32ArrayToTensor(o.Get("hidden"), "hidden", {N, C});
-    at::Tensor weight = float32ArrayToTensor(o.Get("weight"), "weight", {V, C});
+    auto arrays = std::make_shared<JsArrays>();
+    auto view = [&](const char* key, at::IntArrayRef shape, size_t* index = nullptr) {
+      Napi::Value value = o.Get(key);
+      at::Tensor tensor = float32ArrayView(value, key, shape);
+      const size_t held = arrays->hold(value);
+      if (index) *index = held;
+      return tensor;
+    };
+    at::Tensor hidden = view("hidden", {N, C});
+    at::Tensor weight;
+    if (o.Get("weight").IsTypedArray()) {
+      weight = view("weight", {V, C});
+    } else {
+      // A model's LM head, through an alias: the model's own tensor keeps its autograd flags, and
+      // the alias keeps the storage alive should the model be disposed during the call.
+      weight = ModelHandle::unwrap(o.Get("weight"))->lmHead().detach();
+      if (weight.size(0) != V || weight.size(1) != C)
+        throw Napi::RangeError::New(env, "weight: the model's LM head is [" + std::to_string(weight.size(0)) + ", " +
+                                             std::to_string(weight.size(1)) + "], not [vocabSize, hiddenSize] = [" +
+                                             std::to_string(V) + ", " + std::to_string(C) + "]");
+    }
     at::Tensor targets = int32ArrayToTensor(o.Get("targets"), "targets", {N}).to(at::kLong);
     TokenLogprobsOptions options;
     options.temperature = optionalNumber(o, "temperature", 1.0);
     options.chunkSize = requireInt(o, "chunkSize");  // lib/engine/ops.ts passes LOGPROB_CHUNK_SIZE by default
+    options.memoryBudgetBytes = optionalInt(o, "memoryBudgetBytes", 0);
     options.withEntropy = optionalBool(o, "withEntropy", false);
     const bool eager = optionalBool(o, "eager", false);
-    at::Tensor gradLogprobs, gradEntropy;
-    if (!o.Get("gradLogprobs").IsUndefined()) gradLogprobs = float32ArrayToTensor(o.Get("gradLogprobs"), "gradLogprobs", {N});
-    if (!o.Get("gradEntropy").IsUndefined()) gradEntropy = float32ArrayToTensor(o.Get("gradEntropy"), "gradEntropy", {N});
+    const bool lmHeadGrad = optionalBool(o, "lmHeadGrad", true);
+    auto present = [&](const char* key) { return !o.Get(key).IsUndefined() && !o.Get(key).IsNull(); };
+    at::Tensor gradLogprobs, gradEntropy, gradHiddenOut, gradWeightOut;
+    if (present("gradLogprobs")) gradLogprobs = view("gradLogprobs", {N});
+    if (present("gradEntropy")) gradEntropy = view("gradEntropy", {N});
+    const bool backward = gradLogprobs.defined() || gradEntropy.defined();
+    constexpr size_t kNotGiven = static_cast<size_t>(-1);
+    size_t gradHiddenOutIndex = kNotGiven, gradWeightOutIndex = kNotGiven;
+    if (backward && present("gradHiddenOut")) gradHiddenOut = view("gradHiddenOut", {N, C}, &gradHiddenOutIndex);
+    if (backward && lmHeadGrad && present("gradWeightOut")) gradWeightOut = view("gradWeightOut", {V, C}, &gradWeightOutIndex);
+    // The backward reads hidden and the weight while it writes the gradients.
+    for (const at::Tensor& out : {gradHiddenOut, gradWeightOut})
+      for (const at::Tensor& in : {hidden, weight, gradLogprobs, gradEntropy})
+        if (out.defined() && in.defined() && sharesMemory(out, in))
+          throw Napi::RangeError::New(env, "gradHiddenOut and gradWeightOut must not share memory with the inputs");
+    if (gradHiddenOut.defined() && gradWeightOut.defined() && sharesMemory(gradHiddenOut, gradWeightOut))
+      throw Napi::RangeError::New(env, "gradHiddenOut and gradWeightOut must be separate buffers");
     using Result = std::shared_ptr<LogprobsOpResult>;
     return PromiseWorker<Result>::start(
-        env,
+        env, weight.device(),  // a model's LM head: that model's engine thread
         [=]() mutable {
-          const bool backward = gradLogprobs.defined() || gradEntropy.defined();
-          hidden.requires_grad_(backward);
-          weight.requires_grad_(backward);
-          TokenLogprobs lp = eager ? tokenLogprobsEager(hidden, weight, targets, options) : tokenLogprobs(hidden, weight, targets, options);
           auto r = std::make_shared<LogprobsOpResult>();
-          r->logprobs = lp.logprobs.detach();
-          if (lp.entropy.defined()) r->entropy = lp.entropy.detach();
-          if (backward) {
-            at::Tensor total = gradLogprobs.defined() ? (lp.logprobs * gradLogprobs).sum() : at::zeros({}, hidden.options());
-            if (gradEntropy.defined() && lp.entropy.defined()) total = total + (lp.entropy * gradEntropy).sum();
-            total.backward();
-            r->gradHidden = hidden.grad();
-            r->gradWeight = weight.grad();
+          const at::Tensor h = hidden.to(weight.device(), weight.scalar_type());  // the same tensor when they match
+          const at::Tensor t = targets.to(weight.device());
+          const at::Tensor upstreamLogprobs = gradLogprobs.defined() ? gradLogprobs.to(weight.device()) : at::Tensor();
+          const at::Tensor upstreamEntropy = gradEntropy.defined() ? gradEntropy.to(weight.device()) : at::Tensor();
+          if (!backward) {
+            at::NoGradGuard noGrad;
+            TokenLogprobs lp = eager ? tokenLogprobsEager(h, weight, t, options) : tokenLogprobs(h, weight, t, options);
+            r->logprobs = lp.logprobs;
+            r->entropy = lp.entropy;
+            r->plan = lp.plan;
+            r->fused = !eager;
+            return r;
           }
+          if (eager) {  // plain autograd on full logits: the reference, copied into the out buffers
+            at::Tensor hLeaf = h.detach().requires_grad_(true), wLeaf = weight.detach().requires_grad_(lmHeadGrad);
+            TokenLogprobs lp = tokenLogprobsEager(hLeaf, wLeaf, t, options);
+            at::Tensor total = upstreamLogprobs.defined() ? (lp.logprobs * upstreamLogprobs).sum() : at::zeros({}, lp.logprobs.options());
+            if (upstreamEntropy.defined() && lp.entropy.defined()) total = total + (lp.entropy * upstreamEntropy).sum();
+            total.backward();
+            r->logprobs = lp.logprobs.detach();
+            if (lp.entropy.defined()) r->entropy = lp.entropy.detach();
+            r->gradHidden = hLeaf.grad();
+            r->gradWeight = lmHeadGrad ? wLeaf.grad() : at::Tensor();
+          } else {
+            TokenLogprobsGradients gradients;
+            gradients.wantLmHead = lmHeadGrad;
+            // The caller's buffers take the gradients directly where dtype and device allow.
+            if (gradHiddenOut.defined() && h.scalar_type() == at::kFloat && h.is_cpu()) gradients.hidden = gradHiddenOut;
+            if (gradWeightOut.defined() && weight.is_cpu()) gradients.lmHead = gradWeightOut;
+            TokenLogprobs lp = tokenLogprobsWithGradients(h, weight, t, options, upstreamLogprobs, upstreamEntropy, gradients);
+            r->logprobs = lp.logprobs;
+            r->entropy = lp.entropy;
+            r->plan = lp.plan;
+            r->fused = true;
+            r->gradHidden = gradients.hidden;
+            r->gradWeight = gradients.lmHead;
+          }
+          r->gradHiddenInPlace = deliverInto(gradHiddenOut, r->gradHidden);
+          r->gradWeightInPlace = deliverInto(gradWeightOut, r->gradWeight);
           return r;
         },
-        [](Napi::Env env, Result& r) -> Napi::Value {
+        [arrays, gradHiddenOutIndex, gradWeightOutIndex](Napi::Env env, Result& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
           out.Set("logprobs", tensorToFloat32Array(env, r->logprobs));
           if (r->entropy.defined()) out.Set("entropy", tensorToFloat32Array(env, r->entropy));
-          if (r->gradHidden.defined()) out.Set("gradHidden", tensorToFloat32Array(env, r->gradHidden));
-          if (r->gradWeight.defined()) out.Set("gradWeight", tensorToFloat32Array(env, r->gradWeight));
+          // The caller's own arrays when the gradients went there; new arrays (a copy) otherwise.
+          if (r->gradHidden.defined())
+            out.Set("gradHidden", r->gradHiddenInPlace ? arrays->value(gradHiddenOutIndex) : tensorToFloat32Array(env, r->gradHidden));
+          if (r->gradWeight.defined())
+            out.Set("gradWeight", r->gradWeightInPlace ? arrays->value(gradWeightOutIndex) : tensorToFloat32Array(env, r->gradWeight));
+          if (r->fused) out.Set("plan", logprobsPlanToJs(env, r->plan));
+          arrays->release();
           return out;
         });
   });
@@ -184,11 +312,12 @@ Napi::Value benchPolicyLossOp(const Napi::CallbackInfo& info) {
     const at::Device device = parseDevice(optionalString(o, "device", "auto"));
     return PromiseWorker<LossBenchResult>::start(
         env, device, [=]() { return benchPolicyLoss(tokens, hidden, vocab, chunk, eager, lmHeadGrad, iterations, device); },
-        [](Napi::Env env, LossBenchResult& r) -> Napi::Value {
+        [eager](Napi::Env env, LossBenchResult& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
           out.Set("seconds", r.seconds);
           out.Set("peakBytes", static_cast<double>(r.peakBytes));
           out.Set("loss", r.loss);
+          if (!eager) out.Set("plan", logprobsPlanToJs(env, r.plan));
           return out;
         });
   });

@@ -7,6 +7,7 @@
 #include "core/policy_loss.h"
 
 #include <cerrno>
+#include <optional>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -38,6 +39,8 @@ double timeMatmul(int64_t m, int64_t k, int64_t n, int64_t iterations, at::Devic
 LossBenchResult benchPolicyLoss(int64_t tokens, int64_t hidden, int64_t vocab, int64_t chunkSize, bool eager,
                                 bool lmHeadGrad, int64_t iterations, at::Device device) {
   installCpuMemoryTracker();
+  std::optional<StockCpuAllocation> stock;  // the eager formula allocates as stock libtorch does
+  if (eager) stock.emplace();
   const auto options = at::TensorOptions().device(device).dtype(device.is_cuda() ? at::kBFloat16 : at::kFloat);
   at::Generator generator = at::detail::createCPUGenerator(0);
   at::Tensor h = at::randn({tokens, hidden}, generator).to(options).requires_grad_(true);
@@ -65,6 +68,7 @@ LossBenchResult benchPolicyLoss(int64_t tokens, int64_t hidden, int64_t vocab, i
     w.mutable_grad() = at::Tensor();
     TokenLogprobs lp = eager ? tokenLogprobsEager(h, w, targets, lpOptions) : tokenLogprobs(h, w, targets, lpOptions);
     in.logprobs = lp.logprobs;
+    result.plan = lp.plan;
     at::Tensor loss = eager ? policyLossEager(in, lossOptions, normalizers) : policyLoss(in, lossOptions, normalizers).loss;
     loss.backward();
     in.logprobs = at::Tensor();

@@ -33,7 +33,7 @@ struct TrainerOptions {
   AdamWOptions adamw;
   double maxGradNorm = 1.0;            // global-norm clipping (0 = off)
   bool activationCheckpointing = false;
-  int64_t logprobChunkSize = 0;        // tokens per chunk of the log-prob op (> 0; lib/native.ts LOGPROB_CHUNK_SIZE)
+  int64_t logprobChunkSize = 0;        // tokens per chunk of the log-prob op (0: from its memory budget; lib/native.ts LOGPROB_CHUNK_SIZE)
   double temperature = 1.0;            // log-probs of softmax(logits / T), as at sampling time
 };
 

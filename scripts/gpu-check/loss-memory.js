@@ -1,7 +1,8 @@
 // Peak device memory of the fused loss against the eager formula (scripts/gpu-check.sh, step
 // loss-memory): token log-probs + policy loss + backward at 8192 tokens, hidden 1536, vocab 151,936
 // (Qwen2.5-1.5B's LM head), through ops.benchPolicyLoss, the entry point of `bench loss`
-// (bench/training-benches.ts): bf16 on CUDA, chunked (LOGPROB_CHUNK_SIZE) against full logits.
+// (bench/training-benches.ts): bf16 on CUDA, chunked at the default (LOGPROB_CHUNK_SIZE: 0, chunks
+// planned from the op's memory budget) against full logits.
 //
 // The working peak of a call is its peak above what was allocated once its inputs were made (the
 // hidden states, the LM head, the per-token arrays). The engine reports it itself where it can
