@@ -202,15 +202,31 @@ at::Tensor DecoderModel::rmsNorm(const at::Tensor& x, const at::Tensor& weight) 
 }
 
 at::Tensor DecoderModel::mlp(const Layer& l, const at::Tensor& x) const {
-  return octo::linear(at::silu(octo::linear(x, l.gate, l.gateBias)) * octo::linear(x, l.up, l.upBias), l.down, l.downBias);
+  at::Tensor gate = octo::linear(x, l.gate, l.gateBias), up = octo::linear(x, l.up, l.upBias);
+  // Without autograd the activation and the product run in place: no [tokens, intermediate]
+  // temporaries (same kernels, so the same values as the out-of-place form).
+  at::Tensor activated = at::GradMode::is_enabled() ? at::silu(gate) * up : at::silu_(gate).mul_(up);
+  return octo::linear(activated, l.down, l.downBias);
 }
 
 at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                                    KVCache* cache, int64_t layerIndex, const at::Tensor& attendable) const {
   const int64_t B = x.size(0), T = x.size(1), H = spec_.numHeads, Hkv = spec_.numKvHeads, D = spec_.headDim;
-  at::Tensor q = octo::linear(x, l.q, l.qBias).view({B, T, H, D});
-  at::Tensor k = octo::linear(x, l.k, l.kBias).view({B, T, Hkv, D});
-  at::Tensor v = octo::linear(x, l.v, l.vBias).view({B, T, Hkv, D}).transpose(1, 2);  // [B, Hkv, T, D]
+  at::Tensor q, k, v;
+  if (fewRowLinearApplies(x, l.q)) {
+    q = fewRowLinear(x, l.q, l.qBias), k = fewRowLinear(x, l.k, l.kBias), v = fewRowLinear(x, l.v, l.vBias);
+  } else {
+    // One GEMM for the three projections: one wide output keeps BLAS busier than three narrow
+    // ones. The weights are concatenated per call (differentiable: the backward splits the
+    // gradient), so they never go stale while the optimizer updates q, k and v.
+    const at::Tensor weight = at::cat({l.q, l.k, l.v});
+    const at::Tensor bias = l.qBias.defined() ? at::cat({l.qBias, l.kBias, l.vBias}) : at::Tensor();
+    const at::Tensor qkv = at::linear(x, weight, bias);
+    q = qkv.narrow(-1, 0, H * D), k = qkv.narrow(-1, H * D, Hkv * D), v = qkv.narrow(-1, (H + Hkv) * D, Hkv * D);
+  }
+  q = q.view({B, T, H, D});
+  k = k.view({B, T, Hkv, D});
+  v = v.view({B, T, Hkv, D}).transpose(1, 2);  // [B, Hkv, T, D]
   if (spec_.qkNorm) {
     q = rmsNorm(q, l.qNorm);
     k = rmsNorm(k, l.kNorm);
@@ -254,9 +270,11 @@ at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at
   }
 #else
   // Query head h reads key/value head h / groups (transformers' repeat_kv), done by broadcasting.
-  at::Tensor qGrouped = q.view({B, Hkv, groups, T, D});
-  at::Tensor scores = at::matmul(qGrouped, k.unsqueeze(2).transpose(-1, -2)) * (1.0 / std::sqrt(static_cast<double>(D)));
-  scores = scores.masked_fill(attendable.unsqueeze(1).logical_not(), -std::numeric_limits<float>::infinity());
+  // The 1/sqrt(D) scale on the queries ([.., T, D]) rather than the scores ([.., T, S]), and the
+  // mask written into the scores in place: two fewer passes over the largest tensor of the layer.
+  at::Tensor qGrouped = (q * (1.0 / std::sqrt(static_cast<double>(D)))).view({B, Hkv, groups, T, D});
+  at::Tensor scores = at::matmul(qGrouped, k.unsqueeze(2).transpose(-1, -2));
+  scores.masked_fill_(attendable.unsqueeze(1).logical_not(), -std::numeric_limits<float>::infinity());
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());  // [B, Hkv, groups, T, S]
   out = at::matmul(probs, v.unsqueeze(2)).view({B, H, T, D});
 #endif
