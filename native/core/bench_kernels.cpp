@@ -159,33 +159,10 @@ EagerModel::EagerModel(const DecoderModel& model)
     decays_.push_back(copy.dim() >= 2);  // Trainer's groups: no decay on norms and biases
   }
   auto get = [&](const std::string& name) { return byName.at(name); };
-  auto getIf = [&](bool present, const std::string& name) { return present ? get(name) : at::Tensor(); };
   embed_ = get("model.embed_tokens.weight");
   finalNorm_ = get("model.norm.weight");
   lmHead_ = spec_.tieWordEmbeddings ? embed_ : get("lm_head.weight");  // tie_weights: the same Parameter
-  for (int64_t i = 0; i < spec_.numLayers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    DecoderModel::Layer l;
-    l.inputNorm = get(p + "input_layernorm.weight");
-    l.postAttentionNorm = get(p + "post_attention_layernorm.weight");
-    l.q = get(p + "self_attn.q_proj.weight");
-    l.k = get(p + "self_attn.k_proj.weight");
-    l.v = get(p + "self_attn.v_proj.weight");
-    l.o = get(p + "self_attn.o_proj.weight");
-    l.qBias = getIf(spec_.attentionBias, p + "self_attn.q_proj.bias");
-    l.kBias = getIf(spec_.attentionBias, p + "self_attn.k_proj.bias");
-    l.vBias = getIf(spec_.attentionBias, p + "self_attn.v_proj.bias");
-    l.oBias = getIf(spec_.outputBias, p + "self_attn.o_proj.bias");
-    l.qNorm = getIf(spec_.qkNorm, p + "self_attn.q_norm.weight");
-    l.kNorm = getIf(spec_.qkNorm, p + "self_attn.k_norm.weight");
-    l.gate = get(p + "mlp.gate_proj.weight");
-    l.up = get(p + "mlp.up_proj.weight");
-    l.down = get(p + "mlp.down_proj.weight");
-    l.gateBias = getIf(spec_.mlpBias, p + "mlp.gate_proj.bias");
-    l.upBias = getIf(spec_.mlpBias, p + "mlp.up_proj.bias");
-    l.downBias = getIf(spec_.mlpBias, p + "mlp.down_proj.bias");
-    layers_.push_back(std::move(l));
-  }
+  for (int64_t i = 0; i < spec_.numLayers; ++i) layers_.push_back(DecoderModel::Layer::fromNamed(spec_, i, get));
   invFreq_ = ropeInverseFrequencies(spec_).to(device_);  // the rotary embedding's inv_freq buffer
 }
 

@@ -150,33 +150,10 @@ DecoderModel::DecoderModel(ModelSpec spec, std::unordered_map<std::string, at::T
     parameters_.emplace_back(p.name, it->second.to(device_, dtype_).contiguous());
   }
   auto get = [&](const std::string& name) { return parameters_[parameterIndex_.at(name)].second; };
-  auto getIf = [&](bool present, const std::string& name) { return present ? get(name) : at::Tensor(); };
   embed_ = get("model.embed_tokens.weight");
   finalNorm_ = get("model.norm.weight");
   lmHead_ = spec_.tieWordEmbeddings ? embed_ : get("lm_head.weight");
-  for (int64_t i = 0; i < spec_.numLayers; ++i) {
-    const std::string p = layerPrefix(i) ;
-    Layer l;
-    l.inputNorm = get(p + "input_layernorm.weight");
-    l.postAttentionNorm = get(p + "post_attention_layernorm.weight");
-    l.q = get(p + "self_attn.q_proj.weight");
-    l.k = get(p + "self_attn.k_proj.weight");
-    l.v = get(p + "self_attn.v_proj.weight");
-    l.o = get(p + "self_attn.o_proj.weight");
-    l.qBias = getIf(spec_.attentionBias, p + "self_attn.q_proj.bias");
-    l.kBias = getIf(spec_.attentionBias, p + "self_attn.k_proj.bias");
-    l.vBias = getIf(spec_.attentionBias, p + "self_attn.v_proj.bias");
-    l.oBias = getIf(spec_.outputBias, p + "self_attn.o_proj.bias");
-    l.qNorm = getIf(spec_.qkNorm, p + "self_attn.q_norm.weight");
-    l.kNorm = getIf(spec_.qkNorm, p + "self_attn.k_norm.weight");
-    l.gate = get(p + "mlp.gate_proj.weight");
-    l.up = get(p + "mlp.up_proj.weight");
-    l.down = get(p + "mlp.down_proj.weight");
-    l.gateBias = getIf(spec_.mlpBias, p + "mlp.gate_proj.bias");
-    l.upBias = getIf(spec_.mlpBias, p + "mlp.up_proj.bias");
-    l.downBias = getIf(spec_.mlpBias, p + "mlp.down_proj.bias");
-    layers_.push_back(std::move(l));
-  }
+  for (int64_t i = 0; i < spec_.numLayers; ++i) layers_.push_back(Layer::fromNamed(spec_, i, get));
   invFreq_ = ropeInverseFrequencies(spec_).to(device_);
 }
 
@@ -338,6 +315,32 @@ at::Tensor DecoderModel::layerForward(int64_t i, const at::Tensor& x, const at::
   const Layer& l = layers_[i];
   at::Tensor h = x + attention(l, rmsNorm(x, l.inputNorm), cos, sin, cache, i, attendable);
   return h + mlp(l, rmsNorm(h, l.postAttentionNorm));
+}
+
+DecoderModel::Layer DecoderModel::Layer::fromNamed(const ModelSpec& spec, int64_t index,
+                                                   const std::function<at::Tensor(const std::string&)>& get) {
+  auto getIf = [&](bool present, const std::string& name) { return present ? get(name) : at::Tensor(); };
+  const std::string p = layerPrefix(index);
+  Layer l;
+  l.inputNorm = get(p + "input_layernorm.weight");
+  l.postAttentionNorm = get(p + "post_attention_layernorm.weight");
+  l.q = get(p + "self_attn.q_proj.weight");
+  l.k = get(p + "self_attn.k_proj.weight");
+  l.v = get(p + "self_attn.v_proj.weight");
+  l.o = get(p + "self_attn.o_proj.weight");
+  l.qBias = getIf(spec.attentionBias, p + "self_attn.q_proj.bias");
+  l.kBias = getIf(spec.attentionBias, p + "self_attn.k_proj.bias");
+  l.vBias = getIf(spec.attentionBias, p + "self_attn.v_proj.bias");
+  l.oBias = getIf(spec.outputBias, p + "self_attn.o_proj.bias");
+  l.qNorm = getIf(spec.qkNorm, p + "self_attn.q_norm.weight");
+  l.kNorm = getIf(spec.qkNorm, p + "self_attn.k_norm.weight");
+  l.gate = get(p + "mlp.gate_proj.weight");
+  l.up = get(p + "mlp.up_proj.weight");
+  l.down = get(p + "mlp.down_proj.weight");
+  l.gateBias = getIf(spec.mlpBias, p + "mlp.gate_proj.bias");
+  l.upBias = getIf(spec.mlpBias, p + "mlp.up_proj.bias");
+  l.downBias = getIf(spec.mlpBias, p + "mlp.down_proj.bias");
+  return l;
 }
 
 std::vector<at::Tensor> DecoderModel::Layer::tensors() const {

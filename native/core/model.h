@@ -9,6 +9,8 @@
 #include "core/kv_cache.h"
 #include "core/torch_prelude.h"
 
+#include <functional>
+
 namespace octo {
 
 // Everything the forward needs from config.json, already validated and defaulted by
@@ -76,6 +78,8 @@ class DecoderModel {
     at::Tensor q, k, v, o, qBias, kBias, vBias, oBias, qNorm, kNorm;
     at::Tensor gate, up, down, gateBias, upBias, downBias;
     std::vector<at::Tensor> tensors() const;  // the defined ones
+    // Layer `index` of `spec` from its Hugging Face-named tensors (`get` returns one by name).
+    static Layer fromNamed(const ModelSpec& spec, int64_t index, const std::function<at::Tensor(const std::string&)>& get);
   };
 
   // One decoder layer: x [B, T, C] -> [B, T, C]. `attendable` [B, 1, T, S] marks the keys each
