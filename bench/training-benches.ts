@@ -37,15 +37,23 @@ export const lossBench: Bench = {
     // The process's first calls pay one-time set-up (thread pool, allocator): not the first case's.
     for (const eager of [false, true])
       await native().ops.benchPolicyLoss({ tokens: 64, hiddenSize: 64, vocabSize: 1024, chunkSize: 0, iterations: 1, device, eager, lmHeadGrad: true });
+    type Run = Awaited<ReturnType<ReturnType<typeof native>["ops"]["benchPolicyLoss"]>>;
     for (const tokens of tokenCounts) {
-      const iterations = tokens >= 32768 ? 1 : 2;
-      const shape = { tokens, hiddenSize, vocabSize, chunkSize: 0, iterations, device };
+      // Fused and eager alternate, and each keeps its fastest round: a machine shared with other
+      // work slows whichever runs at the time, not one side throughout.
+      const rounds = tokens >= 32768 ? 1 : 2;
+      const shape = { tokens, hiddenSize, vocabSize, chunkSize: 0, iterations: 1, device };
       for (const lmHeadGrad of [false, true]) {
-        const fused = await native().ops.benchPolicyLoss({ ...shape, eager: false, lmHeadGrad });
         // Eager only where its logits fit: a run that swaps or is killed measures nothing.
         const eagerBytes = EAGER_PEAK_BUFFERS * tokens * vocabSize * 4 + vocabSize * hiddenSize * 4 * 2;
         const eagerFits = !onCpu || eagerBytes < 0.8 * os.freemem();
-        const eager = eagerFits ? await native().ops.benchPolicyLoss({ ...shape, eager: true, lmHeadGrad }) : null;
+        let fused: Run | undefined, eager: Run | null = null;
+        const fastest = (best: Run | null | undefined, run: Run) => (best && best.seconds <= run.seconds ? best : run);
+        for (let round = 0; round < rounds; round++) {
+          fused = fastest(fused, await native().ops.benchPolicyLoss({ ...shape, eager: false, lmHeadGrad }));
+          if (eagerFits) eager = fastest(eager, await native().ops.benchPolicyLoss({ ...shape, eager: true, lmHeadGrad }));
+        }
+        if (!fused) throw new Error("bench loss: no fused run");
         const measured = (r: { seconds: number; peakBytes: number }) => ({ seconds: r.seconds, peakMiB: mib(r.peakBytes) });
         cases.push({
           tokens,
@@ -67,7 +75,7 @@ export const lossBench: Bench = {
       ratioMeaning: `peak memory of the fused op / eager formula at ${headline} tokens, LM head frozen (target <= 0.25; lower is better)`,
       ratio: frozen.memoryRatio ?? NaN,
       timeRatio: frozen.timeRatio ?? NaN,
-      timeRatioMeaning: "fused time / eager time, same case (target <= 1.1)",
+      timeRatioMeaning: "fused time / eager time, same case (target <= 1.1); each the fastest of its alternated rounds (one warm-up and one timed run each; 2 rounds, 1 at 32k tokens)",
       withLmHeadGrad: {
         memoryRatio: trained.memoryRatio,
         memoryRatioMeaning: `the same with the LM head trained (target <= 0.5)`,

@@ -105,6 +105,8 @@ Napi::Value tokenLogprobsOp(const Napi::CallbackInfo& info) {
     at::Tensor weight;
     if (o.Get("weight").IsTypedArray()) {
       weight = view("weight", {V, C});
+    } else if (!o.Get("weight").IsObject()) {
+      throw Napi::TypeError::New(env, "weight must be a Float32Array [vocabSize, hiddenSize] or a Model (its LM head)");
     } else {
       // A model's LM head, through an alias: the model's own tensor keeps its autograd flags, and
       // the alias keeps the storage alive should the model be disposed during the call.
