@@ -10,8 +10,8 @@ import { packageRoot } from "./util/package-root";
 
 /**
  * Tokens per chunk of the log-prob op (docs/methods.md §4); 0: as many as the op's memory budget
- * allows (native/core/logprobs.h planTokenLogprobs: at most a quarter of what the eager formula holds
- * with the LM head frozen, half with it trained, and 2 GiB). The one default: the run config's
+ * allows, on CPU at most 512 (native/core/logprobs.h planTokenLogprobs; the budget: a quarter of what
+ * the eager formula holds with the LM head frozen, half with it trained, at most 2 GiB). The one default: the run config's
  * training.logprobChunkSize and the library calls take it from here, and the binding and the core
  * require the value.
  */
@@ -268,7 +268,7 @@ export interface TokenLogprobsArgs {
   temperature?: number;
   /** tokens per chunk; default LOGPROB_CHUNK_SIZE (0: from the memory budget) */
   chunkSize?: number;
-  /** bytes the op may hold beyond its inputs (0 or absent: its default budget) */
+  /** bytes the op may allocate, its gradients included (0 or absent: its default budget) */
   memoryBudgetBytes?: number;
   withEntropy?: boolean;
   /** the unfused formula on full logits (the reference) */
@@ -294,7 +294,7 @@ export interface LogprobsPlan {
    */
   backward: "none" | "projected" | "kept" | "recomputed";
   budgetBytes: number;
-  /** the most it holds at once beyond its inputs and outputs, as planned */
+  /** the most it holds at once beyond its inputs, as planned (chunk buffers, kept log p or projections, gradients) */
   workingBytes: number;
 }
 

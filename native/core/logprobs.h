@@ -22,7 +22,7 @@ class DecoderModel;
 struct TokenLogprobsOptions {
   double temperature = 1.0;       // log-probs of softmax(logits / temperature), as the sampler returns
   int64_t chunkSize = 0;          // tokens per chunk; 0: the most that the memory budget allows
-  int64_t memoryBudgetBytes = 0;  // bytes the op may hold beyond its inputs (planTokenLogprobs); 0: defaultLogprobsBudget
+  int64_t memoryBudgetBytes = 0;  // bytes the op may allocate, its gradients included (planTokenLogprobs); 0: defaultLogprobsBudget
   bool withEntropy = false;       // also return the entropy of each token's distribution
 };
 
@@ -34,8 +34,8 @@ struct LogprobsPlan {
   int64_t chunkTokens = 1;  // tokens per chunk
   LogprobsBackward backward = LogprobsBackward::None;
   int64_t budgetBytes = 0;  // the budget it was planned under
-  // The most bytes it holds at once beyond its inputs and outputs: the reused chunk buffers, the kept
-  // log-probs or the projections, and the LM head's fp32 gradient while it accumulates.
+  // The most bytes it holds at once beyond its inputs, as planned: the reused chunk buffers, the kept
+  // log-probs or the projections, the gradients it returns and its per-token vectors.
   int64_t workingBytes = 0;
 };
 
