@@ -85,13 +85,19 @@ describe("fused policy loss equals the eager formula (value and gradients)", () 
   });
 });
 
-describe("chunked token log-probs equal log_softmax of full logits", () => {
+/** 37 tokens of hidden size 24 against a vocabulary of 61, with upstream gradients (fresh draws of `rand` per call). */
+function logprobInputs() {
   const tokens = 37, hiddenSize = 24, vocabSize = 61;
   const hidden = Float32Array.from({ length: tokens * hiddenSize }, () => uniform(-1, 1));
   const weight = Float32Array.from({ length: vocabSize * hiddenSize }, () => uniform(-0.5, 0.5));
   const targets = Int32Array.from({ length: tokens }, () => Math.floor(rand() * vocabSize));
   const gradLogprobs = Float32Array.from({ length: tokens }, () => uniform(-1, 1));
   const gradEntropy = Float32Array.from({ length: tokens }, () => uniform(-1, 1));
+  return { tokens, hiddenSize, vocabSize, hidden, weight, targets, gradLogprobs, gradEntropy };
+}
+
+describe("chunked token log-probs equal log_softmax of full logits", () => {
+  const { tokens, hiddenSize, vocabSize, hidden, weight, targets, gradLogprobs, gradEntropy } = logprobInputs();
 
   test.each([
     [1, 1.0, true],
@@ -116,12 +122,7 @@ describe("chunked token log-probs equal log_softmax of full logits", () => {
 });
 
 describe("the fused log-prob op's memory plans", () => {
-  const tokens = 37, hiddenSize = 24, vocabSize = 61;
-  const hidden = Float32Array.from({ length: tokens * hiddenSize }, () => uniform(-1, 1));
-  const weight = Float32Array.from({ length: vocabSize * hiddenSize }, () => uniform(-0.5, 0.5));
-  const targets = Int32Array.from({ length: tokens }, () => Math.floor(rand() * vocabSize));
-  const gradLogprobs = Float32Array.from({ length: tokens }, () => uniform(-1, 1));
-  const gradEntropy = Float32Array.from({ length: tokens }, () => uniform(-1, 1));
+  const { tokens, hiddenSize, vocabSize, hidden, weight, targets, gradLogprobs, gradEntropy } = logprobInputs();
   const base = { hidden, weight, targets, tokens, hiddenSize, vocabSize, gradLogprobs };
   // A budget of 1 byte fits nothing (the logits are recomputed); 1 GiB fits everything (log p is kept).
   const PLANS = {
