@@ -1,5 +1,5 @@
 /** The library entry: `import { … } from "octo-native"`. */
-export { Model, ModelLoadError, inspectCheckpoint, replaceDirectory } from "./engine/model";
+export { Model, ModelLoadError, inspectCheckpoint } from "./engine/model";
 export type { Checkpoint, ForwardOptions, SaveOptions } from "./engine/model";
 export { modelSpecFromConfig, configFromModelSpec, ModelConfigError, SUPPORTED_ARCHITECTURES } from "./engine/model-config";
 export { native } from "./native";

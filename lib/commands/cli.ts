@@ -46,7 +46,8 @@ const trainOptions = (y: Argv) =>
   y
     .option("config", { type: "string", describe: "YAML recipe (see configs/)" })
     .option("set", { type: "string", array: true, default: [] as string[], describe: "override a key: --set loss.klCoef=0.01" })
-    .option("resume", { type: "boolean", default: false, describe: "continue from the run directory's newest checkpoint" })
+    .option("resume", { type: "boolean", default: false, describe: "continue from the run directory's newest valid checkpoint" })
+    .option("allow-config-change", { type: "boolean", default: false, describe: "--resume even though the config or the training set changed (the old config is kept)" })
     .option("dir", { type: "string", describe: "run directory (default: run.dir; the demo: runs/demo)" })
     .option("quick", { type: "boolean", default: false, describe: "demo only: tiny budgets, for a smoke test" })
     .option("nproc", { type: "number", default: 1, describe: "data-parallel ranks to start on this machine (torchrun-style; see README for several hosts)" });
@@ -56,7 +57,8 @@ const sftOptions = (y: Argv) =>
   y
     .option("model", { type: "string", demandOption: true, describe: "Hugging Face model directory" })
     .option("data", { type: "string", demandOption: true, describe: "JSONL of {problem, o1, o2?} (o2 omitted: a plain answer)" })
-    .option("out", { type: "string", demandOption: true, describe: "where to save the trained model" })
+    .option("out", { type: "string", demandOption: true, describe: "where to save the trained model (a new or empty directory)" })
+    .option("overwrite", { type: "boolean", default: false, describe: "save into a non-empty --out, replacing only the model's own files" })
     .option("steps", { type: "number", default: 200 })
     .option("batch", { type: "number", default: 16 })
     .option("lr", { type: "number", default: 1e-5 })

@@ -2,7 +2,10 @@
  * `--nproc N`: starts N local ranks of a command the way torchrun does (docs/methods.md §13): each child
  * gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1 and a free
  * MASTER_PORT, and its share of the CPU threads. Their output lines come out prefixed by rank.
- * When one rank fails, the others are stopped and the launcher exits with that rank's code.
+ * Ctrl-C and SIGTERM are passed on: the ranks agree on a step, rank 0 saves, the others wait for it,
+ * and each exits with 130 or 143, which counts as a clean stop (the others are left to finish).
+ * When a rank fails otherwise, the others are asked to stop (SIGTERM: they save what they are
+ * saving) and killed after a grace period; the launcher exits with the failed rank's code.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import net from "node:net";
@@ -19,12 +22,15 @@ export interface LaunchOptions {
   masterPort?: number;
   /** where launcher and rank lines go (default: stderr / stdout of this process) */
   write?: (stream: "stdout" | "stderr", line: string) => void;
-  /** after a failure, how long the other ranks get between SIGTERM and SIGKILL */
+  /** after a failure, how long the other ranks get between SIGTERM and SIGKILL (default 30: a checkpoint being written is finished) */
   killGraceSeconds?: number;
 }
 
+/** Exit codes of a rank that stopped on a signal the run handles (docs/reliability.md): it saved first. */
+const STOPPED = new Set([130, 143]);
+
 export interface LaunchResult {
-  /** 0 when every rank exited 0; else the first failing rank's code (128 + signal number when killed) */
+  /** 0 when every rank exited 0; the first failing rank's code (128 + signal number when killed); else a stopped rank's 130 / 143 */
   exitCode: number;
   /** the rank that failed first */
   failedRank?: number;
@@ -70,11 +76,12 @@ export async function launchLocalRanks(options: LaunchOptions): Promise<LaunchRe
 
   const result = await new Promise<LaunchResult>((resolve) => {
     let failure: { rank: number; code: number } | undefined;
+    let stopped: number | undefined;
     const stopOthers = (failedRank: number) => {
       for (const rank of running) if (rank !== failedRank) children[rank].kill("SIGTERM");
       const grace = setTimeout(() => {
         for (const rank of running) children[rank].kill("SIGKILL");
-      }, (options.killGraceSeconds ?? 5) * 1000);
+      }, (options.killGraceSeconds ?? 30) * 1000);
       grace.unref();
     };
     for (let rank = 0; rank < nproc; rank++) {
@@ -98,7 +105,8 @@ export async function launchLocalRanks(options: LaunchOptions): Promise<LaunchRe
       child.on("close", (code, signal) => {
         running.delete(rank);
         const exitCode = exitCodeOf(code, signal);
-        if (exitCode !== 0 && !failure) {
+        if (STOPPED.has(exitCode) && code !== null) stopped ??= exitCode;
+        else if (exitCode !== 0 && !failure) {
           failure = { rank, code: exitCode };
           if (running.size > 0) {
             write("stderr", `octo-native: rank ${rank} exited with ${signal ? `signal ${signal}` : `code ${code}`}; stopping the other ranks`);
@@ -106,7 +114,7 @@ export async function launchLocalRanks(options: LaunchOptions): Promise<LaunchRe
           }
         }
         if (running.size === 0)
-          resolve({ exitCode: failure?.code ?? 0, failedRank: failure?.rank, pids: children.map((c) => c.pid ?? -1) });
+          resolve({ exitCode: failure?.code ?? stopped ?? 0, failedRank: failure?.rank, pids: children.map((c) => c.pid ?? -1) });
       });
       child.on("error", (error) => write("stderr", `octo-native: rank ${rank} could not start: ${error.message}`));
     }

@@ -1,5 +1,5 @@
 /** `octo-native sft`: the cold start from a JSONL file of (problem, o1, o2) examples. */
-import { Model } from "../engine/model";
+import { checkSaveTarget, Model } from "../engine/model";
 import { TextTokenizer } from "../engine/tokenizer";
 import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
 import { DatasetError, readRows } from "../rl/data";
@@ -17,9 +17,13 @@ export interface SftCommandOptions {
   chat: boolean;
   separator?: string;
   device: string;
+  /** save into a non-empty `out` (only the model's files are replaced) */
+  overwrite?: boolean;
 }
 
 export async function runSftCommand(options: SftCommandOptions): Promise<{ out: string; steps: number; firstLoss: number; lastLoss: number }> {
+  // Before training, not after: a refused save would lose the whole run.
+  checkSaveTarget(options.out, options.overwrite ?? false);
   const rows = await readRows(options.data);
   if (rows.length === 0) throw new DatasetError(`${options.data}: the dataset is empty`);
   const items: SftExample[] = rows.map((row, i) => {
@@ -42,7 +46,7 @@ export async function runSftCommand(options: SftCommandOptions): Promise<{ out: 
       seed: 0,
       onStep: (step, loss) => (step % 10 === 0 || step === options.steps) && process.stderr.write(`sft step ${step}/${options.steps} loss ${loss.toFixed(4)}\n`),
     });
-    await model.save(options.out);
+    await model.save(options.out, { overwrite: options.overwrite });
     return { out: options.out, steps: options.steps, firstLoss: losses[0], lastLoss: losses[losses.length - 1] };
   } finally {
     model.dispose();
@@ -61,13 +65,14 @@ export interface SftCommandArgs {
   chat: boolean;
   separator?: string;
   device: string;
+  overwrite: boolean;
 }
 
 /** The `sft` command: trains and saves the model, then prints the result as one JSON line. */
 export async function sftCommand(args: SftCommandArgs): Promise<void> {
   const result = await runSftCommand({
     model: args.model, data: args.data, out: args.out, steps: args.steps, batchSize: args.batch, lr: args.lr,
-    maxResponseTokens: args["max-tokens"], template: args.template, chat: args.chat, separator: args.separator, device: args.device,
+    maxResponseTokens: args["max-tokens"], template: args.template, chat: args.chat, separator: args.separator, device: args.device, overwrite: args.overwrite,
   });
   console.log(JSON.stringify(result));
 }

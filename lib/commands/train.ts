@@ -11,6 +11,7 @@ export interface TrainCommandArgs {
   config?: string;
   set: string[];
   resume: boolean;
+  "allow-config-change": boolean;
   dir?: string;
   quick: boolean;
   nproc: number;
@@ -37,14 +38,16 @@ export async function trainCommand(args: TrainCommandArgs, argv: string[]): Prom
     return;
   }
   if (!args.config) {
-    if (args.set.length > 0 || args.resume) throw new Error("--set and --resume need --config (the demo takes neither)");
+    if (args.set.length > 0 || args.resume || args["allow-config-change"]) throw new Error("--set, --resume and --allow-config-change need --config (the demo takes none of them)");
     const summary = await runDemo({ dir: args.dir ?? "runs/demo", quick: args.quick });
     console.log(formatTable(summary.evaluations));
     console.log(`summary: ${summary.dir}/summary.json (${summary.seconds.toFixed(0)} s)`);
     return;
   }
   const config = loadConfig(args.config, args.dir ? [...args.set, `run.dir=${args.dir}`] : args.set);
-  const summary = await runTraining(config, { resume: args.resume });
+  const summary = await runTraining(config, { resume: args.resume, allowConfigChange: args["allow-config-change"] });
   console.log(JSON.stringify({ runDir: summary.runDir, steps: summary.steps, interrupted: summary.interrupted, checkpoint: summary.finalCheckpoint }));
-  if (summary.interrupted) process.exitCode = 130;
+  // A stopped run exits as the signal's default would (130 Ctrl-C, 143 SIGTERM), after saving; a
+  // rank stopped by its peers' agreement, with 130. The launcher counts both as a clean stop.
+  if (summary.interrupted) process.exitCode = summary.stopSignal === "SIGTERM" ? 143 : 130;
 }

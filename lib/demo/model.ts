@@ -97,7 +97,8 @@ export async function ensureDemoModel(dir = defaultDemoModelDir(), seed = 0): Pr
   if (fs.existsSync(path.join(dir, "config.json")) && fs.existsSync(path.join(dir, "tokenizer.json"))) return dir;
   const model = await Model.create(DEMO_MODEL_SPEC, seed, { device: "cpu" });
   try {
-    await model.save(dir);
+    // A directory without a tokenizer is one an earlier call did not finish: redo it.
+    await model.save(dir, { overwrite: true });
   } finally {
     model.dispose();
   }

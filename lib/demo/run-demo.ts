@@ -136,7 +136,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
 /** A model and tokenizer from scratch, saved as an ordinary Hugging Face directory. */
 async function createBaseModel(baseDir: string): Promise<{ base: Model; tokenizer: TextTokenizer }> {
   const base = await Model.create(DEMO_MODEL_SPEC, 0, { device: "cpu" });
-  await base.save(baseDir);
+  await base.save(baseDir, { overwrite: true }); // the demo's own directory, rewritten on each run
   writeDemoTokenizer(baseDir);
   return { base, tokenizer: TextTokenizer.fromDir(baseDir) };
 }
@@ -169,7 +169,7 @@ async function coldStart(base: Model, tokenizer: TextTokenizer, config: RunConfi
     prompt: promptOptions(config), separator: DEFAULT_SEPARATOR, steps, batchSize: 32, lr: 3e-3, maxResponseTokens: config.rollout.maxNewTokens, seed: 3,
     onStep: (step, loss) => step % 50 === 0 && log(`  sft step ${step} loss ${loss.toFixed(3)} (${((Date.now() - started) / 1000).toFixed(0)}s)`),
   });
-  await base.save(sftDir);
+  await base.save(sftDir, { overwrite: true });
   writeDemoTokenizer(sftDir);
 }
 

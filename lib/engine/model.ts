@@ -7,6 +7,8 @@ import fs from "node:fs";
 import path from "node:path";
 
 import { native, type DeviceOptions, type ModelSpec, type NativeModel, type TensorRecord } from "../native";
+import { syncDirectory, writeFileDurable } from "../util/atomic-file";
+import { removeStaleStaging, stagingName } from "../util/staging";
 import { configFromModelSpec, modelSpecFromConfig } from "./model-config";
 import { buildSafetensorsHeader, DTYPE_BYTES, readSafetensorsHeader } from "./safetensors";
 import {
@@ -143,6 +145,11 @@ export interface SaveOptions {
   maxShardBytes?: number;
   /** safetensors dtype of every tensor; default: the dtype each tensor had when loaded (F32 for created models) */
   dtype?: "F32" | "BF16" | "F16";
+  /**
+   * Save into a directory that already holds files. Only the model's own files are replaced
+   * (config.json, the weights and their index, the companion files); anything else stays.
+   */
+  overwrite?: boolean;
 }
 
 /**
@@ -301,7 +308,9 @@ export class Model {
   private async writeCheckpoint(dir: string, options: SaveOptions): Promise<void> {
     const maxShardBytes = options.maxShardBytes ?? 5 * 1024 ** 3;
     const target = path.resolve(dir);
-    const staging = `${target}.tmp-${process.pid}-${Date.now()}`;
+    checkSaveTarget(target, options.overwrite ?? false);
+    removeStaleStaging(path.dirname(target), { locked: false, only: (name) => name.startsWith(`${path.basename(target)}.tmp-`) });
+    const staging = stagingName(target, "tmp");
     fs.mkdirSync(staging, { recursive: true });
     try {
       const tensors = this.handle.parameters().map((p) => {
@@ -324,6 +333,7 @@ export class Model {
         const n = String(shards.length).padStart(5, "0");
         const name = shards.length === 1 ? WEIGHTS_FILE : `model-${String(i + 1).padStart(5, "0")}-of-${n}.safetensors`;
         const header = buildSafetensorsHeader(shard);
+        // The engine fsyncs what it writes.
         await this.handle.saveSafetensors(path.join(staging, name), header, shard.map((t) => t.name), shard.map((t) => t.dtype));
         for (const t of shard) {
           weightMap[t.name] = name;
@@ -331,13 +341,14 @@ export class Model {
         }
       }
       if (shards.length > 1)
-        fs.writeFileSync(path.join(staging, INDEX_FILE), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2));
+        writeFileDurable(path.join(staging, INDEX_FILE), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2));
       const torchDtype = options.dtype === "BF16" ? "bfloat16" : options.dtype === "F16" ? "float16" : options.dtype === "F32" ? "float32" : this.config.torch_dtype;
-      fs.writeFileSync(path.join(staging, "config.json"), JSON.stringify({ ...this.config, torch_dtype: torchDtype ?? "float32" }, null, 2) + "\n");
+      writeFileDurable(path.join(staging, "config.json"), JSON.stringify({ ...this.config, torch_dtype: torchDtype ?? "float32" }, null, 2) + "\n");
       if (this.sourceDir && path.resolve(this.sourceDir) !== target)
         for (const f of COMPANION_FILES)
-          if (fs.existsSync(path.join(this.sourceDir, f))) fs.copyFileSync(path.join(this.sourceDir, f), path.join(staging, f));
-      replaceDirectory(staging, target);
+          if (fs.existsSync(path.join(this.sourceDir, f))) writeFileDurable(path.join(staging, f), fs.readFileSync(path.join(this.sourceDir, f)));
+      syncDirectory(staging);
+      installModelFiles(staging, target);
     } catch (error) {
       fs.rmSync(staging, { recursive: true, force: true });
       throw error;
@@ -350,19 +361,43 @@ export class Model {
   }
 }
 
-/** Moves `staging` to `target`, replacing an existing `target` only once the new one is complete. */
-export function replaceDirectory(staging: string, target: string): void {
+/** The weight files of a Hugging Face save: one file, or shards and their index. */
+function isWeightsFile(name: string): boolean {
+  return name === WEIGHTS_FILE || name === INDEX_FILE || /^model-\d{5}-of-\d{5}\.safetensors$/.test(name);
+}
+
+/** Throws unless a save into `dir` may go ahead: it is new or empty, or the caller asked to overwrite. */
+export function checkSaveTarget(dir: string, overwrite: boolean): void {
+  const target = path.resolve(dir);
+  if (!fs.existsSync(target)) return;
+  if (!fs.statSync(target).isDirectory()) throw new Error(`cannot save a model to ${target}: it exists and is not a directory`);
+  const present = fs.readdirSync(target);
+  if (present.length === 0 || overwrite) return;
+  const shown = present.slice(0, 5).join(", ") + (present.length > 5 ? `, … (${present.length} in all)` : "");
+  throw new Error(
+    `cannot save a model to ${target}: the directory already holds ${shown}. ` +
+      `Save to a new directory, or overwrite (the option overwrite: true, or --overwrite) to replace the model's own files there (config.json, weights, tokenizer); other files are kept`,
+  );
+}
+
+/**
+ * Puts the complete save in `staging` at `target`. A new target is one rename. An existing one
+ * gets the new files renamed in one by one (each atomically; the weights before their index and
+ * config.json, so the directory always loads whole old or whole new weights), then the weight
+ * files of the earlier save that the new one does not have are removed. Other files are not touched.
+ */
+function installModelFiles(staging: string, target: string): void {
   if (!fs.existsSync(target)) {
     fs.mkdirSync(path.dirname(target), { recursive: true });
     fs.renameSync(staging, target);
+    syncDirectory(path.dirname(target));
     return;
   }
-  // Keep the files of `target` that the new save does not write (tokenizer of an older save, …).
-  for (const f of fs.readdirSync(target))
-    if (!fs.existsSync(path.join(staging, f)) && !/\.safetensors$|^model\.safetensors\.index\.json$/.test(f))
-      fs.cpSync(path.join(target, f), path.join(staging, f), { recursive: true });
-  const old = `${target}.old-${process.pid}-${Date.now()}`;
-  fs.renameSync(target, old);
-  fs.renameSync(staging, target);
-  fs.rmSync(old, { recursive: true, force: true });
+  const written = fs.readdirSync(staging);
+  const order = (name: string) => (name === INDEX_FILE ? 1 : name === "config.json" ? 2 : 0);
+  for (const name of [...written].sort((a, b) => order(a) - order(b))) fs.renameSync(path.join(staging, name), path.join(target, name));
+  for (const name of fs.readdirSync(target))
+    if (!written.includes(name) && isWeightsFile(name)) fs.rmSync(path.join(target, name), { force: true });
+  syncDirectory(target);
+  fs.rmSync(staging, { recursive: true, force: true });
 }

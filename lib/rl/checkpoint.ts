@@ -1,17 +1,26 @@
 /**
- * Checkpoints of a run (docs/methods.md §9, §12): the model in the Hugging Face layout plus the
- * optimizer state and everything else a resumed run needs (step, data cursor). Written to a
- * temporary directory and renamed into place, so a checkpoint directory is always complete.
+ * Checkpoints of a run (docs/methods.md §9, §12; docs/reliability.md): the model in the Hugging Face
+ * layout plus the optimizer state and everything else a resumed run needs (step, data cursor).
+ * Written to a staging directory, every file fsynced, then renamed into place and the rename
+ * fsynced, so a `step-NNNNNN` directory is complete even after a power cut. A resume still checks
+ * each candidate whole (headers, sizes, state) and falls back past a damaged one.
  */
 import fs from "node:fs";
 import path from "node:path";
 
-import type { Model } from "../engine/model";
+import { z } from "zod";
+
+import { inspectCheckpoint, type Model } from "../engine/model";
+import { readSafetensorsHeader } from "../engine/safetensors";
 import type { PolicyTrainer } from "../engine/trainer";
+import { syncDirectory, writeFileDurable } from "../util/atomic-file";
+import { pausePoint } from "../util/fault-points";
+import { removeStaging, stagingName } from "../util/staging";
 import type { DataCursorState } from "./data";
 
 const STATE_FILE = "trainer_state.json";
 const OPTIMIZER_FILE = "optimizer.safetensors";
+const CHECKPOINT_NAME = /^step-(\d{6,})$/;
 
 export interface TrainerState {
   /** RL steps completed */
@@ -22,35 +31,87 @@ export interface TrainerState {
   skippedSteps: number;
   /** ranks of the data-parallel run that wrote it (absent: 1); a resume needs as many */
   worldSize?: number;
+  /** the training set it was trained on (lib/rl/run-config-change.ts): a resume on other data is refused */
+  data?: { examples: number; sha256: string };
 }
+
+const count = z.number().int().min(0);
+const trainerStateSchema = z.object({
+  step: count,
+  optimizerSteps: count,
+  cursor: z.object({ seed: count, epoch: count, position: count }),
+  skippedSteps: count,
+  worldSize: z.number().int().positive().optional(),
+  data: z.object({ examples: count, sha256: z.string() }).optional(),
+});
 
 export function checkpointDir(runDir: string, step: number): string {
   return path.join(runDir, "checkpoints", `step-${String(step).padStart(6, "0")}`);
 }
 
+/** The step in a checkpoint directory's name (NaN for other names). */
+function stepOfCheckpoint(dir: string): number {
+  return Number(CHECKPOINT_NAME.exec(path.basename(dir))?.[1]);
+}
+
 export async function saveCheckpoint(runDir: string, model: Model, trainer: PolicyTrainer, state: TrainerState): Promise<string> {
   const final = checkpointDir(runDir, state.step);
-  const staging = `${final}.partial-${process.pid}`;
-  fs.rmSync(staging, { recursive: true, force: true });
-  await model.save(staging);
-  await trainer.saveState(path.join(staging, OPTIMIZER_FILE));
-  fs.writeFileSync(path.join(staging, STATE_FILE), JSON.stringify(state, null, 2) + "\n");
-  fs.rmSync(final, { recursive: true, force: true });
-  fs.renameSync(staging, final);
+  const staging = stagingName(final, "partial");
+  fs.mkdirSync(path.dirname(final), { recursive: true });
+  try {
+    await model.save(staging);
+    await pausePoint("checkpoint-model-written");
+    await trainer.saveState(path.join(staging, OPTIMIZER_FILE));
+    writeFileDurable(path.join(staging, STATE_FILE), JSON.stringify(state, null, 2) + "\n");
+    syncDirectory(staging);
+    // A checkpoint of this step from an earlier attempt (a resume that re-ran it) is replaced whole.
+    if (fs.existsSync(final)) removeStaging(final);
+    fs.renameSync(staging, final);
+    syncDirectory(path.dirname(final));
+  } catch (error) {
+    fs.rmSync(staging, { recursive: true, force: true });
+    throw error;
+  }
   return final;
 }
 
-/** The newest complete checkpoint of a run, if any. */
-export function latestCheckpoint(runDir: string): { dir: string; state: TrainerState } | undefined {
+/** Why `dir` cannot be resumed from, or its state when it can: every file present, parseable and of the size its header says. */
+export function checkCheckpoint(dir: string): { state: TrainerState } | { problem: string } {
+  const stateFile = path.join(dir, STATE_FILE);
+  try {
+    const parsed = trainerStateSchema.safeParse(JSON.parse(fs.readFileSync(stateFile, "utf8")));
+    if (!parsed.success) return { problem: `${stateFile}: ${parsed.error.issues.map((i) => `${i.path.join(".") || "(top)"}: ${i.message}`).join("; ")}` };
+    const expectedStep = stepOfCheckpoint(dir);
+    if (parsed.data.step !== expectedStep) return { problem: `${stateFile}: says step ${parsed.data.step} in the directory of step ${expectedStep}` };
+    inspectCheckpoint(dir);
+    readSafetensorsHeader(path.join(dir, OPTIMIZER_FILE));
+    return { state: parsed.data };
+  } catch (error) {
+    const message = (error as Error).message;
+    return { problem: error instanceof SyntaxError ? `${stateFile}: not valid JSON (${message})` : message };
+  }
+}
+
+export interface ResumeCandidates {
+  /** the newest checkpoint that passed checkCheckpoint */
+  newest?: { dir: string; state: TrainerState };
+  /** newer checkpoints passed over, and why */
+  skipped: { dir: string; problem: string }[];
+}
+
+/** The newest complete checkpoint of a run, checked whole, and the damaged newer ones it passed over. */
+export function latestCheckpoint(runDir: string): ResumeCandidates {
   const root = path.join(runDir, "checkpoints");
-  if (!fs.existsSync(root)) return undefined;
-  const complete = fs
-    .readdirSync(root)
-    .filter((d) => /^step-\d+$/.test(d) && fs.existsSync(path.join(root, d, STATE_FILE)))
-    .sort();
-  if (complete.length === 0) return undefined;
-  const dir = path.join(root, complete[complete.length - 1]);
-  return { dir, state: JSON.parse(fs.readFileSync(path.join(dir, STATE_FILE), "utf8")) as TrainerState };
+  const skipped: ResumeCandidates["skipped"] = [];
+  if (!fs.existsSync(root)) return { skipped };
+  const newestFirst = fs.readdirSync(root).filter((d) => CHECKPOINT_NAME.test(d)).sort((a, b) => stepOfCheckpoint(b) - stepOfCheckpoint(a));
+  for (const name of newestFirst) {
+    const dir = path.join(root, name);
+    const checked = checkCheckpoint(dir);
+    if ("state" in checked) return { newest: { dir, state: checked.state }, skipped };
+    skipped.push({ dir, problem: checked.problem });
+  }
+  return { skipped };
 }
 
 export function optimizerStateFile(checkpoint: string): string {

@@ -1,13 +1,15 @@
 /**
  * `octo-native train`: an RL run from a config (docs/methods.md §1, §9, §12). Writes the resolved
  * config, metrics.jsonl (one line per step), checkpoints and summary.json into the run
- * directory; resumes from the newest checkpoint; Ctrl-C saves and exits cleanly.
+ * directory, which it locks; resumes from the newest valid checkpoint with the same config;
+ * Ctrl-C or SIGTERM saves and exits cleanly. What survives which fault: docs/reliability.md.
  *
  * Data-parallel (docs/methods.md §13; torchrun's variables in the environment, as `--nproc` sets them):
  * every rank trains on its share of each step (lib/engine/distributed.ts), rank 0 alone writes, and
  * every decision that changes what the ranks do next (resume point, stop) is agreed on first.
  */
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 import { SingleBar } from "cli-progress";
@@ -23,15 +25,21 @@ import type { EvalMetrics } from "../eval/metrics";
 import { createMethodHook, methodNeedsReference } from "../methods";
 import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
 import { writeReportAfterRun } from "../report";
-import { writeFileAtomic } from "../util/atomic-file";
+import { fileError, writeFileAtomic } from "../util/atomic-file";
+import { removeStaleStaging } from "../util/staging";
 import { checkpointDir, latestCheckpoint, optimizerStateFile, saveCheckpoint, type TrainerState } from "./checkpoint";
 import type { RunConfig } from "./config";
+import { checkResumeChanges, trainingSetFingerprint } from "./config-change";
 import { DataCursor, loadDataset, type Example } from "./data";
+import { appendMetrics, cutMetricsForResume, type MetricsLine } from "./metrics-log";
 import { promptOptions } from "./prompts";
+import { RunLock } from "./run-lock";
 import { rlStep, type StepMetrics } from "./step";
 
 export interface TrainOptions {
   resume?: boolean;
+  /** resume even though the config or the training set changed (the old config is kept beside the new) */
+  allowConfigChange?: boolean;
   /** examples to train on instead of data.train (the embedded demo) */
   examples?: Example[];
   /** examples to evaluate before, after and every run.evalEvery steps instead of data.eval */
@@ -48,6 +56,8 @@ export interface TrainSummary {
   steps: number;
   skippedSteps: number;
   interrupted: boolean;
+  /** the signal that stopped it (SIGINT or SIGTERM; absent for options.stopAfterSteps or a peer rank's signal) */
+  stopSignal?: NodeJS.Signals;
   /** why the method ended the run before run.steps (SRT early stopping or collapse alarm) */
   stoppedEarly?: string;
   finalCheckpoint: string;
@@ -55,13 +65,6 @@ export interface TrainSummary {
   evalBefore?: EvalMetrics;
   evalAfter?: EvalMetrics;
   lastStep?: StepMetrics;
-}
-
-/** Keeps the metrics lines of steps <= `step` (a resumed run rewrites what came after). */
-function truncateMetrics(file: string, step: number): void {
-  if (!fs.existsSync(file)) return;
-  const kept = fs.readFileSync(file, "utf8").split("\n").filter((line) => line.trim() !== "" && (JSON.parse(line) as { step: number }).step <= step);
-  writeFileAtomic(file, kept.map((l) => l + "\n").join(""));
 }
 
 /** What every phase of a run shares: its config and options, where it writes, its ranks, its log. */
@@ -74,8 +77,11 @@ interface RunContext {
   dp?: DataParallel;
   /** rank 0 (or the only process): the one that writes */
   isMain: boolean;
+  /** rank 0's hold on the run directory */
+  lock?: RunLock;
   /** this rank's device */
   device: string;
+  stopSignals: StopSignals;
   log: (line: string) => void;
 }
 
@@ -96,8 +102,8 @@ interface LoopStart {
   examples: Example[];
   evalExamples?: Example[];
   evaluate: () => Promise<EvalMetrics | undefined>;
-  /** from a checkpoint: the method's state is rebuilt from metrics.jsonl */
-  resumed: boolean;
+  /** from a checkpoint: the metrics lines up to its step, which the method's state is rebuilt from */
+  resumedMetrics?: MetricsLine[];
 }
 
 /** Where the step loop ended. */
@@ -112,35 +118,44 @@ interface LoopEnd {
 /** An RL run: the phases below, top to bottom. */
 export async function runTraining(config: RunConfig, options: TrainOptions = {}): Promise<TrainSummary> {
   const started = Date.now();
-  const run = await joinRun(config, options);
+  // Watched from the start: a scheduler's SIGTERM while the models load still ends in a clean stop.
+  const isMain = (torchrunEnv()?.rank ?? 0) === 0;
+  const log = (line: string) => !options.quiet && isMain && process.stderr.write(line + "\n");
+  const stopSignals = watchStopSignals(log);
+  let run: RunContext | undefined;
   try {
+    run = await joinRun(config, options, stopSignals, log);
     return await trainJoined(run, started);
   } finally {
-    run.dp?.close();
+    run?.dp?.close();
+    run?.lock?.release();
+    stopSignals.dispose();
   }
 }
 
 async function trainJoined(run: RunContext, started: number): Promise<TrainSummary> {
   const modelDir = await demoModelOrPath(run);
   const { examples, evalExamples } = await loadRunData(run);
+  const trainingSet = trainingSetFingerprint(examples);
   const resumeFrom = await resumePoint(run);
+  await recordRunConfig(run, resumeFrom, trainingSet);
   const models = await loadModels(run, modelDir, resumeFrom);
-  const { trainer, state, cursor } = await restoreOrStart(run, models.policy, examples.length, resumeFrom);
+  const { trainer, state, cursor, resumedMetrics } = await restoreOrStart(run, models.policy, trainingSet, resumeFrom);
   const evaluate = evaluator(run, models, evalExamples);
   const evalBefore = resumeFrom ? undefined : await evaluate();
-  const end = await stepLoop(run, { models, trainer, state, cursor, examples, evalExamples, evaluate, resumed: resumeFrom !== undefined });
+  const end = await stepLoop(run, { models, trainer, state, cursor, examples, evalExamples, evaluate, resumedMetrics });
   // The last step's periodic evaluation already is the final one (same weights, greedy).
   const evalAfter = end.interrupted ? undefined : end.lastStep?.step === end.state.step && end.lastStep.eval ? end.lastStep.eval : await evaluate();
   const summary: TrainSummary = {
-    runDir: run.runDir, steps: end.state.step, skippedSteps: end.state.skippedSteps, interrupted: end.interrupted, finalCheckpoint: end.finalCheckpoint,
+    runDir: run.runDir, steps: end.state.step, skippedSteps: end.state.skippedSteps, interrupted: end.interrupted, stopSignal: run.stopSignals.received(), finalCheckpoint: end.finalCheckpoint,
     stoppedEarly: end.stoppedEarly, seconds: (Date.now() - started) / 1000, evalBefore, evalAfter, lastStep: end.lastStep,
   };
   await finishRun(run, models, summary);
   return summary;
 }
 
-/** Joins the ranks (data-parallel), checks the method runs on them, and writes the resolved config into the run directory. */
-async function joinRun(config: RunConfig, options: TrainOptions): Promise<RunContext> {
+/** Joins the ranks (data-parallel), checks the method runs on them, and takes the run directory (rank 0): its lock, stale staging removed. */
+async function joinRun(config: RunConfig, options: TrainOptions, stopSignals: StopSignals, log: (line: string) => void): Promise<RunContext> {
   const runDir = path.resolve(config.run.dir);
   const rankEnv = torchrunEnv();
   const device = rankEnv ? rankDevice(config.model.device, rankEnv.localRank) : config.model.device;
@@ -152,13 +167,56 @@ async function joinRun(config: RunConfig, options: TrainOptions): Promise<RunCon
   // Trust-GRPO's judge calls): not yet agreed across ranks, so they run in one process for now.
   if (dp && !["grpo", "octopus"].includes(config.method.name))
     throw new Error(`method.name '${config.method.name}': data-parallel training (--nproc / WORLD_SIZE > 1) supports grpo and octopus so far; run it in one process`);
-  if (isMain) {
-    fs.mkdirSync(runDir, { recursive: true });
-    writeFileAtomic(path.join(runDir, "config.yaml"), YAML.stringify(config));
-  }
-  // Rank 0 reports; the others stay quiet unless something fails.
-  const log = (line: string) => !options.quiet && isMain && process.stderr.write(line + "\n");
-  return { config, options, runDir, metricsFile: path.join(runDir, "metrics.jsonl"), dp, isMain, device, log };
+  const run: RunContext = { config, options, runDir, metricsFile: path.join(runDir, "metrics.jsonl"), dp, isMain, device, stopSignals, log };
+  run.lock = await onRankZero(run, "taking the run directory", () => {
+    try {
+      fs.mkdirSync(runDir, { recursive: true });
+    } catch (error) {
+      throw fileError(error, runDir, "create the run directory");
+    }
+    const lock = RunLock.acquire(runDir, log);
+    // Under the lock no other writer is alive here: whatever staging is left belongs to a dead one.
+    for (const dir of [runDir, path.join(runDir, "checkpoints")])
+      for (const removed of removeStaleStaging(dir, { locked: true })) log(`removed ${removed}, left by an interrupted write`);
+    return lock;
+  });
+  return run;
+}
+
+/**
+ * Runs `work` on rank 0 alone (the only process when not data-parallel). Data-parallel, every rank
+ * learns whether it failed and fails with it, instead of waiting at the next collective until the timeout.
+ */
+async function onRankZero<T>({ dp, isMain }: RunContext, what: string, work: () => T | Promise<T>): Promise<T | undefined> {
+  let result: T | undefined;
+  let failure: unknown;
+  if (isMain)
+    try {
+      result = await work();
+    } catch (error) {
+      failure = error;
+      if (!dp) throw error;
+    }
+  if (dp && (await dp.anyTrue(failure !== undefined, what))) throw failure ?? new Error(`${what}: rank 0 failed (its error is in its output)`);
+  return result;
+}
+
+/**
+ * The resolved config into the run directory. A resume must go on with the run it resumes: a changed
+ * config or training set is refused unless allowed, and then the old config.yaml is kept as
+ * config.until-step-N.yaml.
+ */
+async function recordRunConfig(run: RunContext, resumeFrom: ResumePoint, trainingSet: { examples: number; sha256: string }): Promise<void> {
+  const { config, options, runDir, log } = run;
+  await onRankZero(run, "the check of the resumed run's config", () => {
+    const configFile = path.join(runDir, "config.yaml");
+    if (resumeFrom) {
+      const { notes, changed } = checkResumeChanges(runDir, config, resumeFrom.state.data, trainingSet, options.allowConfigChange ?? false);
+      for (const note of notes) log(note);
+      if (changed && fs.existsSync(configFile)) fs.renameSync(configFile, path.join(runDir, `config.until-step-${String(resumeFrom.state.step).padStart(6, "0")}.yaml`));
+    }
+    writeFileAtomic(configFile, YAML.stringify(config));
+  });
 }
 
 /** The starting model's directory: model.path, or the demo model (created once, by rank 0, before the others read it). */
@@ -180,10 +238,14 @@ async function loadRunData({ config, options }: RunContext): Promise<{ examples:
   return { examples, evalExamples };
 }
 
-/** The checkpoint a resumed run continues from, the same on every rank and written at this world size. */
-async function resumePoint({ options, runDir, dp, log }: RunContext): Promise<ReturnType<typeof latestCheckpoint>> {
-  const resumeFrom = options.resume ? latestCheckpoint(runDir) : undefined;
-  if (options.resume && !resumeFrom) log(`no checkpoint in ${runDir}: starting from the beginning`);
+type ResumePoint = ReturnType<typeof latestCheckpoint>["newest"];
+
+/** The checkpoint a resumed run continues from: the newest valid one, the same on every rank and written at this world size. */
+async function resumePoint({ options, runDir, dp, log }: RunContext): Promise<ResumePoint> {
+  const candidates = options.resume ? latestCheckpoint(runDir) : { skipped: [] };
+  for (const { dir, problem } of candidates.skipped) log(`warning: skipping checkpoint ${dir}, which is damaged: ${problem}`);
+  const resumeFrom = candidates.newest;
+  if (options.resume && !resumeFrom) log(`no ${candidates.skipped.length > 0 ? "usable " : ""}checkpoint in ${runDir}: starting from the beginning`);
   if (dp) await checkSameResumePoint(dp, runDir, resumeFrom?.state.step);
   if (resumeFrom && (resumeFrom.state.worldSize ?? 1) !== (dp?.worldSize ?? 1)) {
     const ranks = resumeFrom.state.worldSize ?? 1;
@@ -196,7 +258,7 @@ async function resumePoint({ options, runDir, dp, log }: RunContext): Promise<Re
 }
 
 /** The policy (from the checkpoint when resuming), the tokenizer, and the reference when a KL term (or a base-model label) needs it. */
-async function loadModels({ config, device }: RunContext, modelDir: string, resumeFrom: ReturnType<typeof latestCheckpoint>): Promise<RunModels> {
+async function loadModels({ config, device }: RunContext, modelDir: string, resumeFrom: ResumePoint): Promise<RunModels> {
   const placement = { device, dtype: config.model.dtype };
   const policy = await Model.load(resumeFrom?.dir ?? modelDir, placement);
   const tokenizer = TextTokenizer.fromDir(modelDir);
@@ -229,25 +291,32 @@ function createTrainer(config: RunConfig, policy: Model): PolicyTrainer {
 }
 
 /** The trainer, its state and the data cursor: restored from the checkpoint when resuming, fresh otherwise; metrics.jsonl cut to match. */
-async function restoreOrStart(run: RunContext, policy: Model, exampleCount: number, resumeFrom: ReturnType<typeof latestCheckpoint>): Promise<{ trainer: PolicyTrainer; state: TrainerState; cursor: DataCursor }> {
+async function restoreOrStart(
+  run: RunContext,
+  policy: Model,
+  trainingSet: { examples: number; sha256: string },
+  resumeFrom: ResumePoint,
+): Promise<{ trainer: PolicyTrainer; state: TrainerState; cursor: DataCursor; resumedMetrics?: MetricsLine[] }> {
   const { config, dp, log } = run;
   const trainer = createTrainer(config, policy);
-  let state: TrainerState = { step: 0, optimizerSteps: 0, cursor: { seed: config.run.seed, epoch: 0, position: 0 }, skippedSteps: 0, worldSize: dp?.worldSize ?? 1 };
+  let state: TrainerState = { step: 0, optimizerSteps: 0, cursor: { seed: config.run.seed, epoch: 0, position: 0 }, skippedSteps: 0, worldSize: dp?.worldSize ?? 1, data: trainingSet };
   if (resumeFrom) {
     await trainer.loadState(optimizerStateFile(resumeFrom.dir));
-    state = resumeFrom.state;
+    state = { ...resumeFrom.state, data: trainingSet };
     log(`resuming ${run.runDir} from step ${state.step}`);
   }
   if (dp) {
     await trainer.enableDataParallel(dp, { bucketMegabytes: config.distributed.bucketMegabytes, overlapBackward: config.distributed.overlapBackward });
     log(`data-parallel: ${dp.worldSize} ranks on ${dp.group.backend}`);
   }
-  const cursor = new DataCursor(exampleCount, state.cursor);
-  if (run.isMain) {
-    if (resumeFrom) truncateMetrics(run.metricsFile, state.step);
-    else if (fs.existsSync(run.metricsFile)) fs.rmSync(run.metricsFile);
-  }
-  return { trainer, state, cursor };
+  const cursor = new DataCursor(trainingSet.examples, state.cursor);
+  let resumedMetrics: MetricsLine[] | undefined;
+  if (resumeFrom) {
+    const { kept, note } = cutMetricsForResume(run.metricsFile, state.step, run.isMain);
+    if (note) log(note);
+    resumedMetrics = kept;
+  } else if (run.isMain) fs.rmSync(run.metricsFile, { force: true });
+  return { trainer, state, cursor, resumedMetrics };
 }
 
 /**
@@ -279,29 +348,35 @@ async function stepLoop(run: RunContext, loop: LoopStart): Promise<LoopEnd> {
   const { config, options, dp, isMain, log } = run;
   const { models: { policy, reference, tokenizer, modelDir }, trainer, cursor, examples, evalExamples } = loop;
   let state = loop.state;
-  const interrupt = watchInterrupt(log);
+  const stop = run.stopSignals;
   const bar = progressBar(run, state.step);
   const stopAt = options.stopAfterSteps !== undefined ? state.step + options.stopAfterSteps : Infinity;
   let lastStep: StepMetrics | undefined;
-  // Data-parallel, a Ctrl-C reaches the ranks at different moments: they agree after each step.
-  let interrupted = dp ? await dp.anyTrue(interrupt.requested(), "the agreement on stopping") : interrupt.requested();
+  // Data-parallel, a Ctrl-C or SIGTERM reaches the ranks at different moments: they agree after each step.
+  let interrupted = dp ? await dp.anyTrue(stop.requested(), "the agreement on stopping") : stop.requested();
   let stoppedEarly: string | undefined;
   let finalCheckpoint = "";
   const method = await createMethodHook({ config, policy, reference, tokenizer, evalExamples }, modelDir);
-  if (loop.resumed && fs.existsSync(run.metricsFile)) method.restore?.(fs.readFileSync(run.metricsFile, "utf8").split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l)));
+  if (loop.resumedMetrics) method.restore?.(loop.resumedMetrics);
   const runner = { config, policy, reference, tokenizer, trainer, examples, cursor, method, distributed: dp };
-  const save = async () => (isMain ? saveCheckpoint(run.runDir, policy, trainer, state) : checkpointDir(run.runDir, state.step));
+  const save = async () => {
+    const dir = isMain ? await saveCheckpoint(run.runDir, policy, trainer, state) : checkpointDir(run.runDir, state.step);
+    // The other ranks wait for rank 0's save: none exits (and so none lets a launcher or scheduler
+    // end the job) before the checkpoint it reports exists.
+    if (dp) await dp.barrier(`waiting for rank 0 to save ${dir}`);
+    return dir;
+  };
   try {
     while (state.step < config.run.steps && !interrupted) {
       const metrics = await rlStep(runner, state.step + 1);
       if (config.run.evalEvery > 0 && (state.step + 1) % config.run.evalEvery === 0) metrics.eval = await loop.evaluate();
       lastStep = metrics;
-      state = { step: state.step + 1, optimizerSteps: trainer.step, cursor: cursor.snapshot, skippedSteps: state.skippedSteps + (metrics.skipped ? 1 : 0), worldSize: dp?.worldSize ?? 1 };
-      if (isMain) fs.appendFileSync(run.metricsFile, JSON.stringify(metrics) + "\n");
+      state = { ...state, step: state.step + 1, optimizerSteps: trainer.step, cursor: cursor.snapshot, skippedSteps: state.skippedSteps + (metrics.skipped ? 1 : 0) };
+      if (isMain) appendMetrics(run.metricsFile, metrics);
       reportStep(run, bar, state.step, metrics);
       if (state.skippedSteps > config.run.maxSkippedSteps)
         throw new Error(`${state.skippedSteps} steps had a NaN/Inf loss or gradient (limit run.maxSkippedSteps = ${config.run.maxSkippedSteps}); the last good checkpoint is intact`);
-      interrupted = interrupt.requested() || state.step >= stopAt;
+      interrupted = stop.requested() || state.step >= stopAt;
       if (dp) interrupted = await dp.anyTrue(interrupted, "the agreement on stopping");
       if (metrics.stopReason) {
         log(metrics.stopReason);
@@ -314,21 +389,38 @@ async function stepLoop(run: RunContext, loop: LoopStart): Promise<LoopEnd> {
   } finally {
     method.dispose();
     bar?.stop();
-    interrupt.dispose();
   }
   return { state, lastStep, interrupted, stoppedEarly, finalCheckpoint };
 }
 
-/** Ctrl-C: finish the step in flight, save, and exit (a second Ctrl-C quits at once). */
-function watchInterrupt(log: (line: string) => void): { requested: () => boolean; dispose: () => void } {
-  let stopRequested = false;
-  const onSignal = () => {
-    if (stopRequested) process.exit(130);
-    stopRequested = true;
-    log("\ninterrupt: finishing this step, then saving a checkpoint (Ctrl-C again to quit at once)");
+interface StopSignals {
+  requested: () => boolean;
+  /** the first stop signal received */
+  received: () => NodeJS.Signals | undefined;
+  dispose: () => void;
+}
+
+/**
+ * Ctrl-C and SIGTERM (what Slurm and Kubernetes send before they kill): finish the step in flight,
+ * save, and exit; a second signal quits at once, with 128 + its number.
+ */
+function watchStopSignals(log: (line: string) => void): StopSignals {
+  let first: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (first) process.exit(128 + os.constants.signals[signal]);
+    first = signal;
+    log(`\n${signal === "SIGINT" ? "interrupt" : "SIGTERM"}: finishing this step, then saving a checkpoint (Ctrl-C again to quit at once)`);
   };
   process.on("SIGINT", onSignal);
-  return { requested: () => stopRequested, dispose: () => process.off("SIGINT", onSignal) };
+  process.on("SIGTERM", onSignal);
+  return {
+    requested: () => first !== undefined,
+    received: () => first,
+    dispose: () => {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    },
+  };
 }
 
 /** The progress bar on a TTY (rank 0, not plainProgress or quiet), started at `step`. */
