@@ -64,7 +64,9 @@ export async function launchLocalRanks(options: LaunchOptions): Promise<LaunchRe
   const threads = String(Math.max(1, Math.floor(os.availableParallelism() / nproc)));
   const children: ChildProcess[] = [];
   const running = new Set<number>();
+  let stopForwarded = false;
   const signalRunning = (signal: NodeJS.Signals) => () => {
+    if (signal !== "SIGKILL") stopForwarded = true;
     for (const rank of running) children[rank].kill(signal);
   };
   // Ctrl-C and SIGTERM go on to the ranks (they save and stop together); a launcher that exits
@@ -78,7 +80,9 @@ export async function launchLocalRanks(options: LaunchOptions): Promise<LaunchRe
     let failure: { rank: number; code: number } | undefined;
     let stopped: number | undefined;
     const stopOthers = (failedRank: number) => {
-      for (const rank of running) if (rank !== failedRank) children[rank].kill("SIGTERM");
+      // Ranks already stopping on a forwarded signal would take another one as "quit at once",
+      // which could cut rank 0's save short: they only get the SIGKILL after the grace period.
+      if (!stopForwarded) for (const rank of running) if (rank !== failedRank) children[rank].kill("SIGTERM");
       const grace = setTimeout(() => {
         for (const rank of running) children[rank].kill("SIGKILL");
       }, (options.killGraceSeconds ?? 30) * 1000);
