@@ -16,6 +16,7 @@ import type { PolicyTrainer } from "../engine/trainer";
 import { syncDirectory, writeFileDurable } from "../util/atomic-file";
 import { pausePoint } from "../util/fault-points";
 import { removeStaging, stagingName } from "../util/staging";
+import type { TrainingSetFingerprint } from "./config-change";
 import type { DataCursorState } from "./data";
 
 const STATE_FILE = "trainer_state.json";
@@ -31,8 +32,8 @@ export interface TrainerState {
   skippedSteps: number;
   /** ranks of the data-parallel run that wrote it (absent: 1); a resume needs as many */
   worldSize?: number;
-  /** the training set it was trained on (lib/rl/run-config-change.ts): a resume on other data is refused */
-  data?: { examples: number; sha256: string };
+  /** the training set it was trained on (lib/rl/config-change.ts): a resume on other data is refused */
+  data?: TrainingSetFingerprint;
 }
 
 const count = z.number().int().min(0);
@@ -70,7 +71,7 @@ export async function saveCheckpoint(runDir: string, model: Model, trainer: Poli
     syncDirectory(path.dirname(final));
   } catch (error) {
     fs.rmSync(staging, { recursive: true, force: true });
-    throw error;
+    throw Object.assign(new Error(`saving the checkpoint of step ${state.step} failed: ${(error as Error).message}. The earlier checkpoints are intact: fix the cause (free space?) and --resume`), { cause: error });
   }
   return final;
 }

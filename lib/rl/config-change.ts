@@ -20,7 +20,12 @@ import type { Example } from "./data";
 const SCHEDULE_KEYS = [/^run\.(steps|saveEvery|evalEvery|maxSkippedSteps)$/, /^distributed\.timeoutSeconds$/, /^data\.eval(\.|$)/];
 
 /** The training set's identity: its size and a hash of its problems, answers and messages, in order. */
-export function trainingSetFingerprint(examples: Example[]): { examples: number; sha256: string } {
+export interface TrainingSetFingerprint {
+  examples: number;
+  sha256: string;
+}
+
+export function trainingSetFingerprint(examples: Example[]): TrainingSetFingerprint {
   const hash = createHash("sha256");
   for (const e of examples) hash.update(JSON.stringify([e.id, e.problem, e.answer, e.messages ?? null]) + "\n");
   return { examples: examples.length, sha256: hash.digest("hex") };
@@ -70,8 +75,8 @@ export function readRunConfig(file: string): RunConfig | undefined {
 export function checkResumeChanges(
   runDir: string,
   config: RunConfig,
-  trained: { examples: number; sha256: string } | undefined,
-  now: { examples: number; sha256: string },
+  trained: TrainingSetFingerprint | undefined,
+  now: TrainingSetFingerprint,
   allow: boolean,
 ): { notes: string[]; changed: boolean } {
   const previous = readRunConfig(path.join(runDir, "config.yaml"));

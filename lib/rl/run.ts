@@ -29,7 +29,7 @@ import { fileError, writeFileAtomic } from "../util/atomic-file";
 import { removeStaleStaging } from "../util/staging";
 import { checkpointDir, latestCheckpoint, optimizerStateFile, saveCheckpoint, type TrainerState } from "./checkpoint";
 import type { RunConfig } from "./config";
-import { checkResumeChanges, trainingSetFingerprint } from "./config-change";
+import { checkResumeChanges, trainingSetFingerprint, type TrainingSetFingerprint } from "./config-change";
 import { DataCursor, loadDataset, type Example } from "./data";
 import { appendMetrics, cutMetricsForResume, type MetricsLine } from "./metrics-log";
 import { promptOptions } from "./prompts";
@@ -206,7 +206,7 @@ async function onRankZero<T>({ dp, isMain }: RunContext, what: string, work: () 
  * config or training set is refused unless allowed, and then the old config.yaml is kept as
  * config.until-step-N.yaml.
  */
-async function recordRunConfig(run: RunContext, resumeFrom: ResumePoint, trainingSet: { examples: number; sha256: string }): Promise<void> {
+async function recordRunConfig(run: RunContext, resumeFrom: ResumePoint, trainingSet: TrainingSetFingerprint): Promise<void> {
   const { config, options, runDir, log } = run;
   await onRankZero(run, "the check of the resumed run's config", () => {
     const configFile = path.join(runDir, "config.yaml");
@@ -294,7 +294,7 @@ function createTrainer(config: RunConfig, policy: Model): PolicyTrainer {
 async function restoreOrStart(
   run: RunContext,
   policy: Model,
-  trainingSet: { examples: number; sha256: string },
+  trainingSet: TrainingSetFingerprint,
   resumeFrom: ResumePoint,
 ): Promise<{ trainer: PolicyTrainer; state: TrainerState; cursor: DataCursor; resumedMetrics?: MetricsLine[] }> {
   const { config, dp, log } = run;
