@@ -3,6 +3,7 @@
 // config refuse a NaN, infinite or non-positive learning rate; save refuses non-finite weights and
 // load warns of them; generate and eval stop on non-finite logits, naming where.
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -34,12 +35,13 @@ function overwriteWeights(dir: string, name: string, start: number, values: numb
   fs.closeSync(fd);
 }
 
-/** The number of NaN/Inf values in every F32 tensor of a model directory's model.safetensors. */
+/** The number of NaN/Inf values in a model directory's model.safetensors (F32 tensors). */
 function nonFiniteInFile(dir: string): number {
   const file = path.join(dir, "model.safetensors");
   const bytes = fs.readFileSync(file);
   let count = 0;
   for (const t of readSafetensorsHeader(file).tensors) {
+    expect(t.dtype).toBe("F32");
     const values = new Float32Array(bytes.buffer.slice(bytes.byteOffset + t.offset, bytes.byteOffset + t.offset + t.byteLength));
     for (const x of values) if (!Number.isFinite(x)) count++;
   }
@@ -92,12 +94,13 @@ describe("a training step whose update would overflow", () => {
     const model = await Model.create(spec, 4, { device: "cpu", dtype });
     const schedule = { lr: 1e38, warmupSteps: 0, kind: "constant" as const };
     const trainer = new PolicyTrainer(model, { schedule, weightDecay: 0.1 });
-    // The saved weights, and the moments (with the fp32 masters of a bf16 model) and step count.
+    // The saved weights, and the moments (with the fp32 masters of a bf16 model) and step count, as hashes.
     const snapshot = async (name: string) => {
       const dir = path.join(tmp, `${dtype}-${name}`);
       await model.save(path.join(dir, "model"));
       await trainer.saveState(path.join(dir, "optimizer.safetensors"));
-      return [fs.readFileSync(path.join(dir, "model", "model.safetensors")), fs.readFileSync(path.join(dir, "optimizer.safetensors"))];
+      const files = [path.join(dir, "model", "model.safetensors"), path.join(dir, "optimizer.safetensors")];
+      return files.map((f) => createHash("sha256").update(fs.readFileSync(f)).digest("hex"));
     };
     const before = await snapshot("before");
     const report = await trainer.trainStep(batch, { objective: "supervised" });
@@ -110,8 +113,8 @@ describe("a training step whose update would overflow", () => {
     const next = await trainer.trainStep(batch, { objective: "supervised" });
     expect(next.skipped).toBe(false);
     expect(trainer.step).toBe(1);
-    const trained = await snapshot("trained");
-    expect(trained[0].equals(before[0])).toBe(false);
+    const [trainedWeights] = await snapshot("trained");
+    expect(trainedWeights).not.toBe(before[0]);
     expect(await model.handle.nonFiniteParameters()).toEqual([]);
     model.dispose();
   });
@@ -199,14 +202,14 @@ test("train with optimizer.lr=1e30 skips the overflowing steps, stops with the s
   const runDir = path.join(tmp, "lr-1e30");
   const r = spawnSync(process.execPath, [
     cli, "train", "--config", path.join(__dirname, "..", "configs", "demo.yaml"), "--dir", runDir, "--set", `model.path=${model}`,
-    `data.train.path=${data}`, "run.steps=4", "run.saveEvery=1", "run.maxSkippedSteps=2", "rollout.promptsPerStep=2",
+    `data.train.path=${data}`, "run.steps=3", "run.saveEvery=1", "run.maxSkippedSteps=1", "rollout.promptsPerStep=2",
     "rollout.samplesPerPrompt=2", "rollout.maxNewTokens=16", "optimizer.lr=1e30",
   ], { encoding: "utf8", timeout: 300_000 });
   expect(r.status).toBe(1);
-  expect(r.stderr).toMatch(/3 steps had a NaN\/Inf loss, gradient or update \(limit run.maxSkippedSteps = 2\); the last good checkpoint is intact. An update overflows when optimizer.lr \(1e\+30\) is far too large/);
+  expect(r.stderr).toMatch(/2 steps had a NaN\/Inf loss, gradient or update \(limit run.maxSkippedSteps = 1\); the last good checkpoint is intact. An update overflows when optimizer.lr \(1e\+30\) is far too large/);
   const skipped = fs.readFileSync(path.join(runDir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).skipped);
-  expect(skipped).toEqual([false, true, true, true]);
+  expect(skipped).toEqual([false, true, true]); // step 1 makes the weights ~1e27; decaying them again overflows
   const checkpoints = fs.readdirSync(path.join(runDir, "checkpoints")).filter((d) => /^step-\d+$/.test(d));
-  expect(checkpoints).toEqual(["step-000001", "step-000002", "step-000003"]);
+  expect(checkpoints).toEqual(["step-000001", "step-000002"]);
   for (const c of checkpoints) expect(nonFiniteInFile(path.join(runDir, "checkpoints", c))).toBe(0);
 });
