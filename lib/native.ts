@@ -148,6 +148,8 @@ export interface NativeModel {
   sequenceLogprobs(options: { inputIds: Int32Array; batch: number; length: number; attentionMask: Uint8Array; temperature: number; chunkSize: number }): Promise<Float32Array>;
   /** `header` is the full safetensors prefix; tensors are written in `names` order as `dtypes`. */
   saveSafetensors(file: string, header: Buffer, names: string[], dtypes: string[]): Promise<void>;
+  /** the parameters holding NaN or ±Inf values, with how many each holds, in Hugging Face order (empty: none) */
+  nonFiniteParameters(): Promise<{ name: string; count: number }[]>;
   dispose(): void;
 }
 

@@ -13,6 +13,14 @@ export interface LrSchedule {
   minLrRatio?: number;
 }
 
+/** Throws a RangeError naming the field when `schedule` could give a NaN, infinite or negative learning rate. */
+export function checkSchedule(schedule: LrSchedule): void {
+  const { lr, warmupSteps, minLrRatio } = schedule;
+  if (!(Number.isFinite(lr) && lr > 0)) throw new RangeError(`schedule.lr must be a finite number > 0, not ${lr}`);
+  if (!(Number.isInteger(warmupSteps) && warmupSteps >= 0)) throw new RangeError(`schedule.warmupSteps must be an integer >= 0, not ${warmupSteps}`);
+  if (minLrRatio !== undefined && !(minLrRatio >= 0 && minLrRatio <= 1)) throw new RangeError(`schedule.minLrRatio must be in [0, 1], not ${minLrRatio}`);
+}
+
 /** The learning rate of optimizer step `step` (0-based). */
 export function learningRate(schedule: LrSchedule, step: number): number {
   const { lr, warmupSteps } = schedule;

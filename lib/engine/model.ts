@@ -177,6 +177,7 @@ export class Model {
   static async load(dir: string, options: DeviceOptions = {}): Promise<Model> {
     const checkpoint = inspectCheckpoint(dir);
     const handle = await native().loadModel(checkpoint.spec, checkpoint.records, options);
+    warnOfNonFiniteWeights(dir, await handle.nonFiniteParameters());
     const dtypes = new Map(checkpoint.records.map((r) => [r.name, r.dtype]));
     return new Model(handle, checkpoint.spec, checkpoint.config, dtypes, dir);
   }
@@ -306,6 +307,12 @@ export class Model {
   }
 
   private async writeCheckpoint(dir: string, options: SaveOptions): Promise<void> {
+    const nonFinite = await this.handle.nonFiniteParameters();
+    if (nonFinite.length > 0)
+      throw new Error(
+        `not saving ${dir}: ${describeNonFinite(nonFinite)}, and a checkpoint of such weights is unusable. ` +
+          `They were there when the model was loaded (Model.load warns of them) or were written into it outside the trainer, which skips any step that would make one`,
+      );
     const maxShardBytes = options.maxShardBytes ?? 5 * 1024 ** 3;
     const target = path.resolve(dir);
     checkSaveTarget(target, options.overwrite ?? false);
@@ -359,6 +366,24 @@ export class Model {
   dispose(): void {
     this.handle.dispose();
   }
+}
+
+/** "tensor 'a' holds 3 NaN/Inf values (and 2 more tensors: 10 in all)" */
+function describeNonFinite(found: { name: string; count: number }[]): string {
+  const [first] = found;
+  const total = found.reduce((n, t) => n + t.count, 0);
+  const more = found.length > 1 ? ` (and ${found.length - 1} more tensors: ${total} in all)` : "";
+  return `tensor '${first.name}' holds ${first.count} NaN/Inf values${more}`;
+}
+
+/** One stderr warning when a loaded model holds NaN or ±Inf weights: what it computes from them is not a number. */
+function warnOfNonFiniteWeights(dir: string, found: { name: string; count: number }[]): void {
+  if (found.length === 0) return;
+  const listed = found.slice(0, 4).map((t) => `'${t.name}' (${t.count})`).join(", ") + (found.length > 4 ? `, and ${found.length - 4} more` : "");
+  process.stderr.write(
+    `octo-native: warning: ${dir}: ${found.length} tensor(s) hold NaN/Inf values: ${listed}. Outputs computed from them are NaN ` +
+      `(generate and eval stop with an error when the logits are), and this model cannot be saved\n`,
+  );
 }
 
 /** The weight files of a Hugging Face save: one file, or shards and their index. */

@@ -7,7 +7,7 @@
  */
 import { LOGPROB_CHUNK_SIZE, LOSS_STAT_KEYS, native, type GradientReduceReport, type LossNormalizers, type LossOptions, type LossStats, type NativeMicroBatch, type NativeTrainer } from "../native";
 import type { DataParallel } from "./distributed";
-import { learningRate, type LrSchedule } from "./lr-schedule";
+import { checkSchedule, learningRate, type LrSchedule } from "./lr-schedule";
 import type { Model } from "./model";
 import { buildSafetensorsHeader, readSafetensorsHeader } from "./safetensors";
 
@@ -61,7 +61,7 @@ export interface StepReport {
   lr: number;
   loss: number;
   gradNorm: number;
-  /** non-finite loss or gradients: nothing was updated */
+  /** a non-finite loss or gradient, or an update that would make a weight or moment NaN/Inf: nothing was updated */
   skipped: boolean;
   stats: LossStats;
   /** derived means */
@@ -163,6 +163,7 @@ export class PolicyTrainer {
   private dataParallel?: DataParallel;
 
   constructor(readonly model: Model, readonly options: TrainerOptions) {
+    checkSchedule(options.schedule);
     this.trainer = new (native().Trainer)(model.handle, {
       maxGradNorm: options.maxGradNorm ?? 1.0,
       activationCheckpointing: options.activationCheckpointing ?? false,

@@ -24,6 +24,7 @@ export class ConfigError extends Error {
 
 const positiveInt = z.number().int().positive();
 const probability = z.number().min(0).max(1);
+const notALearningRate = (issue: { input?: unknown }) => `must be a finite number > 0, not ${String(issue.input)}`;
 
 const datasetSchema = z.strictObject({
   /** .jsonl / .json / .parquet file */
@@ -109,7 +110,8 @@ export const configSchema = z.strictObject({
     .prefault({}),
   optimizer: z
     .strictObject({
-      lr: z.number().positive().default(1e-6),
+      /** peak learning rate */
+      lr: z.number({ error: notALearningRate }).positive({ error: notALearningRate }).default(1e-6),
       weightDecay: z.number().min(0).default(0.01),
       warmupSteps: z.number().int().min(0).default(0),
       schedule: z.enum(["constant", "cosine"]).default("constant"),

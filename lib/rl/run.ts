@@ -375,7 +375,7 @@ async function stepLoop(run: RunContext, loop: LoopStart): Promise<LoopEnd> {
       if (isMain) appendMetrics(run.metricsFile, metrics);
       reportStep(run, bar, state.step, metrics);
       if (state.skippedSteps > config.run.maxSkippedSteps)
-        throw new Error(`${state.skippedSteps} steps had a NaN/Inf loss or gradient (limit run.maxSkippedSteps = ${config.run.maxSkippedSteps}); the last good checkpoint is intact`);
+        throw new Error(`${state.skippedSteps} steps had a NaN/Inf loss, gradient or update (limit run.maxSkippedSteps = ${config.run.maxSkippedSteps}); the last good checkpoint is intact. An update overflows when optimizer.lr (${config.optimizer.lr}) is far too large`);
       interrupted = stop.requested() || state.step >= stopAt;
       if (dp) interrupted = await dp.anyTrue(interrupted, "the agreement on stopping");
       if (metrics.stopReason) {

@@ -15,6 +15,7 @@ Napi::Function ModelHandle::define(Napi::Env env) {
                          InstanceMethod<&ModelHandle::createPrefixCache>("createPrefixCache"),
                          InstanceMethod<&ModelHandle::parameters>("parameters"),
                          InstanceMethod<&ModelHandle::saveSafetensors>("saveSafetensors"),
+                         InstanceMethod<&ModelHandle::nonFiniteParameters>("nonFiniteParameters"),
                          InstanceMethod<&ModelHandle::dispose>("dispose"),
                          InstanceAccessor<&ModelHandle::disposed>("disposed"),
                          InstanceAccessor<&ModelHandle::device>("device"),
@@ -246,6 +247,36 @@ Napi::Value ModelHandle::createPrefixCache(const Napi::CallbackInfo& info) {
 Napi::Value ModelHandle::parameters(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return namedShapesToJs(env, tensorShapes(model(env)->namedParameters()));
+}
+
+// nonFiniteParameters() -> Promise<{name, count}[]>: the parameters holding NaN or ±Inf values and
+//   how many each holds, in Hugging Face order (none: an empty array)
+Napi::Value ModelHandle::nonFiniteParameters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto m = model(env);
+    using Result = std::vector<std::pair<std::string, int64_t>>;
+    return PromiseWorker<Result>::start(
+        env, m->device(),
+        [m]() {
+          const std::vector<int64_t> counts = m->nonFiniteCounts();
+          const auto parameters = m->namedParameters();
+          Result out;
+          for (size_t i = 0; i < counts.size(); ++i)
+            if (counts[i] > 0) out.emplace_back(parameters[i].first, counts[i]);
+          return out;
+        },
+        [](Napi::Env env, Result& found) -> Napi::Value {
+          Napi::Array out = Napi::Array::New(env, found.size());
+          for (size_t i = 0; i < found.size(); ++i) {
+            Napi::Object entry = Napi::Object::New(env);
+            entry.Set("name", found[i].first);
+            entry.Set("count", static_cast<double>(found[i].second));
+            out.Set(static_cast<uint32_t>(i), entry);
+          }
+          return out;
+        });
+  });
 }
 
 // saveSafetensors(path, header: Buffer, names: string[], dtypes: string[]) -> Promise<void>

@@ -27,6 +27,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
   Napi::Value createPrefixCache(const Napi::CallbackInfo& info);
   Napi::Value parameters(const Napi::CallbackInfo& info);
   Napi::Value saveSafetensors(const Napi::CallbackInfo& info);
+  Napi::Value nonFiniteParameters(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);
   Napi::Value device(const Napi::CallbackInfo& info);

@@ -171,6 +171,24 @@ int64_t DecoderModel::parameterBytes() const {
   return bytes;
 }
 
+std::vector<int64_t> DecoderModel::nonFiniteCounts() const {
+  at::NoGradGuard noGrad;
+  // A sum is NaN or Inf when a value summed is, and otherwise only if it overflows: one reduction
+  // per parameter, no temporaries, finds the tensors to count exactly (none, in a healthy model).
+  std::vector<at::Tensor> sums;
+  for (const auto& [name, t] : parameters_) sums.push_back(t.sum(at::kFloat));
+  const at::Tensor suspect = at::stack(sums).isfinite().logical_not().cpu();
+  constexpr int64_t kChunkElements = int64_t{1} << 24;  // bounds isfinite's temporaries (a few bytes per element)
+  std::vector<int64_t> counts(parameters_.size(), 0);
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    if (!suspect[i].item<bool>()) continue;
+    const at::Tensor flat = parameters_[i].second.reshape({-1});
+    for (int64_t start = 0; start < flat.numel(); start += kChunkElements)
+      counts[i] += at::isfinite(flat.narrow(0, start, std::min(kChunkElements, flat.numel() - start))).logical_not().sum().item<int64_t>();
+  }
+  return counts;
+}
+
 at::Tensor DecoderModel::rmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
   // Normalise in fp32 whatever the activation dtype, as transformers does.
   at::Tensor x32 = x.to(at::kFloat);

@@ -59,6 +59,10 @@ class DecoderModel {
   const at::Tensor& parameter(const std::string& name) const;
   std::vector<std::pair<std::string, at::Tensor>> namedParameters() const;
   int64_t parameterBytes() const;
+  // How many NaN or ±Inf values each parameter holds, in namedParameters() order (what save
+  // refuses and load warns about): one reduction per parameter and one host read, then an exact
+  // count of the tensors that hold any.
+  std::vector<int64_t> nonFiniteCounts() const;
 
   // Final hidden states [B, T, C] for `inputIds` [B, T] at absolute `positions` [B, T].
   // With a cache (kv_cache.h), the new keys are appended after cache->length and attention covers the

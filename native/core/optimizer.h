@@ -18,8 +18,10 @@ class AdamW {
   // `params` are the tensors that are updated (fp32 masters); their .grad() is read.
   AdamW(std::vector<at::Tensor> params, AdamWOptions options);
 
-  // One update with learning rate `lr` using the current gradients (foreach kernels).
-  void step(double lr);
+  // One update with learning rate `lr` using the current gradients (foreach kernels). Returns
+  // false, and changes nothing (weights, moments, step count), when the update would make a
+  // weight or a second moment NaN or Inf: the caller counts the step as skipped.
+  bool step(double lr);
   int64_t steps() const { return steps_; }
   const AdamWOptions& options() const { return options_; }
 

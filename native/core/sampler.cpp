@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <functional>
 #include <numeric>
+#include <stdexcept>
 
 // CUDA graphs: compiled in when CMakeLists.txt's probe of libtorch's graph API succeeded
 // (OCTO_CUDA_GRAPHS, a CUDA libtorch 2.x only).
@@ -105,6 +106,9 @@ namespace {
 
 constexpr int64_t kPrefillAttentionBytes = 1LL << 28;   // what one prefill forward may materialise for attention
 constexpr int64_t kCudaCheckInterval = 8;               // decode steps between host reads of the finish flags on CUDA
+// The finish flag of a row whose logits were NaN or Inf. It never leaves the rollout: the host
+// read of the flags that sees it fails the call (a FinishReason is what a finished sample returns).
+constexpr int64_t kNonFiniteLogits = 255;
 
 // Bytes one prefill forward of B rows, T new tokens and S keys materialises for attention:
 // libtorch 1.13's manual attention the fp32 scores [B, H, T, S]; SDPA's fused kernels no scores,
@@ -431,6 +435,9 @@ class Rollout {
       finish_.masked_fill_(running.logical_and(isStop).logical_and(isEos.logical_not()),
                            static_cast<int64_t>(FinishReason::kStop));
     }
+    // NaN or +Inf logits (or all -Inf) give a NaN or -Inf log-prob, whatever token was drawn: the
+    // row stops, and the next host read of the flags fails the call. No sync here.
+    finish_.masked_fill_(running.logical_and(logprob.squeeze(1).isfinite().logical_not()), kNonFiniteLogits);
     nextTokens_.copy_(token.unsqueeze(1));
     positions_.add_(1);
     step_.add_(1);
@@ -461,10 +468,23 @@ class Rollout {
     at::Tensor finish = finish_.to(at::kCPU);
     const int64_t* flags = finish.data_ptr<int64_t>();
     std::vector<int64_t> running, finished;
-    for (int64_t r = 0; r < finish.size(0); ++r) (flags[r] == 0 ? running : finished).push_back(r);
+    for (int64_t r = 0; r < finish.size(0); ++r) {
+      if (flags[r] == kNonFiniteLogits) failOnNonFiniteLogits(r);
+      (flags[r] == 0 ? running : finished).push_back(r);
+    }
     if (running.empty()) return false;
     if (4 * running.size() < 3 * live_.size()) compact(running, finished);
     return true;
+  }
+
+  // Batch row `r` stopped on NaN/Inf logits: no sample of this call can be trusted.
+  [[noreturn]] void failOnNonFiniteLogits(int64_t r) const {
+    const int64_t row = live_[r], token = generated_[r].item<int64_t>() - 1;
+    throw std::runtime_error(
+        "generate: the model's logits are NaN or Inf for request " + std::to_string(rowRequest_[row]) + " (sample " +
+        std::to_string(rowSample_[row]) + ") at generated token " + std::to_string(token) +
+        ": the model's weights or its inputs produce non-finite values, so no token can be sampled. Check the weights "
+        "(Model.load warns about NaN/Inf ones); a training run with a learning rate far too large leaves weights like these");
   }
 
   void compact(const std::vector<int64_t>& running, const std::vector<int64_t>& finished) {
@@ -507,6 +527,7 @@ class Rollout {
       for (int64_t k = 0; k < counts.size(0); ++k) keptOffsets.push_back(keptOffsets.back() + counts[k].item<int64_t>());
     }
     for (size_t k = 0; k < local.size(); ++k) {
+      if (finish[k].item<int64_t>() == kNonFiniteLogits) failOnNonFiniteLogits(local[k]);
       const int64_t row = live_[local[k]], length = generated[k].item<int64_t>();
       SampleResult& result = output_.samples[rowRequest_[row]][rowSample_[row]];
       const int64_t* ids = tokens[k].data_ptr<int64_t>();

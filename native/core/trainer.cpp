@@ -164,13 +164,12 @@ StepResult Trainer::step(double lr) {
     if (hasMainGrad_[i]) masters_[i].mutable_grad() = mainGrads_[i];
   StepResult result;
   result.gradNorm = clipGradNorm(masters_, options_.maxGradNorm);
-  if (!std::isfinite(result.gradNorm)) {
-    result.skipped = true;
-  } else {
-    optimizer_->step(lr);
+  // A non-finite gradient norm, or an update that would make a weight or moment non-finite (a
+  // learning rate far too large, weights near the float range's end): no update at all.
+  result.skipped = !std::isfinite(result.gradNorm) || !optimizer_->step(lr);
+  if (!result.skipped)
     for (size_t i = 0; i < masters_.size(); ++i)
       if (!masters_[i].is_same(modelParams_[i])) modelParams_[i].copy_(masters_[i]);
-  }
   zeroGrad();
   result.step = optimizer_->steps();
   return result;

@@ -45,7 +45,7 @@ struct AccumulateResult {
 
 struct StepResult {
   double gradNorm = 0;  // before clipping
-  bool skipped = false; // non-finite gradients: no update, gradients dropped
+  bool skipped = false; // non-finite gradients, or an update that would be: no update, gradients dropped
   int64_t step = 0;     // optimizer steps taken so far
 };
 
