@@ -96,6 +96,41 @@ bool updateStaysFinite(const std::vector<at::Tensor>& params, const std::vector<
   return at::stack(flags).isfinite().all().item<bool>();
 }
 
+// Values below this leave room for the rounding of every kernel of the update (a factor 8 of margin).
+constexpr double kSafeMagnitude = std::numeric_limits<float>::max() / 8;
+
+// max |x| over `tensors` (one read pass, one host read); NaN when any value is NaN.
+double largestMagnitude(const std::vector<at::Tensor>& tensors) {
+  if (tensors.empty()) return 0.0;
+  return at::stack(at::_foreach_norm(tensors, std::numeric_limits<double>::infinity())).max().item<double>();
+}
+
+// A bound that proves the update finite, so that the exact check (about twice the update's own
+// cost) runs only when the bound cannot: a learning rate or a gradient far out of range.
+//  - Every |g| is at most the global gradient norm.
+//  - v' ≤ b2·V + (1 − b2)·G², with V = `maxSecondMoment` ≥ max v kept on the host by AdamW (the
+//    moments change only in step() and restore()).
+//  - |m|/√v ≤ (1 − b1)/√(1 − b2) · 1/√(1 − b1²/b2) (Cauchy–Schwarz over the gradient history, both
+//    moments from zero), so |update| ≤ lr/bc1 · √bc2 · that, whatever eps (tiny v: below).
+//  - |p'| ≤ max(|1 − lr·wd|, 1)·max|p| + |update|, with max|p| read each step: the weights are
+//    also written outside the optimizer (a resume, the data-parallel broadcast).
+bool updateProvablyFinite(const std::vector<at::Tensor>& params, double gradNormBound, const UpdateScalars& s, double maxSecondMoment,
+                          double* nextMaxSecondMoment) {
+  const double b1 = s.beta1, b2 = s.beta2;
+  const double gamma = b1 * b1 / b2;
+  if (!(gamma < 1) || !std::isfinite(gradNormBound) || !fitsFloat(s.decayFactor) || !fitsFloat(s.stepSize)) return false;
+  const double gradSquared = gradNormBound * gradNormBound;
+  *nextMaxSecondMoment = b2 * maxSecondMoment + (1 - b2) * gradSquared;
+  if (!(gradSquared < kSafeMagnitude) || !(*nextMaxSecondMoment < kSafeMagnitude)) return false;
+  const double ratioBound = (1 - b1) / std::sqrt(1 - b2) / std::sqrt(1 - gamma);
+  // Where v is below float's normal range its rounding voids the ratio bound, but there every
+  // past |g|, and so |m|, is below √(FLT_MIN / (1 − b2)), and the denominator is at least eps.
+  const double smallMomentBound = std::sqrt(std::numeric_limits<float>::min() / (1 - b2)) / s.eps;
+  const double updateBound = s.stepSize * std::max(s.sqrtBiasCorrection2 * ratioBound, smallMomentBound);
+  const double weightBound = std::max(std::abs(s.decayFactor), 1.0) * largestMagnitude(params) + updateBound;
+  return weightBound < kSafeMagnitude;
+}
+
 }  // namespace
 
 AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options) : params_(std::move(params)), options_(options) {
@@ -107,7 +142,7 @@ AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options) : params_(std
   }
 }
 
-bool AdamW::step(double lr) {
+bool AdamW::step(double lr, double gradNormBound) {
   at::NoGradGuard noGrad;
   std::vector<at::Tensor> params, grads, m, v;
   std::vector<bool> decays;
@@ -128,9 +163,13 @@ bool AdamW::step(double lr) {
   scalars.eps = options_.eps;
   scalars.sqrtBiasCorrection2 = std::sqrt(1.0 - std::pow(options_.beta2, t));
   scalars.stepSize = lr / (1.0 - std::pow(options_.beta1, t));
-  if (!updateStaysFinite(params, grads, m, v, decays, scalars)) return false;
+  double nextMaxSecondMoment = 0;
+  const bool proven = updateProvablyFinite(params, gradNormBound, scalars, maxSecondMoment_, &nextMaxSecondMoment);
+  if (!proven && !updateStaysFinite(params, grads, m, v, decays, scalars)) return false;
   ++steps_;
   if (!params.empty()) applyUpdate(params, grads, m, v, decays, scalars);
+  // After an exactly checked update the host bound is re-read (it may have been out of range).
+  maxSecondMoment_ = proven ? nextMaxSecondMoment : largestMagnitude(expAvgSq_);
   return true;
 }
 
@@ -145,6 +184,7 @@ void AdamW::restore(int64_t steps, const std::vector<at::Tensor>& firstMoments, 
     expAvgSq_[i].copy_(secondMoments[i]);
   }
   steps_ = steps;
+  maxSecondMoment_ = largestMagnitude(expAvgSq_);
 }
 
 double clipGradNorm(const std::vector<at::Tensor>& params, double maxNorm) {

@@ -2,6 +2,8 @@
 // and fp32 master weights for models that compute in bf16/fp16 (docs/methods.md §2).
 #pragma once
 
+#include <limits>
+
 #include "core/torch_prelude.h"
 
 namespace octo {
@@ -21,7 +23,9 @@ class AdamW {
   // One update with learning rate `lr` using the current gradients (foreach kernels). Returns
   // false, and changes nothing (weights, moments, step count), when the update would make a
   // weight or a second moment NaN or Inf: the caller counts the step as skipped.
-  bool step(double lr);
+  // `gradNormBound` (the global gradient norm, or anything above it) lets a cheap bound prove
+  // the update finite; without it every step is checked exactly.
+  bool step(double lr, double gradNormBound = std::numeric_limits<double>::infinity());
   int64_t steps() const { return steps_; }
   const AdamWOptions& options() const { return options_; }
 
@@ -35,6 +39,7 @@ class AdamW {
   std::vector<bool> decays_;
   AdamWOptions options_;
   int64_t steps_ = 0;
+  double maxSecondMoment_ = 0;  // ≥ every value of expAvgSq_ (0 at the start: the moments are zeros)
 };
 
 // Global L2 norm of the gradients of `params` (undefined grads count as zero). When

@@ -32,7 +32,7 @@ std::vector<at::Tensor> runAdamW(const std::vector<at::Tensor>& initial, const s
     AdamW optimizer(params, options);
     for (size_t s = 0; s < lrs.size(); ++s) {
       for (size_t i = 0; i < params.size(); ++i) params[i].mutable_grad() = grads[s][i].to(at::kFloat).clone();
-      optimizer.step(lrs[s]);
+      optimizer.step(lrs[s], clipGradNorm(params, 0));  // the norm, as the trainer passes it (0: no clipping)
     }
   }
   std::vector<at::Tensor> out;

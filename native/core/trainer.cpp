@@ -166,7 +166,7 @@ StepResult Trainer::step(double lr) {
   result.gradNorm = clipGradNorm(masters_, options_.maxGradNorm);
   // A non-finite gradient norm, or an update that would make a weight or moment non-finite (a
   // learning rate far too large, weights near the float range's end): no update at all.
-  result.skipped = !std::isfinite(result.gradNorm) || !optimizer_->step(lr);
+  result.skipped = !std::isfinite(result.gradNorm) || !optimizer_->step(lr, result.gradNorm);
   if (!result.skipped)
     for (size_t i = 0; i < masters_.size(); ++i)
       if (!masters_[i].is_same(modelParams_[i])) modelParams_[i].copy_(masters_[i]);
