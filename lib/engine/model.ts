@@ -8,6 +8,7 @@ import path from "node:path";
 
 import { native, type DeviceOptions, type ModelSpec, type NativeModel, type TensorRecord } from "../native";
 import { syncDirectory, writeFileDurable } from "../util/atomic-file";
+import { readRegularFile } from "../util/files";
 import { removeStaleStaging, stagingName } from "../util/staging";
 import { configFromModelSpec, modelSpecFromConfig } from "./model-config";
 import { buildSafetensorsHeader, DTYPE_BYTES, readSafetensorsHeader } from "./safetensors";
@@ -42,7 +43,7 @@ const DERIVED_TENSOR = /\.rotary_emb\.inv_freq$/;
 function readJson(file: string): unknown {
   let text: string;
   try {
-    text = fs.readFileSync(file, "utf8");
+    text = readRegularFile(file, "utf8");
   } catch (error) {
     throw new ModelLoadError(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
   }

@@ -3,8 +3,6 @@
  * documentation of every key. YAML recipes live in configs/; `--set a.b=c` overrides.
  * Unknown keys and wrong types are errors that name the key.
  */
-import fs from "node:fs";
-
 import YAML from "yaml";
 import { z } from "zod";
 
@@ -14,6 +12,7 @@ import { DEFAULT_COLLAPSE_ALARM } from "../methods/srt/srt";
 import { THINKING_JUDGE_PROMPT } from "../methods/trust-grpo/judge/thinking-judge";
 import { DEFAULT_TRUST } from "../methods/trust-grpo/trust-grpo";
 import { LOGPROB_CHUNK_SIZE } from "../native";
+import { readRegularFile } from "../util/files";
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -310,7 +309,7 @@ export function loadConfig(file: string | undefined, overrides: string[] = []): 
   if (file) {
     let text: string;
     try {
-      text = fs.readFileSync(file, "utf8");
+      text = readRegularFile(file, "utf8");
     } catch (error) {
       throw new ConfigError(`cannot read config '${file}' (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
     }

@@ -9,6 +9,7 @@ import path from "node:path";
 import { parquetReadObjects } from "hyparquet";
 
 import { gsm8kGold } from "../grading/extract";
+import { readRegularFile } from "../util/files";
 import { packageRoot } from "../util/package-root";
 import { seededPermutation } from "../util/random";
 
@@ -50,8 +51,15 @@ export function resolveDatasetPath(file: string): string {
 export async function readRows(file: string): Promise<Row[]> {
   file = resolveDatasetPath(file);
   const ext = path.extname(file).toLowerCase();
+  if (ext !== ".parquet" && ext !== ".jsonl" && ext !== ".json")
+    throw new DatasetError(`${file}: unknown dataset format '${ext}' (use .jsonl, .json or .parquet)`);
+  let bytes: Buffer;
+  try {
+    bytes = readRegularFile(file);
+  } catch (error) {
+    throw new DatasetError(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
   if (ext === ".parquet") {
-    const bytes = fs.readFileSync(file);
     try {
       const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
       return (await parquetReadObjects({ file: buffer })) as Row[];
@@ -59,25 +67,22 @@ export async function readRows(file: string): Promise<Row[]> {
       throw new DatasetError(`${file}: not a readable parquet file (${(error as Error).message})`);
     }
   }
-  if (ext === ".jsonl" || ext === ".json") {
-    const text = fs.readFileSync(file, "utf8");
-    if (ext === ".json") {
-      const parsed = JSON.parse(text);
-      if (!Array.isArray(parsed)) throw new DatasetError(`${file}: a .json dataset must hold an array of objects`);
-      return parsed as Row[];
-    }
-    const rows: Row[] = [];
-    text.split("\n").forEach((line, i) => {
-      if (line.trim() === "") return;
-      try {
-        rows.push(JSON.parse(line) as Row);
-      } catch (error) {
-        throw new DatasetError(`${file}:${i + 1}: not valid JSON (${(error as Error).message})`);
-      }
-    });
-    return rows;
+  const text = bytes.toString("utf8");
+  if (ext === ".json") {
+    const parsed = JSON.parse(text);
+    if (!Array.isArray(parsed)) throw new DatasetError(`${file}: a .json dataset must hold an array of objects`);
+    return parsed as Row[];
   }
-  throw new DatasetError(`${file}: unknown dataset format '${ext}' (use .jsonl, .json or .parquet)`);
+  const rows: Row[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (line.trim() === "") return;
+    try {
+      rows.push(JSON.parse(line) as Row);
+    } catch (error) {
+      throw new DatasetError(`${file}:${i + 1}: not valid JSON (${(error as Error).message})`);
+    }
+  });
+  return rows;
 }
 
 function detectAdapter(row: Row): Exclude<Adapter, "auto"> | undefined {
