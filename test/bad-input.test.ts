@@ -1,17 +1,156 @@
 /**
- * Bad input from users and library callers: paths that name a FIFO where a file belongs.
+ * Bad input from users and library callers: keys that would reach Object.prototype (config,
+ * datasets, model and tokenizer files, safetensors headers, judge replies, grade lines) and
+ * paths that name a FIFO where a file belongs.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 
-import { demoTokenizerJson } from "../lib/demo/model";
+import { parquetWriteBuffer } from "hyparquet-writer";
+
+import { demoTokenizerConfig, demoTokenizerJson } from "../lib/demo/model";
+import { inspectCheckpoint, Model } from "../lib/engine/model";
 import { configFromModelSpec } from "../lib/engine/model-config";
+import { readSafetensorsHeader } from "../lib/engine/safetensors";
+import { TextTokenizer } from "../lib/engine/tokenizer";
+import { gradeJsonl } from "../lib/grading/grade-file";
+import { HttpJudge } from "../lib/methods/trust-grpo/judge/http-judge";
+import { ConfigError, loadConfig } from "../lib/rl/config";
+import { DatasetError, loadDataset } from "../lib/rl/data";
 import { TINY_TIED_QWEN3 } from "./helpers/tiny-models";
+
+const CPU = { device: "cpu" };
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-bad-input-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function write(name: string, content: string | Uint8Array): string {
+  const file = path.join(tmp, name);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, content);
+  return file;
+}
+
+/** A valid saved model (config.json + model.safetensors) to copy and break. */
+let savedModel: string;
+beforeAll(async () => {
+  savedModel = path.join(tmp, "saved-model");
+  const model = await Model.create(TINY_TIED_QWEN3, 3, CPU);
+  await model.save(savedModel);
+  model.dispose();
+});
+
+describe("keys from input never reach Object.prototype", () => {
+  afterEach(() => {
+    const polluted = ({} as Record<string, unknown>).polluted;
+    delete (Object.prototype as Record<string, unknown>).polluted; // so one failure does not fail the rest
+    expect(polluted).toBeUndefined();
+  });
+
+  test.each([
+    ["__proto__.polluted=true", "__proto__"],
+    ["run.__proto__.polluted=1", "__proto__"],
+    ["constructor.prototype.polluted=1", "constructor"],
+    ["run.constructor.prototype.polluted=1", "constructor"],
+    ["run.prototype.polluted=1", "prototype"],
+  ])("--set %s is refused before any object is touched", (override, key) => {
+    expect(() => loadConfig(undefined, [override])).toThrow(ConfigError);
+    expect(() => loadConfig(undefined, [override])).toThrow(`--set '${override}': '${key}' is not a config key`);
+  });
+
+  test.each([
+    ["a top-level __proto__ section", "__proto__:\n  polluted: 1\n", "__proto__"],
+    ["__proto__ inside a free-form map", "data:\n  chatTemplateVariables:\n    __proto__:\n      polluted: 1\n", "data.chatTemplateVariables.__proto__"],
+    ["constructor inside a free-form map", "data:\n  chatTemplateVariables:\n    constructor:\n      prototype:\n        polluted: 1\n", "data.chatTemplateVariables.constructor"],
+  ])("a YAML recipe with %s is refused naming the key", (_case, yaml, key) => {
+    const file = write("proto-recipe.yaml", yaml);
+    expect(() => loadConfig(file)).toThrow(`${file}: key '${key}' is not a config key`);
+  });
+
+  test("a --set value holding a __proto__ map is refused naming the key", () => {
+    expect(() => loadConfig(undefined, ["data.chatTemplateVariables={__proto__: {polluted: 1}}"])).toThrow(
+      "key 'data.chatTemplateVariables.__proto__' is not a config key",
+    );
+  });
+
+  test("JSON and JSONL rows: a __proto__ key stays an ordinary key of its row", async () => {
+    const row = '{"__proto__": {"polluted": true, "problem": "from the prototype"}, "problem": "1+1", "answer": "2"}';
+    for (const file of [write("proto.jsonl", row + "\n"), write("proto.json", `[${row}]`)]) {
+      const [example] = await loadDataset({ path: file });
+      expect(example).toMatchObject({ problem: "1+1", answer: "2" });
+    }
+  });
+
+  test("parquet: a column named __proto__ (which would become the row's prototype) is refused", async () => {
+    const buffer = parquetWriteBuffer({
+      columnData: [
+        { name: "__proto__", data: [{ polluted: true, problem: "from the prototype" }], type: "JSON" },
+        { name: "answer", data: ["2"], type: "STRING" },
+      ],
+    });
+    const file = write("proto.parquet", new Uint8Array(buffer));
+    const error = await loadDataset({ path: file }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DatasetError);
+    expect((error as Error).message).toBe(`${file}: has a column named '__proto__', which cannot be a field of a row; rename or drop it`);
+  });
+
+  test("config.json and tokenizer_config.json with __proto__ keys load as if the key were absent", () => {
+    const dir = path.join(tmp, "proto-model");
+    fs.cpSync(savedModel, dir, { recursive: true });
+    const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8"));
+    const text = JSON.stringify(config).replace("{", '{"__proto__": {"polluted": true, "vocab_size": 5},');
+    fs.writeFileSync(path.join(dir, "config.json"), text);
+    expect(inspectCheckpoint(dir).spec).toEqual(inspectCheckpoint(savedModel).spec);
+
+    fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify(demoTokenizerJson()));
+    const tokenizerConfig = JSON.stringify(demoTokenizerConfig()).replace("{", '{"__proto__": {"polluted": true, "eos_token": "<|unk|>"},');
+    fs.writeFileSync(path.join(dir, "tokenizer_config.json"), tokenizerConfig);
+    const tokenizer = TextTokenizer.fromDir(dir);
+    expect(tokenizer.eosTokenIds[0]).toBe(tokenizer.tokenToId("<|im_end|>"));
+  });
+
+  test("safetensors headers: a tensor or metadata key named __proto__ is an ordinary name", () => {
+    const json = Buffer.from('{"__metadata__":{"__proto__":"x"},"__proto__":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}');
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(BigInt(json.length));
+    const header = readSafetensorsHeader(write("proto.safetensors", Buffer.concat([length, json, Buffer.alloc(4)])));
+    expect(header.tensors.map((t) => t.name)).toEqual(["__proto__"]);
+    expect(Object.keys(header.metadata)).toEqual(["__proto__"]);
+  });
+
+  test("a judge reply with __proto__ keys: only its own choices are read", async () => {
+    const bodies = [
+      '{"__proto__": {"polluted": true}, "choices": [{"message": {"content": "Score: 0.5"}}]}',
+      '{"__proto__": {"choices": [{"message": {"content": "Score: 1"}}]}}',
+    ];
+    let call = 0;
+    const server = http.createServer((_req, res) => res.end(bodies[call++]));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const judge = new HttpJudge({
+        baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, model: "stub", promptTemplate: "{problem} {response}",
+        maxTokens: 8, timeoutMs: 5000, retries: 0, backoffMs: 0, concurrency: 1, fallbackScore: 0,
+      });
+      expect((await judge.score([{ problem: "p", response: "r" }]))[0]).toMatchObject({ score: 0.5, parsed: true });
+      await expect(judge.score([{ problem: "p", response: "r" }])).rejects.toThrow(/no choices\[0\]\.message\.content/);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
+  test("grade lines with __proto__ keys: gold and pred are read from the line itself", async () => {
+    const input = write("proto-grade.jsonl", '{"gold": "2", "pred": "2", "__proto__": {"polluted": true}}\n');
+    const output = path.join(tmp, "proto-graded.jsonl");
+    expect(await gradeJsonl(input, output)).toEqual({ total: 1, correct: 1 });
+    expect(JSON.parse(fs.readFileSync(output, "utf8"))).toMatchObject({ gold: "2", correct: true });
+    const onlyInherited = write("proto-grade-2.jsonl", '{"__proto__": {"gold": "2", "pred": "2"}}\n');
+    await expect(gradeJsonl(onlyInherited, output)).rejects.toThrow(/proto-grade-2\.jsonl:1: missing or non-string "gold" and "pred"/);
+  });
+});
 
 describe("a FIFO where a file belongs is refused, naming it, instead of waiting for a writer forever", () => {
   /** Each case in a child process: were the refusal gone, its read would block the jest worker for good. */

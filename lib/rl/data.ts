@@ -60,12 +60,17 @@ export async function readRows(file: string): Promise<Row[]> {
     throw new DatasetError(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
   }
   if (ext === ".parquet") {
+    let rows: Row[];
     try {
       const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-      return (await parquetReadObjects({ file: buffer })) as Row[];
+      rows = (await parquetReadObjects({ file: buffer })) as Row[];
     } catch (error) {
       throw new DatasetError(`${file}: not a readable parquet file (${(error as Error).message})`);
     }
+    // hyparquet assigns each column to the row by name: a '__proto__' column replaces the row's prototype.
+    if (rows.length > 0 && Object.getPrototypeOf(rows[0]) !== Object.prototype)
+      throw new DatasetError(`${file}: has a column named '__proto__', which cannot be a field of a row; rename or drop it`);
+    return rows;
   }
   const text = bytes.toString("utf8");
   if (ext === ".json") {
