@@ -1,7 +1,8 @@
 /**
  * Bad input from users and library callers: keys that would reach Object.prototype (config,
- * datasets, model and tokenizer files, safetensors headers, judge replies, grade lines) and
- * paths that name a FIFO where a file belongs.
+ * datasets, model and tokenizer files, safetensors headers, judge replies, grade lines), paths
+ * that name a FIFO where a file belongs, and malformed input whose errors must name the file,
+ * key or value and say what to do.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -224,5 +225,24 @@ describe("a FIFO where a file belongs is refused, naming it, instead of waiting 
       expect([name, messages[name]]).toEqual([name, expect.stringContaining(path.join(target, inside))]);
       expect([name, messages[name]]).toEqual([name, expect.stringContaining("is a FIFO (named pipe), not a regular file; give the path of the file itself")]);
     }
+  });
+});
+
+describe("errors that name the file, key or value and say what to do", () => {
+  test.each([
+    ["a null JSONL line", "null-row.jsonl", '{"problem": "a", "answer": "1"}\nnull\n', /null-row\.jsonl:2: the line is null; each line must be an object like \{"problem"/],
+    ["a JSONL line that is an array", "array-row.jsonl", "[1, 2]\n", /array-row\.jsonl:1: the line is an array/],
+    ["a broken .json file", "broken.json", '[{"problem": "a"', /broken\.json: not valid JSON \(.*\); a \.json dataset is one array of objects \(for one object per line, name it \.jsonl\)/],
+    ["a null element of a .json array", "null-element.json", '[{"problem": "a", "answer": "1"}, null]', /null-element\.json: element 1 of the array is null/],
+  ])("%s", async (_case, name, content, message) => {
+    const error = await loadDataset({ path: write(name, content) }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DatasetError);
+    expect((error as Error).message).toMatch(message);
+  });
+
+  test("a --set value that is not valid YAML names the --set and how to quote a string", () => {
+    expect(() => loadConfig(undefined, ["run.steps=[1,2"])).toThrow(
+      /^--set 'run\.steps=\[1,2': the value is not valid YAML \(Flow sequence must end with a \].*\); quote a string/,
+    );
   });
 });

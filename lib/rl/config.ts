@@ -315,7 +315,15 @@ export function applyOverrides(raw: Record<string, unknown>, overrides: string[]
     const reserved = keys.find((key) => RESERVED_KEYS.has(key));
     if (reserved !== undefined)
       throw new ConfigError(`--set '${override}': '${reserved}' is not a config key (it leads to Object.prototype); use a key of the schema in lib/rl/config.ts`);
-    const value = YAML.parse(override.slice(eq + 1));
+    let value: unknown;
+    try {
+      value = YAML.parse(override.slice(eq + 1));
+    } catch (error) {
+      throw new ConfigError(
+        `--set '${override}': the value is not valid YAML (${(error as Error).message.split("\n")[0]}); ` +
+          `quote a string that starts with [ { or a quote, e.g. --set 'key="[1,2"'`,
+      );
+    }
     let node: Record<string, unknown> = out;
     for (const key of keys.slice(0, -1)) {
       // Sections made here have no prototype: nothing inherited can answer for a key.

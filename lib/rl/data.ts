@@ -47,7 +47,18 @@ export function resolveDatasetPath(file: string): string {
   throw new DatasetError(`dataset file '${file}' does not exist (looked in ${process.cwd()} and in the package at ${packageRoot})`);
 }
 
-/** Reads every row of a .jsonl / .json / .parquet file. */
+const isRow = (value: unknown): value is Row => value !== null && typeof value === "object" && !Array.isArray(value);
+
+/** A parsed value that is not a row, as a message names it: "null", "an array", "a string", … */
+function describeNonRow(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return `a ${typeof value}`;
+}
+
+const ROW_EXAMPLE = `{"problem": "...", "answer": "..."}`;
+
+/** Reads every row of a .jsonl / .json / .parquet file; every row is an object. */
 export async function readRows(file: string): Promise<Row[]> {
   file = resolveDatasetPath(file);
   const ext = path.extname(file).toLowerCase();
@@ -74,18 +85,29 @@ export async function readRows(file: string): Promise<Row[]> {
   }
   const text = bytes.toString("utf8");
   if (ext === ".json") {
-    const parsed = JSON.parse(text);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (error) {
+      throw new DatasetError(`${file}: not valid JSON (${(error as Error).message}); a .json dataset is one array of objects (for one object per line, name it .jsonl)`);
+    }
     if (!Array.isArray(parsed)) throw new DatasetError(`${file}: a .json dataset must hold an array of objects`);
-    return parsed as Row[];
+    parsed.forEach((row, i) => {
+      if (!isRow(row)) throw new DatasetError(`${file}: element ${i} of the array is ${describeNonRow(row)}; each must be an object like ${ROW_EXAMPLE}`);
+    });
+    return parsed;
   }
   const rows: Row[] = [];
   text.split("\n").forEach((line, i) => {
     if (line.trim() === "") return;
+    let row: unknown;
     try {
-      rows.push(JSON.parse(line) as Row);
+      row = JSON.parse(line);
     } catch (error) {
       throw new DatasetError(`${file}:${i + 1}: not valid JSON (${(error as Error).message})`);
     }
+    if (!isRow(row)) throw new DatasetError(`${file}:${i + 1}: the line is ${describeNonRow(row)}; each line must be an object like ${ROW_EXAMPLE}`);
+    rows.push(row);
   });
   return rows;
 }
