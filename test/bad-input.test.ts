@@ -1,8 +1,8 @@
 /**
  * Bad input from users and library callers: keys that would reach Object.prototype (config,
  * datasets, model and tokenizer files, safetensors headers, judge replies, grade lines), paths
- * that name a FIFO where a file belongs, and malformed input whose errors must name the file,
- * key or value and say what to do.
+ * that name a FIFO where a file belongs, and misuse whose errors must name the file, key or value
+ * and say what to do.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -18,13 +18,15 @@ import { inspectCheckpoint, Model } from "../lib/engine/model";
 import { configFromModelSpec } from "../lib/engine/model-config";
 import { readSafetensorsHeader } from "../lib/engine/safetensors";
 import { TextTokenizer } from "../lib/engine/tokenizer";
+import { PolicyTrainer, type TrainSequence } from "../lib/engine/trainer";
 import { gradeJsonl } from "../lib/grading/grade-file";
 import { HttpJudge } from "../lib/methods/trust-grpo/judge/http-judge";
 import { ConfigError, loadConfig } from "../lib/rl/config";
 import { DatasetError, loadDataset } from "../lib/rl/data";
-import { TINY_TIED_QWEN3 } from "./helpers/tiny-models";
+import { TINY_SPECS, TINY_TIED_QWEN3 } from "./helpers/tiny-models";
 
 const CPU = { device: "cpu" };
+const SCHEDULE = { lr: 1e-3, warmupSteps: 0, kind: "constant" } as const;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-bad-input-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -44,6 +46,10 @@ beforeAll(async () => {
   await model.save(savedModel);
   model.dispose();
 });
+
+function supervised(tokens: number[]): TrainSequence {
+  return { tokens: Int32Array.from(tokens), lossMask: tokens.map((_, t) => (t > 0 ? 1 : 0)) };
+}
 
 describe("keys from input never reach Object.prototype", () => {
   afterEach(() => {
@@ -229,6 +235,11 @@ describe("a FIFO where a file belongs is refused, naming it, instead of waiting 
 });
 
 describe("errors that name the file, key or value and say what to do", () => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await Model.create(TINY_SPECS.qwen3, 1, CPU);
+  });
+  afterAll(() => model.dispose());
   test.each([
     ["a null JSONL line", "null-row.jsonl", '{"problem": "a", "answer": "1"}\nnull\n', /null-row\.jsonl:2: the line is null; each line must be an object like \{"problem"/],
     ["a JSONL line that is an array", "array-row.jsonl", "[1, 2]\n", /array-row\.jsonl:1: the line is an array/],
@@ -244,5 +255,35 @@ describe("errors that name the file, key or value and say what to do", () => {
     expect(() => loadConfig(undefined, ["run.steps=[1,2"])).toThrow(
       /^--set 'run\.steps=\[1,2': the value is not valid YAML \(Flow sequence must end with a \].*\); quote a string/,
     );
+  });
+
+  test("a token id outside the vocabulary names the sequence, the position and the vocabulary size", async () => {
+    const trainer = new PolicyTrainer(model, { schedule: SCHEDULE });
+    const vocab = TINY_SPECS.qwen3.vocabSize;
+    const expected = `sequence 1: token id ${vocab} at position 2 is outside the model's vocabulary [0, ${vocab}); were the tokens made by another model's tokenizer?`;
+    await expect(trainer.trainStep([supervised([1, 2, 3]), supervised([1, 2, vocab])], { objective: "supervised" })).rejects.toThrow(expected);
+    await expect(PolicyTrainer.logprobs(model, [Int32Array.from([1]), Int32Array.from([1, -1])])).rejects.toThrow(
+      `sequence 1: token id -1 at position 1 is outside the model's vocabulary [0, ${vocab})`,
+    );
+  });
+
+  test("microBatchSize 0 is refused naming the key: in the config, the trainer and the log-prob call", async () => {
+    expect(() => loadConfig(undefined, ["training.microBatchSize=0"])).toThrow(/key 'training\.microBatchSize'/);
+    const message = "microBatchSize must be a positive integer (sequences per micro-batch), not 0";
+    expect(() => new PolicyTrainer(model, { schedule: SCHEDULE, microBatchSize: 0 })).toThrow(message);
+    // 0 there never advanced through the sequences: the call spun forever.
+    await expect(PolicyTrainer.logprobs(model, [Int32Array.from([1, 2])], { microBatchSize: 0 })).rejects.toThrow(message);
+  });
+
+  test("a disposed model's trainer refuses to train or save, like the model's own calls", async () => {
+    const disposable = await Model.create(TINY_TIED_QWEN3, 2, CPU);
+    const trainer = new PolicyTrainer(disposable, { schedule: SCHEDULE });
+    const inFlight = trainer.trainStep([supervised([1, 2, 3])], { objective: "supervised" });
+    disposable.dispose();
+    expect((await inFlight).step).toBe(1); // a call already made finishes
+    const message = "this model was disposed; load it again and make a new PolicyTrainer";
+    expect(() => trainer.trainStep([supervised([1, 2, 3])], { objective: "supervised" })).toThrow(message);
+    expect(() => trainer.saveState(path.join(tmp, "never.safetensors"))).toThrow(message);
+    expect(trainer.step).toBe(1);
   });
 });
