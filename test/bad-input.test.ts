@@ -17,6 +17,7 @@ import { demoTokenizerConfig, demoTokenizerJson } from "../lib/demo/model";
 import { inspectCheckpoint, Model } from "../lib/engine/model";
 import { configFromModelSpec } from "../lib/engine/model-config";
 import { readSafetensorsHeader } from "../lib/engine/safetensors";
+import { checkGenerationFits } from "../lib/engine/sampling";
 import { TextTokenizer } from "../lib/engine/tokenizer";
 import { PolicyTrainer, type TrainSequence } from "../lib/engine/trainer";
 import { gradeJsonl } from "../lib/grading/grade-file";
@@ -273,6 +274,46 @@ describe("errors that name the file, key or value and say what to do", () => {
     expect(() => new PolicyTrainer(model, { schedule: SCHEDULE, microBatchSize: 0 })).toThrow(message);
     // 0 there never advanced through the sequences: the call spun forever.
     await expect(PolicyTrainer.logprobs(model, [Int32Array.from([1, 2])], { microBatchSize: 0 })).rejects.toThrow(message);
+  });
+
+  test("requests that are not an array, or not objects, are named", async () => {
+    await expect(model.generate({ promptIds: Int32Array.from([1]) } as never)).rejects.toThrow(
+      "generate: requests must be an array of {promptIds, n?, seed?}, not object",
+    );
+    await expect(model.generate([null] as never)).rejects.toThrow("request 0 must be an object {promptIds, n?, seed?}, not null");
+  });
+
+  test("n = 1e9 and maxNewTokens = 1e9 are refused before the engine allocates, saying what fits", async () => {
+    const prompt = Int32Array.from([1, 2, 3]);
+    // 1e9 rows: terabytes of KV cache, and more tokens than one call can index, whatever the memory.
+    await expect(model.generate([{ promptIds: prompt, n: 1e9 }], { maxNewTokens: 4 })).rejects.toThrow(
+      /^generate: 1000000000 rows \(n summed over the requests\) × maxNewTokens 4 .*(at most \d+ rows fit|at most \d+ rows can be returned).*lower n/i,
+    );
+    // 3 rows × 1e9 slots: 3 TB of KV cache for this model, and again more tokens than one call can index.
+    await expect(model.generate([{ promptIds: prompt, n: 3 }], { maxNewTokens: 1e9 })).rejects.toThrow(
+      /^generate: 3 rows \(n summed over the requests\) × maxNewTokens 1000000000 .*lower n/i,
+    );
+  });
+
+  test("what fits: the rows and maxNewTokens the refusal names do fit, one more does not", () => {
+    const spec = TINY_SPECS.qwen3;
+    const shape = { rows: 64, longestPrompt: 100, maxNewTokens: 4096, kvCache: true };
+    const available = 2 ** 27; // 128 MiB
+    let message = "";
+    try {
+      checkGenerationFits(spec, "Float", shape, available);
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    const [, maxRows] = /at most (\d+) rows? fit/.exec(message)!.map(Number);
+    const [, maxNew] = /maxNewTokens up to (\d+)/.exec(message)!.map(Number);
+    expect(message).toMatch(/needs at least [\d.]+ GiB for the KV cache and sampling state, but 0\.125 GiB of memory is available/);
+    expect(() => checkGenerationFits(spec, "Float", { ...shape, rows: maxRows }, available)).not.toThrow();
+    expect(() => checkGenerationFits(spec, "Float", { ...shape, rows: maxRows + 1 }, available)).toThrow(RangeError);
+    expect(() => checkGenerationFits(spec, "Float", { ...shape, maxNewTokens: maxNew }, available)).not.toThrow();
+    expect(() => checkGenerationFits(spec, "Float", { ...shape, maxNewTokens: maxNew + 1 }, available)).toThrow(RangeError);
+    // bf16 halves the cache: more fits.
+    expect(() => checkGenerationFits(spec, "BFloat16", { ...shape, rows: maxRows + 1 }, available)).not.toThrow();
   });
 
   test("a disposed model's trainer refuses to train or save, like the model's own calls", async () => {
