@@ -24,6 +24,7 @@ import { gradeJsonl } from "../lib/grading/grade-file";
 import { HttpJudge } from "../lib/methods/trust-grpo/judge/http-judge";
 import { ConfigError, loadConfig } from "../lib/rl/config";
 import { DatasetError, loadDataset } from "../lib/rl/data";
+import { makeDirectory } from "../lib/util/files";
 import { TINY_SPECS, TINY_TIED_QWEN3 } from "./helpers/tiny-models";
 
 const CPU = { device: "cpu" };
@@ -241,6 +242,7 @@ describe("errors that name the file, key or value and say what to do", () => {
     model = await Model.create(TINY_SPECS.qwen3, 1, CPU);
   });
   afterAll(() => model.dispose());
+
   test.each([
     ["a null JSONL line", "null-row.jsonl", '{"problem": "a", "answer": "1"}\nnull\n', /null-row\.jsonl:2: the line is null; each line must be an object like \{"problem"/],
     ["a JSONL line that is an array", "array-row.jsonl", "[1, 2]\n", /array-row\.jsonl:1: the line is an array/],
@@ -326,5 +328,37 @@ describe("errors that name the file, key or value and say what to do", () => {
     expect(() => trainer.trainStep([supervised([1, 2, 3])], { objective: "supervised" })).toThrow(message);
     expect(() => trainer.saveState(path.join(tmp, "never.safetensors"))).toThrow(message);
     expect(trainer.step).toBe(1);
+  });
+
+  test("a directory that cannot be created: the path, the cause (read-only, not a directory)", () => {
+    const file = write("plain-file", "");
+    const below = path.join(file, "run");
+    expect(() => makeDirectory(below, "the run directory")).toThrow(`${below}: cannot create the run directory: a part of its path is a file, not a directory (ENOTDIR)`);
+    expect(() => makeDirectory(file, "the run directory")).toThrow(`${file}: cannot create the run directory: it exists and is not a directory (EEXIST)`);
+
+    // Root ignores permission bits, so a read-only file system is the one refusal that holds for every user.
+    const readOnly = path.join(tmp, "read-only");
+    fs.mkdirSync(readOnly);
+    const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", readOnly], { encoding: "utf8" });
+    if (mounted.status !== 0) {
+      console.log(`read-only case skipped: cannot mount a read-only tmpfs here (${(mounted.error?.message ?? mounted.stderr).trim()})`);
+      return;
+    }
+    try {
+      for (const dir of [path.join(readOnly, "run"), path.join(readOnly, "runs", "a", "b")]) {
+        // Node's own recursive mkdir says "ENOENT: no such file or directory" here.
+        const error = (() => {
+          try {
+            makeDirectory(dir, "the run directory");
+          } catch (e) {
+            return e as NodeJS.ErrnoException;
+          }
+        })();
+        expect(error?.code).toBe("EROFS");
+        expect(error?.message).toBe(`${readOnly}: cannot create the run directory ${dir} in it (EROFS: the filesystem is read-only)`);
+      }
+    } finally {
+      spawnSync("umount", [readOnly]);
+    }
   });
 });

@@ -1,8 +1,44 @@
 /**
- * Paths the user names (model directories, datasets, recipes, grade inputs): files read only
- * when they are regular files.
+ * Paths the user names (model directories, datasets, recipes, grade inputs, run directories):
+ * files read only when they are regular files, directories created with errors that name the
+ * path and the cause.
  */
 import fs from "node:fs";
+import path from "node:path";
+
+import { fileError } from "./atomic-file";
+
+/** The nearest ancestor of `dir` (itself included) that exists. */
+function nearestExisting(dir: string): string {
+  let at = path.resolve(dir);
+  while (!fs.existsSync(at) && path.dirname(at) !== at) at = path.dirname(at);
+  return at;
+}
+
+/**
+ * `mkdir -p dir`; `what` names the directory in the error ("the run directory"). Errors name the
+ * path and the cause (lib/util/atomic-file.ts fileError). Node's recursive mkdir reports ENOENT for
+ * the leaf when a missing parent cannot be made (read-only file system, no permission), so then
+ * the nearest existing ancestor is asked why.
+ */
+export function makeDirectory(dir: string, what: string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") throw fileError(error, dir, `create ${what}: it exists and is not a directory`);
+    if (code === "ENOTDIR") throw fileError(error, dir, `create ${what}: a part of its path is a file, not a directory`);
+    if (code === "ENOENT") {
+      const existing = nearestExisting(dir);
+      try {
+        fs.accessSync(existing, fs.constants.W_OK);
+      } catch (cause) {
+        throw fileError(cause, existing, `create ${what} ${dir} in it`);
+      }
+    }
+    throw fileError(error, dir, `create ${what}`);
+  }
+}
 
 /** What a file-system entry is, for a message: "a FIFO (named pipe)", "a directory", … */
 function entryKind(stats: fs.Stats): string {
