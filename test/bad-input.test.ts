@@ -162,7 +162,10 @@ describe("keys from input never reach Object.prototype", () => {
 });
 
 describe("a FIFO where a file belongs is refused, naming it, instead of waiting for a writer forever", () => {
-  /** Each case in a child process: were the refusal gone, its read would block the jest worker for good. */
+  /**
+   * Each case in a child process running the compiled dist/ (npm test builds it first): were the
+   * refusal gone, its read would block the jest worker for good.
+   */
   const script = `
     const dist = ${JSON.stringify(path.join(__dirname, "..", "dist", "lib"))};
     const lib = require(dist);
