@@ -2,7 +2,6 @@
  * `octo-native eval`: evaluate a model directory on a dataset file or preset and write the
  * per-sample JSONL and a summary JSON (metrics and the settings used) into an output directory.
  */
-import fs from "node:fs";
 import path from "node:path";
 
 import { SingleBar } from "cli-progress";
@@ -14,6 +13,7 @@ import type { EvalMetrics } from "../eval/metrics";
 import { resolveEvalData } from "../eval/presets";
 import { loadDataset } from "../rl/data";
 import { writeFileAtomic } from "../util/atomic-file";
+import { makeDirectory } from "../util/files";
 import { printJson } from "./print";
 
 export const SAMPLES_FILE = "samples.jsonl";
@@ -94,7 +94,7 @@ export async function runEvalCommand(options: EvalCommandOptions): Promise<EvalS
       device: model.device,
     };
     // The samples first: a summary.json means the directory is complete.
-    fs.mkdirSync(options.out, { recursive: true });
+    makeDirectory(options.out, "the evaluation's output directory");
     writeFileAtomic(path.join(options.out, SAMPLES_FILE), result.samples.map((s) => JSON.stringify(s) + "\n").join(""));
     writeFileAtomic(path.join(options.out, SUMMARY_FILE), JSON.stringify(summary, null, 2) + "\n");
     return summary;

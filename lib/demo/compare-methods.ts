@@ -18,6 +18,7 @@ import { evaluateModel } from "../eval/evaluate";
 import type { SelfCorrectionMetrics } from "../eval/metrics";
 import { loadConfig, type RunConfig } from "../rl/config";
 import { runTraining } from "../rl/run";
+import { makeDirectory } from "../util/files";
 import { shippedRecipe } from "../util/package-root";
 import { mean } from "../util/stats";
 import { demoMethodConfig, type MethodRecipe } from "./method-demos";
@@ -128,7 +129,7 @@ export async function compareMethodsOnDemo(options: { sftDir: string; outDir: st
     log(formatTable({ sft: result.evaluations.sft, [name]: result.evaluations[name] }));
   }
   await judge.close();
-  fs.mkdirSync(options.outDir, { recursive: true });
+  makeDirectory(options.outDir, "the comparison's output directory");
   fs.writeFileSync(path.join(options.outDir, "comparison.json"), JSON.stringify(result, null, 2) + "\n");
   return result;
 }

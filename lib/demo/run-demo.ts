@@ -4,7 +4,6 @@
  * then Octopus Stage I and Stage II through the same `runTraining` a real run uses;
  * evaluation before and after, a table, and summary.json.
  */
-import fs from "node:fs";
 import path from "node:path";
 
 import { Model } from "../engine/model";
@@ -20,6 +19,7 @@ import { promptOptions } from "../rl/prompts";
 import { runTraining } from "../rl/run";
 import { runSft } from "../rl/sft";
 import { writeFileAtomic } from "../util/atomic-file";
+import { makeDirectory } from "../util/files";
 import { shippedRecipe } from "../util/package-root";
 import { seededRandom } from "../util/random";
 import { arithmeticProblems, sampleQuickAnswer, writeSolution, writeSolutionReaching } from "./arithmetic";
@@ -89,7 +89,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const started = Date.now();
   const log: Log = (line) => !options.quiet && process.stderr.write(line + "\n");
   const dir = path.resolve(options.dir);
-  fs.mkdirSync(dir, { recursive: true });
+  makeDirectory(dir, "the demo's run directory");
   const budget: Budget = options.quick ? { sft: 60, stage1: 2, stage2: 2, evalProblems: 32 } : { sft: 600, stage1: 12, stage2: 12, evalProblems: 1000 };
 
   const { base, tokenizer } = await createBaseModel(path.join(dir, "base"));

@@ -8,10 +8,12 @@ import path from "node:path";
 
 import { native, type DeviceOptions, type ModelSpec, type NativeModel, type TensorRecord } from "../native";
 import { syncDirectory, writeFileDurable } from "../util/atomic-file";
+import { readRegularFile } from "../util/files";
 import { removeStaleStaging, stagingName } from "../util/staging";
 import { configFromModelSpec, modelSpecFromConfig } from "./model-config";
 import { buildSafetensorsHeader, DTYPE_BYTES, readSafetensorsHeader } from "./safetensors";
 import {
+  checkGenerationFits,
   resolveSamplingParams,
   type FinishReason,
   type GenerateOptions,
@@ -42,7 +44,7 @@ const DERIVED_TENSOR = /\.rotary_emb\.inv_freq$/;
 function readJson(file: string): unknown {
   let text: string;
   try {
-    text = fs.readFileSync(file, "utf8");
+    text = readRegularFile(file, "utf8");
   } catch (error) {
     throw new ModelLoadError(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
   }
@@ -243,9 +245,12 @@ export class Model {
     params: Partial<SamplingParams> = {},
     options: GenerateOptions = {},
   ): Promise<{ results: GenerationResult[][]; stats: GenerationStats }> {
+    if (!Array.isArray(requests))
+      throw new TypeError(`generate: requests must be an array of {promptIds, n?, seed?}, not ${requests === null ? "null" : typeof requests}`);
     const resolved = resolveSamplingParams(params);
     const vocab = this.spec.vocabSize;
     for (const [i, r] of requests.entries()) {
+      if (r === null || typeof r !== "object") throw new TypeError(`request ${i} must be an object {promptIds, n?, seed?}, not ${r === null ? "null" : typeof r}`);
       if (!(r.promptIds instanceof Int32Array)) throw new TypeError(`request ${i}: promptIds must be an Int32Array`);
       if (r.promptIds.length === 0) throw new RangeError(`request ${i} has an empty prompt`);
       const bad = r.promptIds.find((id) => id < 0 || id >= vocab);
@@ -259,6 +264,15 @@ export class Model {
       if (bad !== undefined) throw new RangeError(`stopSequences[${i}]: token id ${bad} is outside the model's vocabulary [0, ${vocab})`);
     }
     if (options.recompute && options.prefixCache) throw new TypeError("recompute runs without a KV cache, so it takes no prefixCache");
+    // CPU: the memory free to this process (cgroup limits included). CUDA: the engine reads no free device memory yet.
+    const availableBytes = this.device === "cpu" ? process.availableMemory() : undefined;
+    const shape = {
+      rows: requests.reduce((n, r) => n + (r.n ?? 1), 0),
+      longestPrompt: requests.reduce((longest, r) => Math.max(longest, r.promptIds.length), 0),
+      maxNewTokens: resolved.maxNewTokens,
+      kvCache: !options.recompute,
+    };
+    checkGenerationFits(this.spec, this.handle.dtype, shape, availableBytes);
     const prefillChunkTokens = options.prefillChunkTokens ?? 8192;
     if (!Number.isSafeInteger(prefillChunkTokens) || prefillChunkTokens < 1)
       throw new RangeError(`prefillChunkTokens must be an integer >= 1, not ${prefillChunkTokens}`);

@@ -9,6 +9,7 @@
 import fs from "node:fs";
 
 import type { TensorRecord } from "../native";
+import { openRegularFile } from "../util/files";
 
 export class SafetensorsError extends Error {
   constructor(file: string, message: string) {
@@ -126,14 +127,12 @@ export function parseSafetensorsHeader(prefix: Uint8Array, fileSize: number, fil
 export function readSafetensorsHeader(file: string): SafetensorsFile {
   let fd: number;
   try {
-    fd = fs.openSync(file, "r");
+    fd = openRegularFile(file);
   } catch (error) {
     throw new SafetensorsError(file, `cannot open (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
   }
   try {
-    const stat = fs.fstatSync(fd);
-    if (!stat.isFile()) throw new SafetensorsError(file, "is not a regular file");
-    const fileSize = stat.size;
+    const fileSize = fs.fstatSync(fd).size;
     const lengthBytes = Buffer.alloc(8);
     fs.readSync(fd, lengthBytes, 0, Math.min(8, fileSize), 0);
     const declared = fileSize >= 8 ? lengthBytes.readBigUInt64LE(0) : 0n;

@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 
-import type { GenerationStats, NativePrefixCache } from "../native";
+import type { GenerationStats, ModelSpec, NativePrefixCache } from "../native";
 
 export const samplingParamsSchema = z.strictObject({
   /** softmax temperature; 0 = greedy */
@@ -78,4 +78,65 @@ export interface GenerateOptions {
   staticShapes?: boolean;
   /** prompt tokens (padding included) per prefill forward, bounding its memory (default 8192) */
   prefillChunkTokens?: number;
+}
+
+/** Bytes per element of the engine's compute dtypes (the model handle's `dtype`, c10 names). */
+const COMPUTE_DTYPE_BYTES: Readonly<Record<string, number>> = { Float: 4, BFloat16: 2, Half: 2, Double: 8 };
+
+/** The results of one call are indexed by 32-bit offsets (NativeGenerationOutput.sampleOffsets). */
+const MAX_TOKENS_PER_CALL = 2 ** 31 - 1;
+
+export interface GenerationShape {
+  /** samples over all requests: the rows of the batch */
+  rows: number;
+  longestPrompt: number;
+  maxNewTokens: number;
+  /** false for recompute, which keeps no KV cache */
+  kvCache: boolean;
+}
+
+/**
+ * What the engine allocates at the start of a generate call (native/core/sampler.cpp): the KV
+ * cache, keys and values of every layer for every row and slot (each prompt's slots, then one
+ * per new token but the last), its padding mask, the [rows, maxNewTokens] token and log-prob
+ * state (int64 + fp32) and the first logits. A lower bound of the call's memory.
+ */
+function generationBytes(spec: ModelSpec, dtype: string, shape: GenerationShape): number {
+  const elementBytes = COMPUTE_DTYPE_BYTES[dtype] ?? 4;
+  const slotBytes = shape.kvCache ? spec.numLayers * 2 * spec.numKvHeads * spec.headDim * elementBytes + 1 : 0;
+  const rowBytes = slotBytes * (shape.longestPrompt + shape.maxNewTokens - 1) + 12 * shape.maxNewTokens + 4 * spec.vocabSize;
+  return shape.rows * rowBytes;
+}
+
+const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(bytes < 2 ** 30 ? 3 : 1)} GiB`;
+const rowCount = (rows: number) => `${rows} ${rows === 1 ? "row" : "rows"}`;
+
+/**
+ * Refuses a generate call whose allocations do not fit in `availableBytes` (when known) or
+ * whose results cannot be indexed, saying what would fit: the engine would otherwise fail with
+ * an allocator message (std::bad_alloc) that names neither n nor maxNewTokens.
+ */
+export function checkGenerationFits(spec: ModelSpec, dtype: string, shape: GenerationShape, availableBytes: number | undefined): void {
+  const { rows, longestPrompt, maxNewTokens } = shape;
+  const asked = `${rowCount(rows)} (n summed over the requests) × maxNewTokens ${maxNewTokens}`;
+  const needed = generationBytes(spec, dtype, shape);
+  if (availableBytes !== undefined && needed > availableBytes) {
+    const maxRows = Math.floor(availableBytes / generationBytes(spec, dtype, { ...shape, rows: 1 }));
+    const fixedPerRow = generationBytes(spec, dtype, { ...shape, rows: 1, maxNewTokens: 1 });
+    const perNewToken = generationBytes(spec, dtype, { ...shape, rows: 1, maxNewTokens: 2 }) - fixedPerRow;
+    const maxNew = Math.floor((availableBytes / rows - fixedPerRow) / perNewToken) + 1;
+    const fits = [
+      maxRows >= 1 ? `at maxNewTokens ${maxNewTokens} at most ${rowCount(maxRows)} fit` : `not one row fits at maxNewTokens ${maxNewTokens}`,
+      maxNew >= 1 ? `at ${rowCount(rows)}, maxNewTokens up to ${maxNew}` : `no maxNewTokens fits at ${rowCount(rows)}`,
+    ];
+    throw new RangeError(
+      `generate: ${asked} (longest prompt ${longestPrompt} tokens) needs at least ${gib(needed)} for the KV cache and sampling state, ` +
+        `but ${gib(availableBytes)} of memory is available; ${fits.join(", and ")}. Lower n, the requests per call or maxNewTokens`,
+    );
+  }
+  if (rows * maxNewTokens > MAX_TOKENS_PER_CALL)
+    throw new RangeError(
+      `generate: ${asked} is more than the ${MAX_TOKENS_PER_CALL} tokens one call can return; at this maxNewTokens ` +
+        `at most ${rowCount(Math.floor(MAX_TOKENS_PER_CALL / maxNewTokens))} can be returned: lower n, split the requests over several calls, or lower maxNewTokens`,
+    );
 }

@@ -11,6 +11,8 @@ import { Tokenizer } from "@huggingface/tokenizers";
 import * as fs from "fs";
 import * as path from "path";
 
+import { readRegularFile } from "../util/files";
+
 export class TokenizerError extends Error {
   constructor(message: string) {
     super(message);
@@ -50,7 +52,7 @@ function specialTokenText(value: unknown): string | undefined {
 function readJsonFile(file: string, what: string): object {
   let text: string;
   try {
-    text = fs.readFileSync(file, "utf8");
+    text = readRegularFile(file, "utf8");
   } catch (err) {
     throw new TokenizerError(
       `${file}: cannot read ${what} (${(err as Error).message}); ` +
@@ -101,7 +103,11 @@ export class TextTokenizer {
       : {};
     const templateFile = path.join(dir, "chat_template.jinja");
     if (config.chat_template === undefined && fs.existsSync(templateFile)) {
-      config.chat_template = fs.readFileSync(templateFile, "utf8");
+      try {
+        config.chat_template = readRegularFile(templateFile, "utf8");
+      } catch (err) {
+        throw new TokenizerError(`${templateFile}: cannot read the chat template (${(err as Error).message})`);
+      }
     }
     return TextTokenizer.fromJson(tokenizerJson, config, dir);
   }

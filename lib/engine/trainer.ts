@@ -107,10 +107,26 @@ function countPositive(values: ArrayLike<number>): number {
   return n;
 }
 
-function validateSequence(s: TrainSequence, i: number, objective: StepOptions["objective"], needRef: boolean): void {
+/** Token ids in [0, vocabSize): the engine's embedding lookup fails on others without saying which sequence or position. */
+function checkTokenIds(tokens: ArrayLike<number>, vocabSize: number, where: string): void {
+  for (let t = 0; t < tokens.length; t++) {
+    const id = tokens[t];
+    if (!(Number.isInteger(id) && id >= 0 && id < vocabSize))
+      throw new RangeError(`${where}: token id ${id} at position ${t} is outside the model's vocabulary [0, ${vocabSize}); were the tokens made by another model's tokenizer?`);
+  }
+}
+
+/** Sequences per micro-batch: a positive integer (0 would never advance through the batch). */
+function checkMicroBatchSize(size: number | undefined): void {
+  if (size !== undefined && !(Number.isInteger(size) && size > 0))
+    throw new RangeError(`microBatchSize must be a positive integer (sequences per micro-batch), not ${size}`);
+}
+
+function validateSequence(s: TrainSequence, i: number, objective: StepOptions["objective"], needRef: boolean, vocabSize: number): void {
   const n = s.tokens.length;
   const where = `sequence ${i}`;
   if (n < 2) throw new RangeError(`${where}: needs at least 2 tokens`);
+  checkTokenIds(s.tokens, vocabSize, where);
   const sameLength = (name: string, a: ArrayLike<number> | undefined) => {
     if (a !== undefined && a.length !== n) throw new RangeError(`${where}: ${name} has ${a.length} entries for ${n} tokens`);
   };
@@ -164,6 +180,7 @@ export class PolicyTrainer {
 
   constructor(readonly model: Model, readonly options: TrainerOptions) {
     checkSchedule(options.schedule);
+    checkMicroBatchSize(options.microBatchSize);
     this.trainer = new (native().Trainer)(model.handle, {
       maxGradNorm: options.maxGradNorm ?? 1.0,
       activationCheckpointing: options.activationCheckpointing ?? false,
@@ -181,6 +198,17 @@ export class PolicyTrainer {
   }
 
   /**
+   * Runs `work` as the model's next call, refused once the model is disposed: the native trainer
+   * holds the weights itself, so it would otherwise go on training a model its owner freed.
+   */
+  private onLiveModel<T>(work: () => Promise<T>): Promise<T> {
+    return this.model.exclusive(() => {
+      if (this.model.handle.disposed) throw new Error("this model was disposed; load it again and make a new PolicyTrainer");
+      return work();
+    });
+  }
+
+  /**
    * Trains data-parallel from here on: every rank's weights become rank 0's, each trainStep
    * takes this rank's share of the step's sequences, and the update is the one of the combined
    * batch (counts and gradients summed over the ranks). A collective: every rank calls it.
@@ -189,7 +217,7 @@ export class PolicyTrainer {
     if (this.dataParallel) throw new Error("data-parallel training is already enabled on this trainer");
     if (!(options.bucketMegabytes > 0)) throw new RangeError("distributed.bucketMegabytes must be positive");
     const bucketBytes = Math.max(1, Math.round(options.bucketMegabytes * 2 ** 20));
-    await this.model.exclusive(() => this.trainer.enableDataParallel(dataParallel.group, { bucketBytes, overlapBackward: options.overlapBackward }));
+    await this.onLiveModel(() => this.trainer.enableDataParallel(dataParallel.group, { bucketBytes, overlapBackward: options.overlapBackward }));
     this.dataParallel = dataParallel;
   }
 
@@ -202,6 +230,8 @@ export class PolicyTrainer {
   }
 
   private static async sequenceLogprobs(model: Model, sequences: Int32Array[], options: { microBatchSize?: number; temperature?: number; chunkSize?: number }): Promise<Float32Array[]> {
+    checkMicroBatchSize(options.microBatchSize);
+    sequences.forEach((s, i) => checkTokenIds(s, model.spec.vocabSize, `sequence ${i}`));
     const size = options.microBatchSize ?? 8;
     const out: Float32Array[] = [];
     for (let start = 0; start < sequences.length; start += size) {
@@ -231,7 +261,7 @@ export class PolicyTrainer {
    * count) as one safetensors file; with the model's own save it is all a resumed run needs.
    */
   saveState(file: string): Promise<void> {
-    return this.model.exclusive(async () => {
+    return this.onLiveModel(async () => {
       const tensors = (await this.trainer.stateTensors()).map((t) => ({ ...t, dtype: "F32" }));
       const header = buildSafetensorsHeader(tensors, { format: "octo-native-optimizer", step: String(this.stepsTaken) });
       await this.trainer.saveState(file, header);
@@ -243,7 +273,7 @@ export class PolicyTrainer {
     const state = readSafetensorsHeader(file);
     const steps = Number(state.metadata.step);
     if (!Number.isInteger(steps) || steps < 0) throw new Error(`${file}: no valid 'step' in its metadata; is it an optimizer state file?`);
-    await this.model.exclusive(() => this.trainer.loadState(state.tensors, steps));
+    await this.onLiveModel(() => this.trainer.loadState(state.tensors, steps));
     this.stepsTaken = steps;
   }
 
@@ -252,7 +282,7 @@ export class PolicyTrainer {
    * of it (possibly none; every rank calls trainStep for every step).
    */
   trainStep(sequences: TrainSequence[], options: StepOptions): Promise<StepReport> {
-    return this.model.exclusive(() => this.runStep(sequences, options));
+    return this.onLiveModel(() => this.runStep(sequences, options));
   }
 
   private async runStep(sequences: TrainSequence[], options: StepOptions): Promise<StepReport> {
@@ -262,7 +292,7 @@ export class PolicyTrainer {
     if (sequences.length === 0 && !dp) throw new RangeError("trainStep needs at least one sequence");
     const loss = options.loss ?? {};
     const useKl = options.objective === "policy" && (loss.klCoef ?? 0) !== 0;
-    sequences.forEach((s, i) => validateSequence(s, i, options.objective, useKl));
+    sequences.forEach((s, i) => validateSequence(s, i, options.objective, useKl, this.model.spec.vocabSize));
 
     // Counts over the whole step (all ranks): what makes micro-batching and data parallelism exact.
     const normalizers: LossNormalizers = {

@@ -7,6 +7,7 @@
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 
+import { readRegularFile } from "../util/files";
 import { gradeAnswer, type VerifyOptions } from "./verify";
 
 export interface GradeSummary {
@@ -37,7 +38,7 @@ function answerField(record: Record<string, unknown>, name: "gold" | "pred"): st
 export async function gradeJsonl(inputPath: string, outputPath?: string, options: VerifyOptions = {}): Promise<GradeSummary> {
   let text: string;
   try {
-    text = await fs.readFile(inputPath, "utf8");
+    text = readRegularFile(inputPath, "utf8");
   } catch (e) {
     throw new Error(`cannot read grade input ${inputPath}: ${(e as Error).message}`);
   }

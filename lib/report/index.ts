@@ -7,6 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 
 import { writeFileAtomic } from "../util/atomic-file";
+import { makeDirectory } from "../util/files";
 import { plotSpec, renderSvg } from "./charts";
 import { renderReportHtml, type RenderedPlot } from "./html";
 import { readRun } from "./run-data";
@@ -45,7 +46,7 @@ export async function writeRunReport(runDir: string, options: ReportOptions = {}
 
   // SVGs first, then the page that links them; each file replaced whole. SVGs of plots this
   // report no longer has are removed, so the folder always matches the page.
-  fs.mkdirSync(plotsDir, { recursive: true });
+  makeDirectory(plotsDir, "the report's plot directory");
   const written = plots.map(({ plot, svg }) => {
     const file = path.join(plotsDir, `${plot.id}.svg`);
     writeFileAtomic(file, svg);

@@ -8,6 +8,8 @@ import path from "node:path";
 
 import { z } from "zod";
 
+import { readRegularFile } from "../util/files";
+
 /** Bad or missing report input; the message names the file (and line) and what to do. */
 export class ReportInputError extends Error {
   override name = "ReportInputError";
@@ -65,12 +67,20 @@ const METRICS_FILE = "metrics.jsonl";
 const SUMMARY_FILE = "summary.json";
 const STAGE_DIR = /^stage(\d+)$/;
 
+function readRunFile(file: string): string {
+  try {
+    return readRegularFile(file, "utf8");
+  } catch (error) {
+    throw new ReportInputError(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+}
+
 /** Parses a metrics.jsonl file; every problem names the file and line. */
 export function parseMetricsFile(file: string): MetricsLine[] {
   if (!fs.existsSync(file)) throw new ReportInputError(`${file} not found`);
   const lines: MetricsLine[] = [];
   let previous: { step: number; line: number } | undefined;
-  fs.readFileSync(file, "utf8")
+  readRunFile(file)
     .split("\n")
     .forEach((text, index) => {
       const line = index + 1;
@@ -103,9 +113,10 @@ export function parseMetricsFile(file: string): MetricsLine[] {
 function readSummary(dir: string): Record<string, unknown> | undefined {
   const file = path.join(dir, SUMMARY_FILE);
   if (!fs.existsSync(file)) return undefined;
+  const text = readRunFile(file);
   let raw: unknown;
   try {
-    raw = JSON.parse(fs.readFileSync(file, "utf8"));
+    raw = JSON.parse(text);
   } catch (error) {
     throw new ReportInputError(`${file}: not valid JSON (${(error as Error).message})`);
   }

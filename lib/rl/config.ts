@@ -3,8 +3,6 @@
  * documentation of every key. YAML recipes live in configs/; `--set a.b=c` overrides.
  * Unknown keys and wrong types are errors that name the key.
  */
-import fs from "node:fs";
-
 import YAML from "yaml";
 import { z } from "zod";
 
@@ -14,6 +12,7 @@ import { DEFAULT_COLLAPSE_ALARM } from "../methods/srt/srt";
 import { THINKING_JUDGE_PROMPT } from "../methods/trust-grpo/judge/thinking-judge";
 import { DEFAULT_TRUST } from "../methods/trust-grpo/trust-grpo";
 import { LOGPROB_CHUNK_SIZE } from "../native";
+import { readRegularFile } from "../util/files";
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -270,8 +269,30 @@ export const configSchema = z.strictObject({
 
 export type RunConfig = z.infer<typeof configSchema>;
 
+/**
+ * Keys that reach Object.prototype when an object is walked or filled by them ('__proto__' is the
+ * prototype itself, 'constructor.prototype' the same object), so never config keys: refused
+ * wherever a key comes from input, before any object is touched.
+ */
+const RESERVED_KEYS = new Set(["__proto__", "constructor", "prototype"]);
+
+/** The dotted path of the first reserved key in a parsed tree (YAML makes a '__proto__' key an own property). */
+function reservedKeyPath(value: unknown, at: string[] = [], seen = new WeakSet<object>()): string | undefined {
+  if (value === null || typeof value !== "object" || seen.has(value)) return undefined;
+  seen.add(value); // YAML aliases may share (or nest) a node
+  for (const [key, child] of Object.entries(value)) {
+    if (RESERVED_KEYS.has(key)) return [...at, key].join(".");
+    const found = reservedKeyPath(child, [...at, key], seen);
+    if (found !== undefined) return found;
+  }
+  return undefined;
+}
+
 /** Validates a parsed config; errors name the key. `source` names the file. */
 export function parseConfig(raw: unknown, source = "config"): RunConfig {
+  // zod refuses these in its strict sections, but a free-form map (chatTemplateVariables) keeps its values as given.
+  const reserved = reservedKeyPath(raw);
+  if (reserved !== undefined) throw new ConfigError(`${source}: key '${reserved}' is not a config key (it leads to Object.prototype); remove it`);
   const result = configSchema.safeParse(raw ?? {});
   if (!result.success) {
     const lines = result.error.issues.map((issue) => {
@@ -291,10 +312,22 @@ export function applyOverrides(raw: Record<string, unknown>, overrides: string[]
     const eq = override.indexOf("=");
     if (eq <= 0) throw new ConfigError(`--set '${override}': expected key.path=value`);
     const keys = override.slice(0, eq).split(".");
-    const value = YAML.parse(override.slice(eq + 1));
+    const reserved = keys.find((key) => RESERVED_KEYS.has(key));
+    if (reserved !== undefined)
+      throw new ConfigError(`--set '${override}': '${reserved}' is not a config key (it leads to Object.prototype); use a key of the schema in lib/rl/config.ts`);
+    let value: unknown;
+    try {
+      value = YAML.parse(override.slice(eq + 1));
+    } catch (error) {
+      throw new ConfigError(
+        `--set '${override}': the value is not valid YAML (${(error as Error).message.split("\n")[0]}); ` +
+          `quote a string that starts with [ { or a quote, e.g. --set 'key="[1,2"'`,
+      );
+    }
     let node: Record<string, unknown> = out;
     for (const key of keys.slice(0, -1)) {
-      if (node[key] === undefined) node[key] = {};
+      // Sections made here have no prototype: nothing inherited can answer for a key.
+      if (!Object.hasOwn(node, key)) node[key] = Object.create(null);
       if (typeof node[key] !== "object" || node[key] === null || Array.isArray(node[key]))
         throw new ConfigError(`--set '${override}': '${key}' is not a section`);
       node = node[key] as Record<string, unknown>;
@@ -310,7 +343,7 @@ export function loadConfig(file: string | undefined, overrides: string[] = []): 
   if (file) {
     let text: string;
     try {
-      text = fs.readFileSync(file, "utf8");
+      text = readRegularFile(file, "utf8");
     } catch (error) {
       throw new ConfigError(`cannot read config '${file}' (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
     }

@@ -9,6 +9,7 @@ import path from "node:path";
 import { parquetReadObjects } from "hyparquet";
 
 import { gsm8kGold } from "../grading/extract";
+import { readRegularFile } from "../util/files";
 import { packageRoot } from "../util/package-root";
 import { seededPermutation } from "../util/random";
 
@@ -46,38 +47,69 @@ export function resolveDatasetPath(file: string): string {
   throw new DatasetError(`dataset file '${file}' does not exist (looked in ${process.cwd()} and in the package at ${packageRoot})`);
 }
 
-/** Reads every row of a .jsonl / .json / .parquet file. */
+const isRow = (value: unknown): value is Row => value !== null && typeof value === "object" && !Array.isArray(value);
+
+/** A parsed value that is not a row, as a message names it: "null", "an array", "a string", … */
+function describeNonRow(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return `a ${typeof value}`;
+}
+
+const ROW_EXAMPLE = `{"problem": "...", "answer": "..."}`;
+
+/** Reads every row of a .jsonl / .json / .parquet file; every row is an object. */
 export async function readRows(file: string): Promise<Row[]> {
   file = resolveDatasetPath(file);
   const ext = path.extname(file).toLowerCase();
+  if (ext !== ".parquet" && ext !== ".jsonl" && ext !== ".json")
+    throw new DatasetError(`${file}: unknown dataset format '${ext}' (use .jsonl, .json or .parquet)`);
+  let bytes: Buffer;
+  try {
+    bytes = readRegularFile(file);
+  } catch (error) {
+    throw new DatasetError(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
   if (ext === ".parquet") {
-    const bytes = fs.readFileSync(file);
+    let rows: Row[];
     try {
       const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-      return (await parquetReadObjects({ file: buffer })) as Row[];
+      rows = (await parquetReadObjects({ file: buffer })) as Row[];
     } catch (error) {
       throw new DatasetError(`${file}: not a readable parquet file (${(error as Error).message})`);
     }
-  }
-  if (ext === ".jsonl" || ext === ".json") {
-    const text = fs.readFileSync(file, "utf8");
-    if (ext === ".json") {
-      const parsed = JSON.parse(text);
-      if (!Array.isArray(parsed)) throw new DatasetError(`${file}: a .json dataset must hold an array of objects`);
-      return parsed as Row[];
-    }
-    const rows: Row[] = [];
-    text.split("\n").forEach((line, i) => {
-      if (line.trim() === "") return;
-      try {
-        rows.push(JSON.parse(line) as Row);
-      } catch (error) {
-        throw new DatasetError(`${file}:${i + 1}: not valid JSON (${(error as Error).message})`);
-      }
-    });
+    // hyparquet assigns each column to the row by name: a '__proto__' column replaces the row's prototype.
+    if (rows.length > 0 && Object.getPrototypeOf(rows[0]) !== Object.prototype)
+      throw new DatasetError(`${file}: has a column named '__proto__', which cannot be a field of a row; rename or drop it`);
     return rows;
   }
-  throw new DatasetError(`${file}: unknown dataset format '${ext}' (use .jsonl, .json or .parquet)`);
+  const text = bytes.toString("utf8");
+  if (ext === ".json") {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (error) {
+      throw new DatasetError(`${file}: not valid JSON (${(error as Error).message}); a .json dataset is one array of objects (for one object per line, name it .jsonl)`);
+    }
+    if (!Array.isArray(parsed)) throw new DatasetError(`${file}: a .json dataset must hold an array of objects`);
+    parsed.forEach((row, i) => {
+      if (!isRow(row)) throw new DatasetError(`${file}: element ${i} of the array is ${describeNonRow(row)}; each must be an object like ${ROW_EXAMPLE}`);
+    });
+    return parsed;
+  }
+  const rows: Row[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (line.trim() === "") return;
+    let row: unknown;
+    try {
+      row = JSON.parse(line);
+    } catch (error) {
+      throw new DatasetError(`${file}:${i + 1}: not valid JSON (${(error as Error).message})`);
+    }
+    if (!isRow(row)) throw new DatasetError(`${file}:${i + 1}: the line is ${describeNonRow(row)}; each line must be an object like ${ROW_EXAMPLE}`);
+    rows.push(row);
+  });
+  return rows;
 }
 
 function detectAdapter(row: Row): Exclude<Adapter, "auto"> | undefined {
