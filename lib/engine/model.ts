@@ -8,7 +8,7 @@ import path from "node:path";
 
 import { native, type DeviceOptions, type ModelSpec, type NativeModel, type TensorRecord } from "../native";
 import { syncDirectory, writeFileDurable } from "../util/atomic-file";
-import { readRegularFile } from "../util/files";
+import { makeDirectory, readRegularFile } from "../util/files";
 import { removeStaleStaging, stagingName } from "../util/staging";
 import { configFromModelSpec, modelSpecFromConfig } from "./model-config";
 import { buildSafetensorsHeader, DTYPE_BYTES, readSafetensorsHeader } from "./safetensors";
@@ -332,7 +332,7 @@ export class Model {
     checkSaveTarget(target, options.overwrite ?? false);
     removeStaleStaging(path.dirname(target), { locked: false, only: (name) => name.startsWith(`${path.basename(target)}.tmp-`) });
     const staging = stagingName(target, "tmp");
-    fs.mkdirSync(staging, { recursive: true });
+    makeDirectory(staging, "the model's staging directory");
     try {
       const tensors = this.handle.parameters().map((p) => {
         const dtype = options.dtype ?? this.tensorDtypes.get(p.name) ?? "F32";
@@ -367,7 +367,7 @@ export class Model {
       writeFileDurable(path.join(staging, "config.json"), JSON.stringify({ ...this.config, torch_dtype: torchDtype ?? "float32" }, null, 2) + "\n");
       if (this.sourceDir && path.resolve(this.sourceDir) !== target)
         for (const f of COMPANION_FILES)
-          if (fs.existsSync(path.join(this.sourceDir, f))) writeFileDurable(path.join(staging, f), fs.readFileSync(path.join(this.sourceDir, f)));
+          if (fs.existsSync(path.join(this.sourceDir, f))) writeFileDurable(path.join(staging, f), readRegularFile(path.join(this.sourceDir, f)));
       syncDirectory(staging);
       installModelFiles(staging, target);
     } catch (error) {
@@ -427,7 +427,7 @@ export function checkSaveTarget(dir: string, overwrite: boolean): void {
  */
 function installModelFiles(staging: string, target: string): void {
   if (!fs.existsSync(target)) {
-    fs.mkdirSync(path.dirname(target), { recursive: true });
+    makeDirectory(path.dirname(target), "the directory of the saved model");
     fs.renameSync(staging, target);
     syncDirectory(path.dirname(target));
     return;

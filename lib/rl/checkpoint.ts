@@ -15,6 +15,7 @@ import { readSafetensorsHeader } from "../engine/safetensors";
 import type { PolicyTrainer } from "../engine/trainer";
 import { syncDirectory, writeFileDurable } from "../util/atomic-file";
 import { pausePoint } from "../util/fault-points";
+import { readRegularFile } from "../util/files";
 import { removeStaging, stagingName } from "../util/staging";
 import type { TrainingSetFingerprint } from "./config-change";
 import type { DataCursorState } from "./data";
@@ -80,7 +81,7 @@ export async function saveCheckpoint(runDir: string, model: Model, trainer: Poli
 export function checkCheckpoint(dir: string): { state: TrainerState } | { problem: string } {
   const stateFile = path.join(dir, STATE_FILE);
   try {
-    const parsed = trainerStateSchema.safeParse(JSON.parse(fs.readFileSync(stateFile, "utf8")));
+    const parsed = trainerStateSchema.safeParse(JSON.parse(readRegularFile(stateFile, "utf8")));
     if (!parsed.success) return { problem: `${stateFile}: ${parsed.error.issues.map((i) => `${i.path.join(".") || "(top)"}: ${i.message}`).join("; ")}` };
     const expectedStep = stepOfCheckpoint(dir);
     if (parsed.data.step !== expectedStep) return { problem: `${stateFile}: says step ${parsed.data.step} in the directory of step ${expectedStep}` };

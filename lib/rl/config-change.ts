@@ -10,6 +10,7 @@ import path from "node:path";
 import YAML from "yaml";
 
 import { fileError } from "../util/atomic-file";
+import { readRegularFile } from "../util/files";
 import { parseConfig, type RunConfig } from "./config";
 import type { Example } from "./data";
 
@@ -61,7 +62,7 @@ export function readRunConfig(file: string): RunConfig | undefined {
   if (!fs.existsSync(file)) return undefined;
   let raw: unknown;
   try {
-    raw = YAML.parse(fs.readFileSync(file, "utf8"));
+    raw = YAML.parse(readRegularFile(file, "utf8"));
   } catch (error) {
     throw fileError(error, file, "read the run's config");
   }

@@ -7,6 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 
 import { appendLine, fileError, writeFileAtomic } from "../util/atomic-file";
+import { readRegularFile } from "../util/files";
 import type { StepMetrics } from "./step";
 
 /** A line read back: the step's metrics as JSON kept them (NaN and Infinity became null). */
@@ -26,7 +27,7 @@ export function cutMetricsForResume(file: string, step: number, rewrite: boolean
   if (!fs.existsSync(file)) return { kept: [] };
   let text: string;
   try {
-    text = fs.readFileSync(file, "utf8");
+    text = readRegularFile(file, "utf8");
   } catch (error) {
     throw fileError(error, file, "read");
   }

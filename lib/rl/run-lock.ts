@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 
 import { fileError, syncDirectory } from "../util/atomic-file";
+import { readRegularFile } from "../util/files";
 
 const LOCK_FILE = "run.lock";
 
@@ -44,7 +45,7 @@ function isAlive(owner: LockOwner): boolean {
 
 function readOwner(file: string): LockOwner | undefined {
   try {
-    const owner = JSON.parse(fs.readFileSync(file, "utf8")) as LockOwner;
+    const owner = JSON.parse(readRegularFile(file, "utf8")) as LockOwner;
     return Number.isInteger(owner.pid) && typeof owner.host === "string" ? owner : undefined;
   } catch {
     return undefined; // torn (a crash while writing it): nobody can own it

@@ -25,7 +25,8 @@ import type { EvalMetrics } from "../eval/metrics";
 import { createMethodHook, methodNeedsReference } from "../methods";
 import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
 import { writeReportAfterRun } from "../report";
-import { fileError, writeFileAtomic } from "../util/atomic-file";
+import { writeFileAtomic } from "../util/atomic-file";
+import { makeDirectory } from "../util/files";
 import { removeStaleStaging } from "../util/staging";
 import { checkpointDir, latestCheckpoint, optimizerStateFile, saveCheckpoint, type TrainerState } from "./checkpoint";
 import type { RunConfig } from "./config";
@@ -169,11 +170,7 @@ async function joinRun(config: RunConfig, options: TrainOptions, stopSignals: St
     throw new Error(`method.name '${config.method.name}': data-parallel training (--nproc / WORLD_SIZE > 1) supports grpo and octopus so far; run it in one process`);
   const run: RunContext = { config, options, runDir, metricsFile: path.join(runDir, "metrics.jsonl"), dp, isMain, device, stopSignals, log };
   run.lock = await onRankZero(run, "taking the run directory", () => {
-    try {
-      fs.mkdirSync(runDir, { recursive: true });
-    } catch (error) {
-      throw fileError(error, runDir, "create the run directory");
-    }
+    makeDirectory(runDir, "the run directory");
     const lock = RunLock.acquire(runDir, log);
     // Under the lock no other writer is alive here: whatever staging is left belongs to a dead one.
     for (const dir of [runDir, path.join(runDir, "checkpoints")])
