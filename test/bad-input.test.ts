@@ -360,6 +360,11 @@ describe("errors that name the file, key or value and say what to do", () => {
         expect(error?.code).toBe("EROFS");
         expect(error?.message).toBe(`${readOnly}: cannot create the run directory ${dir} in it (EROFS: the filesystem is read-only)`);
       }
+      // The train command takes its run directory through it.
+      const cli = path.join(__dirname, "..", "dist", "lib", "commands", "cli.js");
+      const train = spawnSync(process.execPath, [cli, "train", "--config", path.join(__dirname, "..", "configs", "demo.yaml"), "--set", `run.dir=${readOnly}/run`], { encoding: "utf8" });
+      expect(train.status).toBe(1);
+      expect(train.stderr).toContain(`${readOnly}: cannot create the run directory ${readOnly}/run in it (EROFS: the filesystem is read-only)`);
     } finally {
       spawnSync("umount", [readOnly]);
     }
