@@ -54,6 +54,7 @@ describe("extractAnswer", () => {
     ["last number with thousands separators", "we get -3.5 and then 1,234 apples", "1,234"],
     ["last number, negative", "so the value is -7.", "-7"],
     ["last number, fraction", "she ate 3/4 of it", "3/4"],
+    ["an over-escaped \\\\boxed", "so \\\\boxed{7}.", "7"],
   ])("%s", (_name, text, expected) => {
     expect(extractAnswer(text)).toBe(expected);
   });
@@ -78,6 +79,24 @@ describe("extractAnswer", () => {
     const t0 = Date.now();
     expect(extractAnswer("\\boxed{".repeat(100_000))).toBeUndefined();
     expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  // Each of these was super-linear before. Times on the 2-core dev machine, before → after:
+  // 75-105 s → 11-25 ms, 4-5 s → 5 ms, 6 s → 4 ms, 8 s → 30 ms, 2-7 s → 15 ms.
+  test.each([
+    ["40k nested boxes (320 KB): the unwrapping re-scanned the content per level", "\\boxed{".repeat(40_000) + "1" + "}".repeat(40_000), "1"],
+    ["a brace-less box of 100k dots: a trailing-punctuation regex backtracked", "\\boxed " + ".".repeat(100_000) + "x", ".".repeat(100_000) + "x"],
+    ["a final-answer phrase of 100k dots", "final answer is " + ".".repeat(100_000) + "b", ".".repeat(100_000) + "b"],
+    ["a final-answer phrase of 50k '$.': one layer stripped per pass", "final answer is x" + "$.".repeat(50_000), "x"],
+    ["160 KB of thousands groups: re-read from every comma", "1" + ",234".repeat(40_000) + "5", "2345"],
+  ])("linear: %s", (_name, text, expected) => {
+    const t0 = Date.now();
+    expect(extractAnswer(text)).toBe(expected);
+    expect(Date.now() - t0).toBeLessThan(2000); // tens of ms here; slack for a loaded machine
+  });
+
+  test("2^24 + 1 unclosed braces do not throw (a Map of brace pairs overflowed: RangeError)", () => {
+    expect(extractAnswer("\\boxed" + "{".repeat(2 ** 24 + 1))).toBeUndefined();
   });
 
   test("every MATH-500 solution's box is equivalent to its answer", () => {

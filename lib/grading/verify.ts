@@ -32,7 +32,7 @@
  */
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads";
 
-import { closingBrace, extractAnswer, hasBoxCommand, wholeBoxContent } from "./extract";
+import { closingBrace, extractAnswer, hasBoxCommand, withoutWrappingBoxes } from "./extract";
 
 export type GradeMethod = "string" | "numeric" | "symbolic" | "none";
 
@@ -184,9 +184,7 @@ const SINGLE_VARIABLE_LHS = new RegExp(`^(?:[a-zA-Z]|\\\\(?:${GREEK}))(?:_\\{?[a
  * Used for the numeric, structure and CAS stages.
  */
 export function cleanLatex(input: string): string {
-  let s = String(input).trim();
-  // a boxed gold or prediction: its content
-  for (let content = wholeBoxContent(s); content !== undefined; content = wholeBoxContent(s)) s = content.trim();
+  let s = withoutWrappingBoxes(String(input)); // a boxed gold or prediction: its content
   s = s.replace(/\\\$/g, " ").replace(/\$/g, " "); // math delimiters and currency
   s = s.replace(/\\(?:left|right)\s*[.|](?=\s|$|\\)/g, (t) => (t.endsWith("|") ? "|" : ""));
   s = s.replace(/\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])/g, "");
