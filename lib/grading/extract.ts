@@ -25,6 +25,8 @@ export interface BoxedSpan {
 // unwrapping of `\boxed{\boxed{…}}` re-scanned the content once per level: quadratic, 75 s for
 // 40k levels.)
 
+/** A text that starts with a box command, after any whitespace. */
+const LEADING_BOX_COMMAND = /^\s*\\(?:boxed|fbox)(?![a-zA-Z])/;
 /** A box command at a given index, `\boxed` or `\fbox` (`\boxedfoo` is another command), with the whitespace after it. */
 const BOX_COMMAND_AT = /\\(?:boxed|fbox)(?![a-zA-Z])\s*/y;
 const BACKSLASH = 0x5c;
@@ -201,6 +203,7 @@ export function lastBoxedSpan(text: string): BoxedSpan | undefined {
  * trimmed: `\boxed{\boxed{ 5 }}` → `5`. Brace form only (extractAnswer also unwraps `\boxed 5`).
  */
 export function withoutWrappingBoxes(text: string): string {
+  if (!LEADING_BOX_COMMAND.test(text)) return text.trim(); // the common case, without a scan (the verifier asks often)
   const [lo, hi] = unwrapBoxes(text, scanBoxCommands(text), 0, text.length, false);
   return text.slice(lo, hi);
 }
