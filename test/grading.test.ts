@@ -8,7 +8,7 @@ import * as path from "node:path";
 
 import { extractAnswer, gsm8kGold, lastBoxedSpan } from "../lib/grading/extract";
 import { gradeJsonl, runGradeCommand } from "../lib/grading/grade-file";
-import { closeVerifier, gradeAnswer, isEquivalent, normalizeAnswer, numbersClose, parseNumber } from "../lib/grading/verify";
+import { closeVerifier, gradeAnswer, isEquivalent, normalizeAnswer, parseNumber, plainNumbersEqual } from "../lib/grading/verify";
 import { mulberry32 } from "./helpers/random";
 
 const DATA = path.resolve(__dirname, "..", "data");
@@ -207,6 +207,65 @@ describe("hand cases", () => {
   });
 });
 
+describe("big numbers are compared exactly", () => {
+  const nines = "9".repeat(998);
+  const digits400 = "1234567890".repeat(40);
+
+  // All judged equal before: doubles overflow to Infinity (10^{400}) or round to the same 53 bits
+  // (2^{100}+1), and the engine's canonical forms round too (\frac{1}{10^{400}} becomes 0).
+  test.each([
+    ["10^{400} vs 10^{401}", "10^{400}", "10^{401}"],
+    ["1e400 vs 1e401", "1e400", "1e401"],
+    ["2^{100} vs 2^{100}+1", "2^{100}", "2^{100}+1"],
+    ["two 999-digit integers that differ in the last digit", nines + "1", nines + "2"],
+    ["10^{400} vs 10^{400}+1", "10^{400}", "10^{400}+1"],
+    ["-10^{400} vs -10^{401}", "-10^{400}", "-10^{401}"],
+    ["a product", "2^{100}\\cdot 3", "(2^{100}+1)\\cdot 3"],
+    ["tiny: \\frac{1}{10^{400}} vs \\frac{1}{10^{401}}", "\\frac{1}{10^{400}}", "\\frac{1}{10^{401}}"],
+    ["approximations far apart: 1.5e400 vs 1.6e400", "1.5e400", "1.6e400"],
+  ])("%s: not equal", (_name, gold, pred) => {
+    expect(gradeAnswer(gold, pred)).toEqual({ correct: false, method: "none" });
+    expect(isEquivalent(pred, gold)).toBe(false);
+  });
+
+  test.each([
+    ["10^{400} = 1e400", "10^{400}", "1e400"],
+    ["2^{100} = its digits", "2^{100}", "1267650600228229401496703205376"],
+    ["2^{100} = its digits with thousands separators (the engine reads them as a list)", "2^{100}", "1,267,650,600,228,229,401,496,703,205,376"],
+    ["\\frac{1}{3} = 2/6", "\\frac{1}{3}", "2/6"],
+    ["a 400-digit integer = itself with thousands separators", digits400, digits400.replace(/\B(?=(\d{3})+$)/g, ",")],
+    ["\\frac{2^{100}}{2^{99}} = 2", "\\frac{2^{100}}{2^{99}}", "2"],
+    ["3\\cdot 10^{400} = 3e400", "3\\cdot 10^{400}", "3e400"],
+    ["10^{-3} = 0.001", "10^{-3}", "0.001"],
+    ["1.5e3 = 1500", "1.5e3", "1500"],
+    ["(-1)^{10^{100}} = 1", "(-1)^{10^{100}}", "1"],
+    // the engine reads 1e-400 as 0; scientific notation is an approximation, and 0 is within ABS_TOL
+    ["1e-400 = 10^{-400}", "1e-400", "10^{-400}"],
+    ["approximations stay within the tolerance: 1.5e400 = 1.5000001e400", "1.5e400", "1.5000001e400"],
+    ["\\frac{1}{3} = 0.3333333 (a decimal is an approximation)", "\\frac{1}{3}", "0.3333333"],
+    ["too large to compute, written alike", "10^{10^{10}}", "10^{(10^{10})}"],
+  ])("%s", (_name, gold, pred) => {
+    expect(gradeAnswer(gold, pred)).toEqual(expect.objectContaining({ correct: true }));
+    expect(isEquivalent(pred, gold)).toBe(true);
+  });
+
+  test("a number too large to compute exactly is not equal to a different one, and the error says why", () => {
+    expect(gradeAnswer("10^{10^{10}}", "10^{10^{10}}+1")).toEqual({
+      correct: false,
+      method: "none",
+      error: "10^{10^{10}} is too large to compare exactly (over 4096 bits), and the two are not written alike",
+    });
+  });
+
+  test("irrational values that overflow doubles are not equal by Infinity = Infinity", () => {
+    expect(gradeAnswer("\\sqrt{2}\\cdot 10^{400}", "\\sqrt{2}\\cdot 10^{401}")).toEqual({
+      correct: false,
+      method: "none",
+      error: "a value overflows double precision: not compared by value",
+    });
+  });
+});
+
 describe("time bound", () => {
   test.each([
     ["5000 nested parentheses", "(".repeat(5000) + "1" + ")".repeat(5000), "1"],
@@ -290,9 +349,7 @@ describe("real data", () => {
         const other = mathGolds[Math.floor(rand() * mathGolds.length)];
         // genuinely equal pairs ("2" and "2.0") are not false positives: skip them
         if (normalizeAnswer(other) === normalizeAnswer(gold)) continue;
-        const a = parseNumber(gold);
-        const b = parseNumber(other);
-        if (a !== undefined && b !== undefined && numbersClose(a, b)) continue;
+        if (plainNumbersEqual(gold, other)) continue;
         found++;
         pairs++;
         if (isEquivalent(gold, other)) falsePositives.push(`#${i}: ${gold} vs ${other}`);

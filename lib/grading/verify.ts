@@ -6,17 +6,21 @@
  *                  `^\circ`, `\%`, trailing `.`, `\dfrac`/`\tfrac` → `\frac`, `\frac 34` → `\frac{3}{4}`,
  *                  a single-variable left side `x = …` dropped, `\text{(B)}` → `B`) and compared;
  *   (b) numeric  — both parse as plain numbers (thousands separators, decimals, a/b, `\frac{a}{b}`,
- *                  mixed numbers `1\frac{4}{5}` = 1.8, units/currency/percent stripped): two integers
- *                  must be equal exactly, anything else within a relative tolerance of 1e-6. Percent
- *                  convention (as the MATH/GSM8K graders): the `%` sign is dropped, so "50\%" = "50",
- *                  and "50\%" ≠ "0.5".
+ *                  mixed numbers `1\frac{4}{5}` = 1.8, units/currency/percent stripped): two exact
+ *                  values (integers, fractions of integers) must be equal exactly, a decimal within a
+ *                  relative tolerance of 1e-6; both in exact rational arithmetic (numbers.ts), so no
+ *                  value overflows or rounds. Percent convention (as the MATH/GSM8K graders): the `%`
+ *                  sign is dropped, so "50\%" = "50", and "50\%" ≠ "0.5".
  *   (c) symbolic — the answers are split into structure here (intervals and tuples: ordered, brackets
  *                  must match; sets, bare comma lists, `\cup` unions and `a \pm b`: unordered; matrices:
  *                  same shape, element-wise; equations: same sides or same `lhs − rhs` up to sign), and
  *                  each pair of scalar leaves not settled by (a)/(b) is compared by the Compute Engine
- *                  CAS (`@cortex-js/compute-engine`): structurally identical, else equal numeric values
- *                  (closed forms: π, roots, complex numbers), else — with free variables — equal values
- *                  at 4 fixed points (probabilistic identity test; the points include negatives).
+ *                  CAS (`@cortex-js/compute-engine`). Two numbers made of integers, fractions, integer
+ *                  powers, sums and products (`2^{100}+1`, `1e400`) are compared by the rule of (b),
+ *                  exactly (the engine parses, numbers.ts computes); otherwise structurally identical,
+ *                  else equal numeric values in doubles (closed forms: π, roots, complex numbers), else
+ *                  — with free variables — equal values at 4 fixed points (probabilistic identity
+ *                  test; the points include negatives).
  *
  * Time bound: the CAS is synchronous and can run away (`100000!` takes seconds, a 10^(10^10) at full
  * precision exhausts the heap), so it runs in a worker thread that this thread waits on with
@@ -33,6 +37,7 @@
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads";
 
 import { closingBrace, extractAnswer, hasBoxCommand, withoutWrappingBoxes } from "./extract";
+import { ABS_TOL, MAX_EXACT_BITS, numberLiteral, numbersEqual, type RationalNumber, rationalOfMathJson, REL_TOL, TOO_LARGE } from "./numbers";
 
 export type GradeMethod = "string" | "numeric" | "symbolic" | "none";
 
@@ -50,8 +55,6 @@ export interface VerifyOptions {
 }
 
 export const DEFAULT_TIMEOUT_MS = 2000;
-/** relative tolerance of numeric comparisons */
-export const REL_TOL = 1e-6;
 /** answers longer than this (after box extraction) are only compared verbatim: it bounds every later stage */
 export const MAX_ANSWER_CHARS = 1000;
 /** answers nested deeper than this (brackets and braces) only get the string comparison */
@@ -224,55 +227,59 @@ const UNIT_WORDS =
   "cm|centimeters?|mm|millimeters?|km|kilometers?|m|meters?|inches|inch|in|feet|foot|ft|yards?|yd|miles?|mi|units?|sq|square|degrees?|dollars?|cents?|hours?|hrs?|minutes?|mins?|seconds?|secs?|days?|weeks?|months?|years?|mph|pounds?|lbs?|kg|g|grams?|liters?|ml|people|students|percent";
 const TRAILING_UNIT = new RegExp(`^(.*?[\\d}])\\s*(?:(?:${UNIT_WORDS})(?![a-zA-Z])(?:\\s*\\^\\s*\\{?[23]\\}?)?\\s*)+$`);
 
-interface PlainNumber {
-  value: number;
-  /** set when written as an integer: compared exactly (a relative tolerance would equate 11111111100 and 11111111101) */
-  integer?: bigint;
+/** An integer or decimal literal, thousands separators allowed; undefined past MAX_EXACT_BITS. */
+function literal(text: string): RationalNumber | undefined {
+  const value = numberLiteral(text.replace(/,/g, ""));
+  return value === TOO_LARGE ? undefined : value;
 }
 
-function readNumber(input: string): PlainNumber | undefined {
+/** a / b; undefined when either is undefined or b is 0. */
+function quotient(a: RationalNumber | undefined, b: RationalNumber | undefined): RationalNumber | undefined {
+  if (a === undefined || b === undefined || b.value.n === 0n) return undefined;
+  return { value: a.value.div(b.value), exact: a.exact && b.exact };
+}
+
+/**
+ * The answer as a plain number (see the module comment), or undefined. Integers, a/b and `\frac{a}{b}`
+ * of integers and mixed numbers are exact; anything with a decimal point is an approximation.
+ */
+function readNumber(input: string): RationalNumber | undefined {
   let s = cleanLatex(input);
   const unit = TRAILING_UNIT.exec(s);
   if (unit && /\s|[a-z]{3,}/.test(s.slice(unit[1].length))) s = unit[1]; // "5 cm", "18dollars"; not "2m"
   s = s.replace(/\s+/g, "").replace(/^\+/, "");
-  let sign = 1;
+  let negative = false;
   if (s.startsWith("-")) {
-    sign = -1;
+    negative = true;
     s = s.slice(1);
   }
   const DEC = "(\\d+(?:\\.\\d+)?|\\.\\d+)";
   let m: RegExpExecArray | null;
-  let value: number | undefined;
-  let integer: bigint | undefined;
-  if (/^\d{1,3}(?:,\d{3})+$|^\d+$/.test(s)) {
-    integer = BigInt(sign) * BigInt(s.replace(/,/g, ""));
-    value = Number(s.replace(/,/g, ""));
-  } else if (/^\d{1,3}(?:,\d{3})+\.\d+$/.test(s)) value = Number(s.replace(/,/g, ""));
-  else if (/^(?:\d+\.\d+|\.\d+)$/.test(s)) value = Number(s);
-  else if ((m = new RegExp(`^${DEC}/${DEC}$`).exec(s))) value = Number(m[1]) / Number(m[2]);
-  else if ((m = new RegExp(`^\\\\frac\\{(-?)${DEC}\\}\\{${DEC}\\}$`).exec(s))) value = (m[1] ? -1 : 1) * (Number(m[2]) / Number(m[3]));
-  else if ((m = /^(\d+)\\frac\{(\d+)\}\{(\d+)\}$/.exec(s))) value = Number(m[1]) + Number(m[2]) / Number(m[3]);
-  if (value === undefined || !Number.isFinite(value)) return undefined;
-  return { value: sign * value, integer };
+  let value: RationalNumber | undefined;
+  if (/^\d{1,3}(?:,\d{3})+(?:\.\d+)?$|^\d+(?:\.\d+)?$|^\.\d+$/.test(s)) value = literal(s);
+  else if ((m = new RegExp(`^${DEC}/${DEC}$`).exec(s))) value = quotient(literal(m[1]), literal(m[2]));
+  else if ((m = new RegExp(`^\\\\frac\\{(-?)${DEC}\\}\\{${DEC}\\}$`).exec(s))) {
+    value = quotient(literal(m[2]), literal(m[3]));
+    if (value && m[1]) value = { value: value.value.neg(), exact: value.exact };
+  } else if ((m = /^(\d+)\\frac\{(\d+)\}\{(\d+)\}$/.exec(s))) {
+    const whole = literal(m[1]);
+    const part = quotient(literal(m[2]), literal(m[3]));
+    value = whole && part && { value: whole.value.add(part.value), exact: true };
+  }
+  return value && negative ? { value: value.value.neg(), exact: value.exact } : value;
 }
 
-/** A real number written plainly (see the module comment), or undefined. Never throws. */
+/** A real number written plainly (see the module comment), as a double; undefined when there is none or it overflows. Never throws. */
 export function parseNumber(input: string): number | undefined {
-  return readNumber(input)?.value;
+  const value = readNumber(input)?.value.valueOf();
+  return value !== undefined && Number.isFinite(value) ? value : undefined;
 }
 
-/** |a − b| ≤ REL_TOL · max(|a|, |b|) (or both within 1e-12 of each other). */
-export function numbersClose(a: number, b: number): boolean {
-  if (a === b) return true;
-  if (!Number.isFinite(a) || !Number.isFinite(b)) return false;
-  const diff = Math.abs(a - b);
-  return diff <= REL_TOL * Math.max(Math.abs(a), Math.abs(b)) || diff <= 1e-12;
-}
-
-/** Two integers exactly, anything else within REL_TOL. */
-function plainNumbersEqual(a: PlainNumber, b: PlainNumber): boolean {
-  if (a.integer !== undefined && b.integer !== undefined) return a.integer === b.integer;
-  return numbersClose(a.value, b.value);
+/** Both answers are plain numbers (stage b), and equal: exactly when both are exact, else within REL_TOL. */
+export function plainNumbersEqual(a: string, b: string): boolean {
+  const x = readNumber(a);
+  const y = readNumber(b);
+  return x !== undefined && y !== undefined && numbersEqual(x, y);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -420,7 +427,11 @@ function isTextAnswer(clean: string): boolean {
 /** Result of one scalar comparison in the CAS worker. */
 interface CasVerdict {
   eq: boolean;
+  /** the two sides are structurally identical (canonical forms), whatever their values */
+  same?: boolean;
   error?: string;
+  /** without free variables: both sides as MathJSON, not canonicalised (no number in them is rounded yet), for exact arithmetic here */
+  read?: [unknown, unknown];
 }
 
 /**
@@ -438,6 +449,7 @@ const vm = require("node:vm");
 const flag = new Int32Array(workerData.flag);
 const port = workerData.port;
 const REL_TOL = workerData.relTol;
+const ABS_TOL = workerData.absTol;
 // fixed sample points for the identity test: irrational-looking, both signs
 const POINTS = [0.5772156649, 1.4142135623, -0.7390851332, 2.7182818284, -1.6180339887, 0.3183098862];
 
@@ -465,11 +477,11 @@ try {
   reply({ ready: false, error: String((e && e.message) || e) });
 }
 
+// two overflowed values (10^{400} and 10^{401} are both Infinity) are not thereby equal
 function close(a, b) {
-  if (a === b) return true;
   if (!Number.isFinite(a) || !Number.isFinite(b)) return false;
   const d = Math.abs(a - b);
-  return d <= REL_TOL * Math.max(Math.abs(a), Math.abs(b)) || d <= 1e-12;
+  return d <= REL_TOL * Math.max(Math.abs(a), Math.abs(b)) || d <= ABS_TOL;
 }
 
 // the numeric value {re, im} of an expression, or null when it has none (symbols left, booleans, sets)
@@ -486,18 +498,27 @@ function sameValue(x, y) {
 }
 
 function compare(a, b) {
-  const A = ce.parse(a);
-  const B = ce.parse(b);
+  // parsed as written, then canonicalised: the written form keeps every number as it was typed
+  const writtenA = ce.parse(a, { canonical: false });
+  const writtenB = ce.parse(b, { canonical: false });
+  const A = writtenA.canonical;
+  const B = writtenB.canonical;
   if (!A.isValid) return { eq: false, error: "the CAS cannot parse " + JSON.stringify(a) };
   if (!B.isValid) return { eq: false, error: "the CAS cannot parse " + JSON.stringify(b) };
   if (A.isNaN === true || B.isNaN === true) return { eq: false, error: "undefined value (NaN)" };
-  if (A.isSame(B)) return { eq: true };
   const vars = Array.from(new Set(A.unknowns.concat(B.unknowns)));
   if (vars.length === 0) {
+    // constants: the other thread redoes the comparison exactly where both are numbers (canonical
+    // forms round: \frac{1}{10^{400}} and \frac{1}{10^{401}} both become 0)
+    const read = [writtenA.json, writtenB.json];
+    if (A.isSame(B)) return { eq: true, same: true, read };
     const x = valueOf(A);
     const y = valueOf(B);
-    return { eq: x !== null && y !== null && sameValue(x, y) };
+    if (x === null || y === null) return { eq: false, read };
+    if (![x.re, x.im, y.re, y.im].every(Number.isFinite)) return { eq: false, error: "a value overflows double precision: not compared by value", read };
+    return { eq: sameValue(x, y), read };
   }
+  if (A.isSame(B)) return { eq: true, same: true };
   if (vars.length > 8) return { eq: false, error: "too many free variables for the identity test" };
   for (let k = 0; k < 4; k++) {
     const sub = {};
@@ -560,7 +581,7 @@ function startCas(): CasWorker {
   const { port1, port2 } = new MessageChannel();
   const worker = new Worker(CAS_WORKER_SOURCE, {
     eval: true,
-    workerData: { flag: shared, port: port2, cePath, relTol: REL_TOL },
+    workerData: { flag: shared, port: port2, cePath, relTol: REL_TOL, absTol: ABS_TOL },
     transferList: [port2],
     resourceLimits: { maxOldGenerationSizeMb: 512 },
   });
@@ -625,6 +646,25 @@ interface ScalarDecision {
   error?: string;
 }
 
+/** Scientific notation, `1.5e3`: the engine reads it as a plain number, so it is marked as an approximation here. */
+const SCIENTIFIC_NOTATION = /\d[eE][-+]?\d/;
+
+/**
+ * The CAS verdict on a scalar pair, overruled by exact arithmetic when both sides are numbers
+ * (numbers.ts): the CAS compares doubles, which call 10^{400} and 10^{401} equal. A side that is a
+ * plain number (stage b) is taken as read there: the engine reads `1,024` as a list.
+ */
+function casDecision(a: string, b: string, verdict: CasVerdict | undefined): ScalarDecision {
+  const decision: ScalarDecision = { eq: verdict?.eq ?? false, method: "symbolic", error: verdict?.error };
+  if (verdict?.read === undefined) return decision;
+  const x = readNumber(a) ?? rationalOfMathJson(verdict.read[0], SCIENTIFIC_NOTATION.test(a));
+  const y = readNumber(b) ?? rationalOfMathJson(verdict.read[1], SCIENTIFIC_NOTATION.test(b));
+  if (x === undefined || y === undefined) return decision; // not both numbers: the CAS decides
+  if (x !== TOO_LARGE && y !== TOO_LARGE) return { eq: numbersEqual(x, y), method: "symbolic" };
+  if (verdict.same) return { eq: true, method: "symbolic" };
+  return { eq: false, method: "symbolic", error: `${x === TOO_LARGE ? a : b} is too large to compare exactly (over ${MAX_EXACT_BITS} bits), and the two are not written alike` };
+}
+
 /** Stages (a), (b) and the text rule for two scalar leaves; undefined when only the CAS can tell. */
 function cheapScalarDecision(a: string, b: string): ScalarDecision | undefined {
   const na = normalizeAnswer(a);
@@ -632,7 +672,7 @@ function cheapScalarDecision(a: string, b: string): ScalarDecision | undefined {
   if (na === nb) return { eq: true, method: "string" };
   const va = readNumber(a);
   const vb = readNumber(b);
-  if (va !== undefined && vb !== undefined) return { eq: plainNumbersEqual(va, vb), method: "numeric" };
+  if (va !== undefined && vb !== undefined) return { eq: numbersEqual(va, vb), method: "numeric" };
   if (isTextAnswer(a) || isTextAnswer(b)) return { eq: na.toLowerCase() === nb.toLowerCase(), method: "string" };
   return undefined;
 }
@@ -719,10 +759,7 @@ function gradeUnsafe(goldInput: string, predInput: string, timeoutMs: number): G
       timeoutMs,
     );
     casError = error;
-    pairs.forEach(([a, b], i) => {
-      const v = verdicts?.[i];
-      decided.set(key(a, b), { eq: v?.eq ?? false, method: "symbolic", error: v?.error });
-    });
+    pairs.forEach(([a, b], i) => decided.set(key(a, b), casDecision(a, b, verdicts?.[i])));
   }
 
   let method: GradeMethod = "none";
