@@ -2,6 +2,7 @@
 // repo ships in data/ and on the AIME/AMC answer columns (reformatted copies must match, other
 // items' answers must not), hand cases, the time bound on pathological input, and the `grade`
 // JSONL command.
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -12,6 +13,7 @@ import { closeVerifier, gradeAnswer, isEquivalent, normalizeAnswer, parseNumber,
 import { mulberry32 } from "./helpers/random";
 
 const DATA = path.resolve(__dirname, "..", "data");
+const CLI = path.join(__dirname, "..", "dist", "lib", "commands", "cli.js"); // built by `npm test` (pretest)
 
 function readJsonl<T>(relative: string): T[] {
   return fs
@@ -285,6 +287,29 @@ describe("time bound", () => {
     expect(Date.now() - t0).toBeLessThan(4000);
   });
 
+  test("40k nested boxes (320 KB) grade well under the budget (75-105 s before, in extraction)", () => {
+    const t0 = Date.now();
+    expect(gradeAnswer("1", "\\boxed{".repeat(40_000) + "1" + "}".repeat(40_000))).toEqual({ correct: true, method: "string" });
+    expect(Date.now() - t0).toBeLessThan(5000); // tens of ms here; the default budget is 2 s
+  });
+
+  test("the budget covers answer extraction: past it the answer is incorrect, and the result says where", () => {
+    // 2 MB of nesting takes milliseconds to extract on any machine (0.1-0.3 s here): over a 1 ms budget
+    const result = gradeAnswer("1", "\\boxed{".repeat(250_000) + "1" + "}".repeat(250_000), { timeoutMs: 1 });
+    expect(result).toEqual({
+      correct: false,
+      method: "none",
+      timedOut: true,
+      error: "grading exceeded its 1 ms budget (extracting the answers); judged incorrect (a larger timeoutMs allows more)",
+    });
+  });
+
+  test("a budget that is not a positive number is an error (NaN meant no limit: 100000! ran its 2.3 s)", () => {
+    for (const timeoutMs of [0, -5, NaN]) {
+      expect(gradeAnswer("1", "1", { timeoutMs })).toEqual({ correct: false, method: "none", error: `timeoutMs must be a positive number of milliseconds, got ${timeoutMs}` });
+    }
+  });
+
   test("a very long answer equal verbatim is still correct", () => {
     const long = "1+".repeat(50_000) + "1";
     expect(gradeAnswer(long, long)).toEqual({ correct: true, method: "string" });
@@ -294,8 +319,8 @@ describe("time bound", () => {
     const t0 = Date.now();
     const result = gradeAnswer("100000!", "5", { timeoutMs: 300 }); // takes seconds in the CAS
     const elapsed = Date.now() - t0;
-    expect(result).toEqual(expect.objectContaining({ correct: false, method: "none" }));
-    expect(result.error).toMatch(/300 ms budget/); // the cut-off itself, whatever the machine's speed
+    expect(result).toEqual(expect.objectContaining({ correct: false, method: "none", timedOut: true }));
+    expect(result.error).toMatch(/300 ms budget \(in the CAS\)/); // the cut-off itself, whatever the machine's speed
     expect(elapsed).toBeGreaterThanOrEqual(290);
     expect(elapsed).toBeLessThan(3000); // budget plus slack for a loaded machine
     // a fresh worker takes over (its start-up, which warms the engine, is not part of the budget:
@@ -438,7 +463,7 @@ describe("grade command", () => {
     // A generous CAS budget: this checks the command's output, not the time bound, and the default
     // 2 s was once exceeded on a loaded CI machine (2 cores shared with the engine's tests).
     const summary = await runGradeCommand({ input, output, timeoutMs: 60_000 });
-    expect(summary).toEqual({ total: 4, correct: 3 });
+    expect(summary).toEqual({ total: 4, correct: 3, timedOut: 0 });
     const lines = fs.readFileSync(output, "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.map((l) => l.correct)).toEqual([true, true, false, true]);
     expect(lines.map((l) => l.method)).toEqual(["numeric", "symbolic", "none", "string"]);
@@ -456,11 +481,25 @@ describe("grade command", () => {
       return true;
     }) as typeof process.stdout.write);
     try {
-      expect(await gradeJsonl(input)).toEqual({ total: 1, correct: 1 });
+      expect(await gradeJsonl(input)).toEqual({ total: 1, correct: 1, timedOut: 0 });
     } finally {
       spy.mockRestore();
     }
     expect(JSON.parse(written)).toEqual({ gold: "10\\%", pred: "10", correct: true, method: "string" });
+  });
+
+  test("an answer past the budget is incorrect with its grade_error, counted in the summary and told by the CLI", async () => {
+    const input = path.join(dir, "cases.jsonl");
+    const output = path.join(dir, "out.jsonl");
+    fs.writeFileSync(input, JSON.stringify({ id: 1, gold: "1", pred: "\\boxed{".repeat(250_000) + "1" + "}".repeat(250_000) }) + "\n");
+    expect(await runGradeCommand({ input, output, timeoutMs: 1 })).toEqual({ total: 1, correct: 0, timedOut: 1 });
+    const line = JSON.parse(fs.readFileSync(output, "utf8")) as Record<string, unknown>;
+    expect(line).toEqual(expect.objectContaining({ id: 1, correct: false, method: "none", grade_error: expect.stringMatching(/exceeded its 1 ms budget/) }));
+
+    const cli = spawnSync(process.execPath, [CLI, "grade", "--input", input, "--output", output, "--timeout-ms", "1"], { encoding: "utf8", timeout: 60_000 });
+    expect(cli.status).toBe(0);
+    expect(cli.stderr).toContain("graded 1: 0 correct (1 ran past the 1 ms budget and count as incorrect: see grade_error; --timeout-ms allows more)");
+    await expect(runGradeCommand({ input, timeoutMs: 0 })).rejects.toThrow("grade: the per-answer budget must be a positive number of milliseconds (--timeout-ms / timeoutMs), got 0");
   });
 
   test("a malformed line is a clear error naming the file and line, and nothing is written", async () => {

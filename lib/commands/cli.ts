@@ -10,6 +10,7 @@ import { hideBin } from "yargs/helpers";
 import { BENCHES } from "../../bench";
 import { EVAL_PRESETS } from "../eval/presets";
 import { runGradeCommand } from "../grading/grade-file";
+import { DEFAULT_TIMEOUT_MS } from "../grading/verify";
 import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
 import { writeRunReport } from "../report";
 import { parseConfig } from "../rl/config";
@@ -95,7 +96,8 @@ const evalOptions = (y: Argv) =>
 const gradeOptions = (y: Argv) =>
   y
     .option("input", { type: "string", demandOption: true, describe: "JSONL file of {gold, pred}" })
-    .option("output", { type: "string", describe: "output file (default: stdout)" });
+    .option("output", { type: "string", describe: "output file (default: stdout)" })
+    .option("timeout-ms", { type: "number", default: DEFAULT_TIMEOUT_MS, describe: "time budget per answer: extraction, normalisation and CAS" });
 
 /** `report`'s arguments. */
 const reportOptions = (y: Argv) =>
@@ -132,8 +134,9 @@ async function main(argv: string[]): Promise<void> {
       (args) => evalCommand(args),
     )
     .command("grade", "grade answers: JSONL of {gold, pred} in, each line with `correct` out", gradeOptions, async (args) => {
-      const summary = await runGradeCommand({ input: args.input, output: args.output });
-      console.error(`graded ${summary.total}: ${summary.correct} correct`);
+      const summary = await runGradeCommand({ input: args.input, output: args.output, timeoutMs: args.timeoutMs });
+      const overBudget = summary.timedOut > 0 ? ` (${summary.timedOut} ran past the ${args.timeoutMs} ms budget and count as incorrect: see grade_error; --timeout-ms allows more)` : "";
+      console.error(`graded ${summary.total}: ${summary.correct} correct${overBudget}`);
     })
     .command(
       "report <run-dir>",

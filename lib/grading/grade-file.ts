@@ -1,6 +1,7 @@
 /**
  * `octo-native grade` (docs/methods.md §7): JSONL of `{gold, pred, ...}` → the same lines with `correct` and
- * `method` added (and `grade_error` when the verifier could not compare the answers).
+ * `method` added (and `grade_error` when the verifier could not compare the answers, or ran past the
+ * per-answer budget).
  * All lines are checked before anything is graded or written; the output file is written atomically
  * (temp file + rename), so a failed run never leaves half a file.
  */
@@ -13,6 +14,8 @@ import { gradeAnswer, type VerifyOptions } from "./verify";
 export interface GradeSummary {
   total: number;
   correct: number;
+  /** lines whose grading ran past the per-answer budget (judged incorrect; their `grade_error` says where) */
+  timedOut: number;
 }
 
 export interface GradeCommandOptions extends VerifyOptions {
@@ -36,6 +39,10 @@ function answerField(record: Record<string, unknown>, name: "gold" | "pred"): st
  * `pred`; the error names the file and the line numbers (1-based).
  */
 export async function gradeJsonl(inputPath: string, outputPath?: string, options: VerifyOptions = {}): Promise<GradeSummary> {
+  const { timeoutMs } = options;
+  if (timeoutMs !== undefined && !(Number.isFinite(timeoutMs) && timeoutMs > 0)) {
+    throw new Error(`grade: the per-answer budget must be a positive number of milliseconds (--timeout-ms / timeoutMs), got ${timeoutMs}`);
+  }
   let text: string;
   try {
     text = readRegularFile(inputPath, "utf8");
@@ -75,9 +82,11 @@ export async function gradeJsonl(inputPath: string, outputPath?: string, options
   }
 
   let correct = 0;
+  let timedOut = 0;
   const out: string[] = records.map(({ record, gold, pred }) => {
     const result = gradeAnswer(gold, pred, options);
     if (result.correct) correct++;
+    if (result.timedOut) timedOut++;
     const graded: Record<string, unknown> = { ...record, correct: result.correct, method: result.method };
     if (result.error !== undefined) graded.grade_error = result.error;
     return JSON.stringify(graded);
@@ -96,10 +105,10 @@ export async function gradeJsonl(inputPath: string, outputPath?: string, options
       throw new Error(`cannot write grade output ${outputPath}: ${(e as Error).message}`);
     }
   }
-  return { total: records.length, correct };
+  return { total: records.length, correct, timedOut };
 }
 
-/** Entry point for `octo-native grade --input cases.jsonl [--output out.jsonl]`. */
+/** Entry point for `octo-native grade --input cases.jsonl [--output out.jsonl] [--timeout-ms N]`. */
 export async function runGradeCommand(options: GradeCommandOptions): Promise<GradeSummary> {
   const { input, output, ...verify } = options;
   return gradeJsonl(input, output, verify);

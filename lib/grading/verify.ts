@@ -22,15 +22,20 @@
  *                  — with free variables — equal values at 4 fixed points (probabilistic identity
  *                  test; the points include negatives).
  *
- * Time bound: the CAS is synchronous and can run away (`100000!` takes seconds, a 10^(10^10) at full
- * precision exhausts the heap), so it runs in a worker thread that this thread waits on with
- * `Atomics.wait(…, timeoutMs)`; past the budget the worker is terminated (a fresh one starts on the
- * next call) and the answer is graded incorrect with an `error`. The worker also has a 512 MB heap cap.
+ * Time bound: `timeoutMs` (default 2000 ms) is the budget of the whole call: answer extraction,
+ * normalisation, the CAS and the exact arithmetic. Past it the answer is judged incorrect, with
+ * `timedOut` and an `error` that names the stage. Extraction is linear in the text (extract.ts) and
+ * is checked against the budget when it ends. The CAS is synchronous and can run away (`100000!`
+ * takes seconds, a 10^(10^10) at full precision exhausts the heap), so it runs in a worker thread
+ * that this thread waits on with `Atomics.wait` for what is left of the budget; past it the worker
+ * is terminated (a fresh one starts on the next call). The worker also has a 512 MB heap cap. Exact
+ * arithmetic checks the budget at every node, and numbers.ts caps its numbers at MAX_EXACT_BITS.
  * Answers longer than MAX_ANSWER_CHARS (1000) are only compared verbatim, and answers nested deeper than
  * MAX_NESTING_DEPTH (32) only as normalised strings, which keeps the normalisation, numeric and
  * structure stages (at worst quadratic in that length) well under a millisecond.
- * So one call takes at most ≈ timeoutMs (default 2000 ms) plus, on the first call or after a
- * restart, the worker's start-up (loading the CAS, ~0.1–0.5 s; at most CAS_STARTUP_MS).
+ * So one call takes at most ≈ timeoutMs plus what extraction of a huge text takes beyond it (~0.1 s
+ * per MB here), plus, on the first call or after a restart, the worker's start-up (loading the
+ * CAS, ~0.1–0.5 s; at most CAS_STARTUP_MS), which is not counted.
  *
  * Nothing here throws on weird input: failures come back as `correct: false` with `error`.
  */
@@ -45,12 +50,14 @@ export interface GradeResult {
   correct: boolean;
   /** the stage that proved equality; "none" when no stage did */
   method: GradeMethod;
-  /** why the answers could not be compared fully (parse failure, CAS budget exceeded, …) */
+  /** why the answers could not be compared fully (parse failure, budget exceeded, …) */
   error?: string;
+  /** the call ran past its budget (`error` says in which stage); the answer is judged incorrect */
+  timedOut?: true;
 }
 
 export interface VerifyOptions {
-  /** wall-clock budget of the CAS stage of one call, in ms (default DEFAULT_TIMEOUT_MS) */
+  /** wall-clock budget of one whole call (answer extraction, normalisation, CAS, exact arithmetic), in ms (default DEFAULT_TIMEOUT_MS) */
   timeoutMs?: number;
 }
 
@@ -613,24 +620,30 @@ export async function closeVerifier(): Promise<void> {
   }
 }
 
-/** Compare scalar LaTeX pairs in the CAS worker within `timeoutMs`; on overrun the worker is killed. */
-function casCompare(pairs: [string, string][], timeoutMs: number): { verdicts?: CasVerdict[]; error?: string } {
+/**
+ * Compare scalar LaTeX pairs in the CAS worker within what is left of `budget`; on overrun the worker
+ * is killed and OverBudget is thrown. A worker's start-up does not count against the budget.
+ */
+function casCompare(pairs: [string, string][], budget: Budget): { verdicts?: CasVerdict[]; error?: string } {
   if (cas === undefined) {
+    const startup = performance.now();
     try {
       cas = startCas();
     } catch (e) {
       return { error: `CAS unavailable: ${(e as Error).message}` };
+    } finally {
+      budget.exclude(performance.now() - startup);
     }
   }
   const current = cas;
   Atomics.store(current.flag, 0, 0);
   current.worker.postMessage({ pairs });
-  const waited = Atomics.wait(current.flag, 0, 0, Math.max(1, timeoutMs));
+  const waited = Atomics.wait(current.flag, 0, 0, Math.max(1, budget.remainingMs()));
   if (waited === "timed-out") {
     cas = undefined;
     current.port.close();
     void current.worker.terminate();
-    return { error: `CAS exceeded its ${timeoutMs} ms budget` };
+    throw new OverBudget(budget.ms, "in the CAS");
   }
   const answer = receiveMessageOnPort(current.port)?.message as { results?: CasVerdict[] } | undefined;
   if (!answer?.results || answer.results.length !== pairs.length) return { error: "the CAS worker sent no answer" };
@@ -646,6 +659,36 @@ interface ScalarDecision {
   error?: string;
 }
 
+/** The wall-clock budget of one gradeAnswer call: extraction, normalisation, the CAS and the exact arithmetic. */
+class Budget {
+  private deadline: number;
+
+  constructor(readonly ms: number) {
+    this.deadline = performance.now() + ms;
+  }
+
+  remainingMs(): number {
+    return this.deadline - performance.now();
+  }
+
+  /** Time that does not count against the budget (a CAS worker's start-up). */
+  exclude(ms: number): void {
+    this.deadline += ms;
+  }
+
+  /** Throws OverBudget, naming `stage`, once the budget is spent. */
+  check(stage: string): void {
+    if (this.remainingMs() < 0) throw new OverBudget(this.ms, stage);
+  }
+}
+
+/** A gradeAnswer call ran past its budget: the answer is judged incorrect. */
+class OverBudget extends Error {
+  constructor(ms: number, stage: string) {
+    super(`grading exceeded its ${ms} ms budget (${stage}); judged incorrect (a larger timeoutMs allows more)`);
+  }
+}
+
 /** Scientific notation, `1.5e3`: the engine reads it as a plain number, so it is marked as an approximation here. */
 const SCIENTIFIC_NOTATION = /\d[eE][-+]?\d/;
 
@@ -654,11 +697,12 @@ const SCIENTIFIC_NOTATION = /\d[eE][-+]?\d/;
  * (numbers.ts): the CAS compares doubles, which call 10^{400} and 10^{401} equal. A side that is a
  * plain number (stage b) is taken as read there: the engine reads `1,024` as a list.
  */
-function casDecision(a: string, b: string, verdict: CasVerdict | undefined): ScalarDecision {
+function casDecision(a: string, b: string, verdict: CasVerdict | undefined, budget: Budget): ScalarDecision {
   const decision: ScalarDecision = { eq: verdict?.eq ?? false, method: "symbolic", error: verdict?.error };
   if (verdict?.read === undefined) return decision;
-  const x = readNumber(a) ?? rationalOfMathJson(verdict.read[0], SCIENTIFIC_NOTATION.test(a));
-  const y = readNumber(b) ?? rationalOfMathJson(verdict.read[1], SCIENTIFIC_NOTATION.test(b));
+  const step = () => budget.check("comparing numbers exactly");
+  const x = readNumber(a) ?? rationalOfMathJson(verdict.read[0], SCIENTIFIC_NOTATION.test(a), step);
+  const y = readNumber(b) ?? rationalOfMathJson(verdict.read[1], SCIENTIFIC_NOTATION.test(b), step);
   if (x === undefined || y === undefined) return decision; // not both numbers: the CAS decides
   if (x !== TOO_LARGE && y !== TOO_LARGE) return { eq: numbersEqual(x, y), method: "symbolic" };
   if (verdict.same) return { eq: true, method: "symbolic" };
@@ -693,9 +737,12 @@ const METHOD_RANK: Record<GradeMethod, number> = { none: 0, string: 1, numeric: 
 
 /** Grade a predicted answer (a bare answer, or a response whose last `\boxed{}` is taken) against the gold one. */
 export function gradeAnswer(gold: string, pred: string, options: VerifyOptions = {}): GradeResult {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) return { correct: false, method: "none", error: `timeoutMs must be a positive number of milliseconds, got ${timeoutMs}` };
   try {
-    return gradeUnsafe(gold, pred, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    return gradeUnsafe(gold, pred, new Budget(timeoutMs));
   } catch (e) {
+    if (e instanceof OverBudget) return { correct: false, method: "none", error: e.message, timedOut: true };
     return { correct: false, method: "none", error: `verifier error: ${(e as Error)?.message ?? String(e)}` };
   }
 }
@@ -709,12 +756,13 @@ function answerOf(text: string): string {
   return hasBoxCommand(text) ? (extractAnswer(text) ?? "") : text;
 }
 
-function gradeUnsafe(goldInput: string, predInput: string, timeoutMs: number): GradeResult {
+function gradeUnsafe(goldInput: string, predInput: string, budget: Budget): GradeResult {
   if (typeof goldInput !== "string" || typeof predInput !== "string") {
     return { correct: false, method: "none", error: `gold and pred must be strings (got ${typeof goldInput} and ${typeof predInput})` };
   }
   const gold = answerOf(goldInput).trim();
   const pred = answerOf(predInput).trim();
+  budget.check("extracting the answers");
   if (gold !== "" && gold === pred) return { correct: true, method: "string" };
   for (const [name, s] of [["gold", gold], ["pred", pred]] as const) {
     if (s.length > MAX_ANSWER_CHARS) return { correct: false, method: "none", error: `${name} answer is too long to compare (${s.length} > ${MAX_ANSWER_CHARS} chars)` };
@@ -749,6 +797,7 @@ function gradeUnsafe(goldInput: string, predInput: string, timeoutMs: number): G
     return decided.get(k)?.eq ?? false;
   };
   structuresEqual(gs, ps, recordingOracle);
+  budget.check("normalising the answers");
 
   let casError: string | undefined;
   if (pending.size > 0) {
@@ -756,10 +805,10 @@ function gradeUnsafe(goldInput: string, predInput: string, timeoutMs: number): G
     if (pairs.length > MAX_CAS_PAIRS) return { correct: false, method: "none", error: `too many elements to compare (${pairs.length} pairs > ${MAX_CAS_PAIRS})` };
     const { verdicts, error } = casCompare(
       pairs.map(([a, b]) => [forCas(a), forCas(b)]),
-      timeoutMs,
+      budget,
     );
     casError = error;
-    pairs.forEach(([a, b], i) => decided.set(key(a, b), casDecision(a, b, verdicts?.[i])));
+    pairs.forEach(([a, b], i) => decided.set(key(a, b), casDecision(a, b, verdicts?.[i], budget)));
   }
 
   let method: GradeMethod = "none";
