@@ -293,6 +293,18 @@ describe("time bound", () => {
     expect(Date.now() - t0).toBeLessThan(5000); // tens of ms here; the default budget is 2 s
   });
 
+  // Linear before and after (extraction took 0.1, 6 and 4 ms here); a generous budget, so that only
+  // the bound on the time is about speed.
+  test.each([
+    ["200k boxes in sequence (1.8 MB)", "\\boxed{1}".repeat(200_000), true],
+    ["a million digits", "7".repeat(1_000_000), false],
+    ["\\frac nested 10k deep in a box", "\\boxed{" + "\\frac{1}{".repeat(10_000) + "2" + "}".repeat(10_000) + "}", false],
+  ])("%s grades quickly", (_name, pred, correct) => {
+    const t0 = Date.now();
+    expect(gradeAnswer("1", pred, { timeoutMs: 60_000 }).correct).toBe(correct);
+    expect(Date.now() - t0).toBeLessThan(5000);
+  });
+
   test("the budget covers answer extraction: past it the answer is incorrect, and the result says where", () => {
     // 2 MB of nesting takes milliseconds to extract on any machine (0.1-0.3 s here): over a 1 ms budget
     const result = gradeAnswer("1", "\\boxed{".repeat(250_000) + "1" + "}".repeat(250_000), { timeoutMs: 1 });
