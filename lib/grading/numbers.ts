@@ -91,7 +91,7 @@ function fold(values: RationalNumber[], op: (a: Fraction, b: Fraction) => Fracti
   return result;
 }
 
-/** base^exponent for an exact integer exponent; undefined otherwise (roots go to the CAS), and for 0^0 and 1/0. */
+/** base^exponent for an exact integer exponent; undefined otherwise (roots go to the CAS), and for 0^0 and 0 to a negative power. */
 function power(base: RationalNumber, exponent: RationalNumber): Reading {
   const e = exponent.value;
   if (!exponent.exact || e.d !== 1n) return undefined;
