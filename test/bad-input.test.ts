@@ -154,7 +154,7 @@ describe("keys from input never reach Object.prototype", () => {
   test("grade lines with __proto__ keys: gold and pred are read from the line itself", async () => {
     const input = write("proto-grade.jsonl", '{"gold": "2", "pred": "2", "__proto__": {"polluted": true}}\n');
     const output = path.join(tmp, "proto-graded.jsonl");
-    expect(await gradeJsonl(input, output)).toEqual({ total: 1, correct: 1 });
+    expect(await gradeJsonl(input, output)).toEqual({ total: 1, correct: 1, timedOut: 0 });
     expect(JSON.parse(fs.readFileSync(output, "utf8"))).toMatchObject({ gold: "2", correct: true });
     const onlyInherited = write("proto-grade-2.jsonl", '{"__proto__": {"gold": "2", "pred": "2"}}\n');
     await expect(gradeJsonl(onlyInherited, output)).rejects.toThrow(/proto-grade-2\.jsonl:1: missing or non-string "gold" and "pred"/);
