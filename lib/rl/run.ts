@@ -265,8 +265,8 @@ async function loadModels({ config, device }: RunContext, modelDir: string, resu
   return { modelDir, policy, tokenizer, reference };
 }
 
-/** The trainer of the config's optimizer and schedule. */
-function createTrainer(config: RunConfig, policy: Model): PolicyTrainer {
+/** The trainer of the config's optimizer and schedule (also what the RL sanity suite trains with). */
+export function createTrainer(config: RunConfig, policy: Model): PolicyTrainer {
   return new PolicyTrainer(policy, {
     schedule: {
       lr: config.optimizer.lr,
