@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 /**
  * The `octo-native` command line (docs/methods.md §9): the yargs wiring (command names, options, help).
- * Each command's handler is in its own file beside this one: info, generate, train, sft, eval, bench
- * (grade and report call lib/grading and lib/report directly).
+ * Each command's handler is in its own file beside this one: info, generate, train, sft, eval, compare,
+ * bench (grade and report call lib/grading and lib/report directly).
  */
+import path from "node:path";
+
 import yargs, { type Argv } from "yargs";
 import { hideBin } from "yargs/helpers";
 
 import { BENCHES } from "../../bench";
+import { COMPARED_ARMS, DEFAULT_ARMS } from "../demo/compare-methods";
 import { EVAL_PRESETS } from "../eval/presets";
 import { runGradeCommand } from "../grading/grade-file";
 import { DEFAULT_TIMEOUT_MS } from "../grading/verify";
@@ -16,6 +19,7 @@ import { writeRunReport } from "../report";
 import { parseConfig } from "../rl/config";
 import { DEFAULT_CORRECTION_INSTRUCTION } from "../rl/prompts";
 import { benchCommand } from "./bench";
+import { compareCommand } from "./compare";
 import { evalCommand } from "./eval";
 import { generateCommand } from "./generate";
 import { infoCommand } from "./info";
@@ -105,6 +109,16 @@ const reportOptions = (y: Argv) =>
     .positional("run-dir", { type: "string", demandOption: true, describe: "run directory (metrics.jsonl, or stage1/, stage2/, … of the demo)" })
     .option("out", { type: "string", describe: "HTML file to write (default: RUN_DIR/report.html)" });
 
+/** `compare`'s arguments. */
+const compareOptions = (y: Argv) =>
+  y
+    .option("model", { type: "string", default: path.join("runs", "demo", "sft"), describe: "the SFT model every arm starts from (default: the demo's, from `npx octo-native train`)" })
+    .option("out", { type: "string", default: path.join("runs", "compare"), describe: "where the runs, compare.json and compare.html go" })
+    .option("steps", { type: "number", default: 12, describe: "RL steps per arm (two-stage methods: half per stage)" })
+    .option("seeds", { type: "number", default: 1, describe: "repeat every arm with run.seed 0…K−1; mean ± standard error over them" })
+    .option("methods", { type: "string", array: true, choices: Object.keys(COMPARED_ARMS), describe: `arms (default: ${DEFAULT_ARMS.join(", ")})` })
+    .option("eval-problems", { type: "number", default: 1000, describe: "held-out problems of the evaluation (4 samples each, as the demo's)" });
+
 /** `bench`'s arguments. */
 const benchOptions = (y: Argv) =>
   y
@@ -147,6 +161,12 @@ async function main(argv: string[]): Promise<void> {
         console.log(report.html);
         if (report.emptyPlots.length > 0) console.error(`not logged by this run (no plot): ${report.emptyPlots.join(", ")}`);
       },
+    )
+    .command(
+      "compare",
+      "methods against GRPO on the demo from the same SFT model at an equal generation budget (Octopus, GRPO-n, GRPO-2n): mean ± SE over --seeds",
+      compareOptions,
+      (args) => compareCommand(args),
     )
     .command(
       "bench <name>",

@@ -1,11 +1,16 @@
 /**
- * Every method against plain GRPO on the embedded demo, with the same budget: the same SFT
- * starting model, training prompts, steps, prompts per step and samples per prompt, then the
- * same evaluation (the demo's: sampled at the rollout temperature, 4 samples per problem, on
- * 128 held-out problems). Two-stage methods spend half the steps in each stage. Trust-GRPO's
- * judge is startStepCheckerJudge (an arithmetic step checker behind the HTTP judge back end).
- *
- *   node -e 'require("./dist/lib/demo/compare-methods").main()' runs/demo/sft runs/compare 12
+ * `octo-native compare` (docs/methods.md §10): methods against GRPO on the embedded demo, from the
+ * same SFT model, at an equal generation budget. Every arm gets the same training prompts, steps,
+ * prompts per step and response length; what differs is what it generates and trains on per prompt:
+ *  - octopus: generates n (each response o1 ⊕ marker ⊕ o2) and trains on 2n (the n originals
+ *    and n re-paired (o1, o2)), Stage I then Stage II, half the steps each;
+ *  - grpo-n: generates and trains on n — Octopus' cost in generation;
+ *  - grpo-2n: generates and trains on 2n — Octopus' count of trained sequences;
+ *  - score, trust-grpo, srt, octopus-srt: their recipes at n.
+ * n is the demo recipe's samples per prompt. Each arm then gets the demo's evaluation (the same
+ * problems and sampling). `seeds` repeats every arm with run.seed 0…K−1 (rollouts and pairing
+ * differ) and reports each metric's mean and standard error over the seeds. Trust-GRPO's judge is
+ * startStepCheckerJudge (an arithmetic step checker behind the HTTP judge back end).
  */
 import fs from "node:fs";
 import http from "node:http";
@@ -17,27 +22,50 @@ import { TextTokenizer } from "../engine/tokenizer";
 import { evaluateModel } from "../eval/evaluate";
 import type { SelfCorrectionMetrics } from "../eval/metrics";
 import { loadConfig, type RunConfig } from "../rl/config";
+import { renderSvg } from "../report/charts";
+import { escapeHtml } from "../report/html";
 import { runTraining } from "../rl/run";
+import { writeFileAtomic } from "../util/atomic-file";
 import { makeDirectory } from "../util/files";
 import { shippedRecipe } from "../util/package-root";
 import { mean } from "../util/stats";
 import { demoMethodConfig, type MethodRecipe } from "./method-demos";
-import { demoEvalProblems, demoEvalSettings, demoTrainProblems, formatTable } from "./run-demo";
+import { demoEvalProblems, demoEvalSettings, demoTrainProblems } from "./run-demo";
 
-export interface MethodComparison {
-  steps: number;
-  evalProblems: number;
-  evaluations: Record<string, SelfCorrectionMetrics>;
-  /** mean over steps of methodMetrics' numeric fields, per method */
-  training: Record<string, Record<string, number>>;
-  seconds: Record<string, number>;
+export interface ArmResult {
+  /** per prompt per step */
+  generated: number;
+  trained: number;
+  /** one evaluation per seed */
+  runs: SelfCorrectionMetrics[];
+  /** over the seeds: the mean, and its standard error (sd / √K; null for one seed) */
+  mean: Record<MetricKey, number>;
+  se: Record<MetricKey, number | null>;
+  /** mean over seeds and steps of the training metrics (accuracyO1, accuracyFinal, kl, methodMetrics' numbers) */
+  training: Record<string, number>;
+  seconds: number;
 }
 
-type Stage = (modelPath: string, runDir: string, steps: number) => RunConfig;
+export interface MethodComparison {
+  sftDir: string;
+  steps: number;
+  seeds: number;
+  samplesPerPrompt: number;
+  evalProblems: number;
+  sft: SelfCorrectionMetrics;
+  arms: Record<string, ArmResult>;
+}
 
-const recipeStage = (recipe: MethodRecipe): Stage => (modelPath, runDir, steps) => demoMethodConfig(recipe, { modelPath, runDir, steps });
-const octopusStage = (stage: 1 | 2): Stage => (modelPath, runDir, steps) =>
-  loadConfig(shippedRecipe("demo.yaml"), [`model.path=${modelPath}`, `run.dir=${runDir}`, `run.steps=${steps}`, `method.octopus.stage=${stage}`, "rollout.promptsPerStep=8"]);
+const METRIC_KEYS = ["accT1", "accT2", "delta", "deltaIncorrectToCorrect", "deltaCorrectToIncorrect", "markerRate"] as const;
+type MetricKey = (typeof METRIC_KEYS)[number];
+
+/** One stage of an arm: its config from `modelPath` for `steps`, seeded. */
+type Stage = (modelPath: string, runDir: string, steps: number, seed: number) => RunConfig;
+
+const recipeStage = (recipe: MethodRecipe, extra: Record<string, unknown> = {}): Stage => (modelPath, runDir, steps, seed) =>
+  demoMethodConfig(recipe, { modelPath, runDir, steps, extra: { ...extra, run: { seed } } });
+const octopusStage = (stage: 1 | 2): Stage => (modelPath, runDir, steps, seed) =>
+  loadConfig(shippedRecipe("demo.yaml"), [`model.path=${modelPath}`, `run.dir=${runDir}`, `run.steps=${steps}`, `run.seed=${seed}`, `method.octopus.stage=${stage}`, "rollout.promptsPerStep=8"]);
 
 /**
  * The demo's thinking judge for Trust-GRPO: an OpenAI-compatible endpoint on loopback whose
@@ -67,18 +95,36 @@ export async function startStepCheckerJudge(): Promise<{ url: string; calls: () 
 
 let judgeUrl = "";
 
-/** Each method as its stages; every method gets `steps` in total. */
-export const COMPARED_METHODS: Record<string, Stage[]> = {
-  grpo: [recipeStage("grpo")],
-  octopus: [octopusStage(1), octopusStage(2)],
-  score: [recipeStage("score-stage1"), recipeStage("score-stage2")],
-  "trust-grpo": [
-    (modelPath, runDir, steps) =>
-      demoMethodConfig("trust-grpo", { modelPath, runDir, steps, extra: { method: { trustGrpo: { judge: { backend: "http", url: judgeUrl, promptTemplate: "{response}" } } } } }),
-  ],
-  srt: [recipeStage("srt")],
-  "octopus-srt": [recipeStage("octopus-srt")],
+interface Arm {
+  stages: Stage[];
+  /** sequences generated and trained per prompt, in units of n */
+  generated: 1 | 2;
+  trained: 1 | 2;
+}
+
+/** The arms `compare` can run; each gets `steps` in total. */
+export const COMPARED_ARMS: Record<string, Arm> = {
+  octopus: { stages: [octopusStage(1), octopusStage(2)], generated: 1, trained: 2 },
+  "grpo-n": { stages: [recipeStage("grpo")], generated: 1, trained: 1 },
+  "grpo-2n": { stages: [(...args) => recipeStage("grpo", { rollout: { samplesPerPrompt: 2 * demoSamplesPerPrompt() } })(...args)], generated: 2, trained: 2 },
+  score: { stages: [recipeStage("score-stage1"), recipeStage("score-stage2")], generated: 2, trained: 1 },
+  "trust-grpo": {
+    // The judge's URL is known once startStepCheckerJudge has started: read when the stage is made.
+    stages: [(...args) => recipeStage("trust-grpo", { method: { trustGrpo: { judge: { backend: "http", url: judgeUrl, promptTemplate: "{response}" } } } })(...args)],
+    generated: 1,
+    trained: 1,
+  },
+  srt: { stages: [recipeStage("srt")], generated: 1, trained: 1 },
+  "octopus-srt": { stages: [recipeStage("octopus-srt")], generated: 1, trained: 2 },
 };
+
+/** What `compare` runs without --methods: Octopus and its two GRPO baselines. */
+export const DEFAULT_ARMS = ["octopus", "grpo-n", "grpo-2n"];
+
+/** n: the demo recipe's samples per prompt (every recipe at demo scale has it). */
+function demoSamplesPerPrompt(): number {
+  return loadConfig(shippedRecipe("demo.yaml")).rollout.samplesPerPrompt;
+}
 
 function meanMethodMetrics(runDirs: string[]): Record<string, number> {
   const sums: Record<string, number[]> = {};
@@ -91,12 +137,45 @@ function meanMethodMetrics(runDirs: string[]): Record<string, number> {
   return Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, mean(v)]));
 }
 
-export async function compareMethodsOnDemo(options: { sftDir: string; outDir: string; steps: number; methods?: string[]; log?: (line: string) => void }): Promise<MethodComparison> {
+/** Mean and standard error of the mean over runs (sd with n − 1; null for a single run). */
+function meanAndError(runs: SelfCorrectionMetrics[]): { mean: Record<MetricKey, number>; se: Record<MetricKey, number | null> } {
+  const m = {} as Record<MetricKey, number>, se = {} as Record<MetricKey, number | null>;
+  for (const key of METRIC_KEYS) {
+    const xs = runs.map((r) => r[key]);
+    m[key] = mean(xs);
+    se[key] = xs.length < 2 ? null : Math.sqrt(xs.reduce((a, x) => a + (x - m[key]) ** 2, 0) / (xs.length - 1) / xs.length);
+  }
+  return { mean: m, se };
+}
+
+export interface CompareOptions {
+  sftDir: string;
+  outDir: string;
+  steps: number;
+  /** run.seed 0 … seeds − 1 (default 1) */
+  seeds?: number;
+  /** arm names (default DEFAULT_ARMS) */
+  methods?: string[];
+  /** held-out problems evaluated (default 1000, the demo's; 4 samples each) */
+  evalProblems?: number;
+  log?: (line: string) => void;
+}
+
+export async function compareMethodsOnDemo(options: CompareOptions): Promise<MethodComparison> {
   const log = options.log ?? ((line: string) => process.stderr.write(line + "\n"));
+  const seeds = options.seeds ?? 1;
+  if (!Number.isInteger(seeds) || seeds < 1) throw new RangeError(`--seeds must be a positive integer (got ${seeds})`);
+  if (!Number.isInteger(options.steps) || options.steps < 1) throw new RangeError(`--steps must be a positive integer (got ${options.steps})`);
+  const names = options.methods ?? DEFAULT_ARMS;
+  const unknown = names.filter((n) => !COMPARED_ARMS[n]);
+  if (unknown.length > 0) throw new Error(`unknown method(s) ${unknown.join(", ")}: choose from ${Object.keys(COMPARED_ARMS).join(", ")}`);
+  if (!fs.existsSync(path.join(options.sftDir, "config.json")))
+    throw new Error(`${options.sftDir} holds no model: run \`npx octo-native train\` first (its SFT model is runs/demo/sft), or pass --model`);
+  makeDirectory(options.outDir, "the comparison's output directory");
   const tokenizer = TextTokenizer.fromDir(options.sftDir);
-  // The demo's evaluation (same problems, sampling and seeds), on its full 1000-problem set:
-  // 128 problems left differences of ±2 points in the noise.
-  const evalSet = demoEvalProblems(1000);
+  // The demo's evaluation (same problems, sampling and seeds), by default on its full 1000-problem
+  // set: 128 problems left differences of ±2 points in the noise.
+  const evalSet = demoEvalProblems(options.evalProblems ?? 1000);
   const train = demoTrainProblems();
   const settings = demoEvalSettings(loadConfig(shippedRecipe("demo.yaml")));
   const evaluate = async (dir: string) => {
@@ -107,37 +186,85 @@ export async function compareMethodsOnDemo(options: { sftDir: string; outDir: st
       model.dispose();
     }
   };
-  const judge = await startStepCheckerJudge();
-  judgeUrl = judge.url;
-  const result: MethodComparison = { steps: options.steps, evalProblems: evalSet.length, evaluations: { sft: await evaluate(options.sftDir) }, training: {}, seconds: {} };
-  for (const name of options.methods ?? Object.keys(COMPARED_METHODS)) {
-    const stages = COMPARED_METHODS[name];
-    if (!stages) throw new Error(`unknown method '${name}' (${Object.keys(COMPARED_METHODS).join(", ")})`);
-    const started = Date.now();
-    let model = options.sftDir;
-    const runDirs: string[] = [];
-    for (const [i, stage] of stages.entries()) {
-      const runDir = path.join(options.outDir, stages.length > 1 ? `${name}-stage${i + 1}` : name);
-      const steps = Math.floor(options.steps / stages.length) + (i === 0 ? options.steps % stages.length : 0);
-      log(`compare: ${name}${stages.length > 1 ? ` stage ${i + 1}` : ""}, ${steps} steps`);
-      model = (await runTraining(stage(model, runDir, steps), { examples: train, quiet: true })).finalCheckpoint;
-      runDirs.push(runDir);
+  const judge = names.includes("trust-grpo") ? await startStepCheckerJudge() : undefined;
+  judgeUrl = judge?.url ?? "";
+  const result: MethodComparison = {
+    sftDir: path.resolve(options.sftDir), steps: options.steps, seeds, samplesPerPrompt: demoSamplesPerPrompt(), evalProblems: evalSet.length, sft: await evaluate(options.sftDir), arms: {},
+  };
+  try {
+    for (const name of names) {
+      const arm = COMPARED_ARMS[name];
+      const started = Date.now();
+      const runs: SelfCorrectionMetrics[] = [];
+      const runDirs: string[] = [];
+      for (let seed = 0; seed < seeds; seed++) {
+        let model = options.sftDir;
+        for (const [i, stage] of arm.stages.entries()) {
+          const runDir = path.join(options.outDir, `${name}${arm.stages.length > 1 ? `-stage${i + 1}` : ""}-seed${seed}`);
+          const steps = Math.floor(options.steps / arm.stages.length) + (i === 0 ? options.steps % arm.stages.length : 0);
+          log(`compare: ${name}${arm.stages.length > 1 ? ` stage ${i + 1}` : ""}, seed ${seed}, ${steps} steps`);
+          model = (await runTraining(stage(model, runDir, steps, seed), { examples: train, quiet: true })).finalCheckpoint;
+          runDirs.push(runDir);
+        }
+        runs.push(await evaluate(model));
+      }
+      result.arms[name] = {
+        generated: arm.generated * demoSamplesPerPrompt(), trained: arm.trained * demoSamplesPerPrompt(), runs, ...meanAndError(runs),
+        training: meanMethodMetrics(runDirs), seconds: (Date.now() - started) / 1000,
+      };
+      log(formatComparison(result));
     }
-    result.seconds[name] = (Date.now() - started) / 1000;
-    result.evaluations[name] = await evaluate(model);
-    result.training[name] = meanMethodMetrics(runDirs);
-    log(formatTable({ sft: result.evaluations.sft, [name]: result.evaluations[name] }));
+  } finally {
+    await judge?.close();
   }
-  await judge.close();
-  makeDirectory(options.outDir, "the comparison's output directory");
-  fs.writeFileSync(path.join(options.outDir, "comparison.json"), JSON.stringify(result, null, 2) + "\n");
+  writeFileAtomic(path.join(options.outDir, "compare.json"), JSON.stringify(result, null, 2) + "\n");
+  writeFileAtomic(path.join(options.outDir, "compare.html"), await comparisonHtml(result));
   return result;
 }
 
-/** `node -e 'require(".../compare-methods").main()' SFT_DIR OUT_DIR STEPS [METHOD…]` */
-export async function main(argv = process.argv.slice(1)): Promise<void> {
-  const [sftDir, outDir, steps, ...methods] = argv;
-  if (!sftDir || !outDir) throw new Error("usage: SFT_DIR OUT_DIR [STEPS] [METHOD…]");
-  const result = await compareMethodsOnDemo({ sftDir, outDir, steps: Number(steps ?? 12), methods: methods.length > 0 ? methods : undefined });
-  console.log(formatTable(result.evaluations));
+const COLUMNS: { key: MetricKey; header: string }[] = [
+  { key: "accT1", header: "Acc@t1" },
+  { key: "accT2", header: "Acc@t2" },
+  { key: "delta", header: "Δ" },
+  { key: "deltaIncorrectToCorrect", header: "Δi→c" },
+  { key: "deltaCorrectToIncorrect", header: "Δc→i" },
+];
+
+const percent = (x: number) => (100 * x).toFixed(1);
+const withError = (m: number, se: number | null) => (se === null ? percent(m) : `${percent(m)} ± ${percent(se)}`);
+
+/** The comparison as a text table: mean ± SE (points) over the seeds, with the SFT model on top. */
+export function formatComparison(result: MethodComparison): string {
+  const rows: string[][] = [["", "gen/train", ...COLUMNS.map((c) => c.header)]];
+  rows.push(["sft", "", ...COLUMNS.map((c) => percent(result.sft[c.key]))]);
+  for (const [name, arm] of Object.entries(result.arms)) rows.push([name, `${arm.generated}/${arm.trained}`, ...COLUMNS.map((c) => withError(arm.mean[c.key], arm.se[c.key]))]);
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join("  ")).join("\n");
+}
+
+/** compare.html: the table, and Acc@t2 per arm with its standard error as a bar plot. */
+async function comparisonHtml(result: MethodComparison): Promise<string> {
+  const bars = Object.entries(result.arms).map(([arm, r]) => ({ arm, accT2: 100 * r.mean.accT2, low: 100 * (r.mean.accT2 - (r.se.accT2 ?? 0)), high: 100 * (r.mean.accT2 + (r.se.accT2 ?? 0)) }));
+  const svg = await renderSvg({
+    $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+    title: { text: `Acc@t2 after ${result.steps} steps (mean ± SE over ${result.seeds} seed${result.seeds > 1 ? "s" : ""}); SFT ${percent(result.sft.accT2)}`, anchor: "start" },
+    width: 360,
+    height: 200,
+    background: "white",
+    data: { values: bars },
+    layer: [
+      { mark: { type: "bar", color: "#2563eb" }, encoding: { x: { field: "arm", type: "nominal", sort: null, title: null }, y: { field: "accT2", type: "quantitative", title: "Acc@t2 (%)" } } },
+      { mark: { type: "rule", color: "#111827" }, encoding: { x: { field: "arm", type: "nominal", sort: null }, y: { field: "low", type: "quantitative" }, y2: { field: "high" } } },
+    ],
+  });
+  const rows = formatComparison(result).split("\n").map((line, i) => `<tr>${line.split(/ {2,}/).map((c) => (i === 0 ? `<th>${escapeHtml(c)}</th>` : `<td>${escapeHtml(c)}</td>`)).join("")}</tr>`);
+  return `<!doctype html>
+<html><head><meta charset="utf-8"><title>octo-native compare</title>
+<style>body{font-family:Helvetica,Arial,sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}</style></head>
+<body><h1>Methods at an equal generation budget</h1>
+<p>From ${escapeHtml(result.sftDir)}: ${result.steps} RL steps per arm, ${result.seeds} seed(s), evaluated on ${result.evalProblems} held-out problems. gen/train: sequences generated / trained per prompt per step (n = ${result.samplesPerPrompt}). Points, mean ± standard error over the seeds.</p>
+<table>${rows.join("\n")}</table>
+${svg}
+</body></html>
+`;
 }
