@@ -9,7 +9,9 @@ import * as path from "node:path";
 
 import { extractAnswer, gsm8kGold, lastBoxedSpan } from "../lib/grading/extract";
 import { gradeJsonl, runGradeCommand } from "../lib/grading/grade-file";
-import { closeVerifier, gradeAnswer, isEquivalent, normalizeAnswer, parseNumber, plainNumbersEqual } from "../lib/grading/verify";
+import { normalizeAnswer } from "../lib/grading/normalize";
+import { parseNumber, plainNumbersEqual } from "../lib/grading/plain-number";
+import { closeVerifier, gradeAnswer, isEquivalent } from "../lib/grading/verify";
 import { mulberry32 } from "./helpers/random";
 
 const DATA = path.resolve(__dirname, "..", "data");
