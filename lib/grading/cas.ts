@@ -78,8 +78,13 @@ export async function closeVerifier(): Promise<void> {
   }
 }
 
-/** Rewrites for notation the Compute Engine 0.27 cannot parse: `\binom{n}{k}` → `\frac{(n)!}{(k)!((n)-(k))!}`. */
+/**
+ * Rewrites for notation the Compute Engine 0.27 cannot parse, `\binom{n}{k}` → `\frac{(n)!}{(k)!((n)-(k))!}`,
+ * or reads otherwise than we do: it joins digits across a space (`1 2000` = 12000), where plain-number.ts
+ * only accepts thousands groups, which never reach the CAS; the rest is a product.
+ */
 function forCas(latex: string): string {
+  latex = latex.replace(/(\d)\s+(?=\d)/g, "$1\\times ");
   for (let at = latex.search(/\\[dt]?binom(?![a-zA-Z])/); at >= 0; at = latex.search(/\\[dt]?binom(?![a-zA-Z])/)) {
     const command = /^\\[dt]?binom/.exec(latex.slice(at))![0];
     const n = readArgument(latex, at + command.length);

@@ -89,10 +89,11 @@ export function cleanLatex(input: string): string {
   return s;
 }
 
-/** The string-comparison form: cleanLatex without whitespace, `^{2}` → `^2`. */
+/** The string-comparison form: cleanLatex without whitespace (one space kept between digits: `1 2000` is not `12000`), `^{2}` → `^2`. */
 export function normalizeAnswer(input: string): string {
   return cleanLatex(input)
-    .replace(/\s+/g, "")
+    .replace(/(\d)\s+(?=\d)/g, "$1 ")
+    .replace(/(?<!\d)\s+|\s+(?!\d)/g, "")
     .replace(/([_^])\{([^{}\\])\}/g, "$1$2");
 }
 

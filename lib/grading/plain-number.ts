@@ -74,7 +74,7 @@ const DECIMAL_COMMA = /^([-+]?\d+),(\d{1,2}|\d{4,})$/;
  * `3,75` can never be right, so reading it as the European decimal is the only reading that can be.
  */
 export function decimalCommaNumber(input: string): RationalNumber | undefined {
-  const m = DECIMAL_COMMA.exec(numberText(input) ?? "");
+  const m = DECIMAL_COMMA.exec(cleanLatex(input)); // no space after the comma: `1, 2` is a list
   return m ? readNumber(`${m[1]}.${m[2]}`) : undefined;
 }
 

@@ -3,7 +3,7 @@
  *
  * - A chain of `=` / `\approx` is a chain of steps: its last value counts (`x = 4+4+3 = 11` is x = 11);
  *   before an `\approx` the exact value counts too (`x = \frac{5}{2} \approx 2.5`: 5/2 or 2.5).
- * - An equation whose left side names a variable (`x`, `a_1`, `f(x)`) or is a computation (`4+4+3`)
+ * - An equation whose left side names a variable (`x`, `a_1`, `f(x)`) or has none (`4+4+3`, `\pi`)
  *   gives its value: `x = 3` equals `3`. Two equations are equal when they have the same left side
  *   and value, or when lhs − rhs of one is a constant multiple of the other's (`y = 2x + 1` and
  *   `2x - y + 1 = 0`), so `x = 3` ≠ `y = 3`.
@@ -25,6 +25,8 @@ const FLIPPED: Partial<Record<RelationOperator, RelationOperator>> = { ">": "<",
 const GREEK = "alpha|beta|gamma|delta|epsilon|varepsilon|theta|lambda|mu|nu|rho|sigma|tau|phi|varphi|psi|omega";
 /** a variable's name: a letter or Greek letter, subscripts and primes, an argument list: `x`, `a_1`, `S_{n}`, `f(x)`, `y'` */
 const NAME = new RegExp(`^(?:[a-zA-Z]|\\\\(?:${GREEK}))(?:\\s*_\\s*(?:\\{[a-zA-Z0-9,]+\\}|[a-zA-Z0-9])|')*(?:\\s*\\([^()=]*\\))?$`);
+/** a segment or an angle named by its points, `AB`, `ABC`: a ratio's term (`AB:BC = 5:4`) */
+const SEGMENT = /^[A-Z]{2,3}$/;
 /** LaTeX commands that name constants or operations, not variables */
 const CONSTANT_COMMANDS = /\\(?:frac|sqrt|pi|infty|cdot|times|div|ln|log|exp|sin|cos|tan|cot|sec|csc)(?![a-zA-Z])/g;
 
@@ -32,7 +34,7 @@ export function isName(side: string): boolean {
   return NAME.test(side.trim());
 }
 
-/** No variable in it: digits, operators, constants (`\frac{\sqrt{3}}{2}`, `-\infty`). */
+/** No variable in it: digits, operators, constants (`\frac{\sqrt{3}}{2}`, `-\infty`); as an equation's left side, a computation step (`4+4+3 = 11`, `\pi \approx 3.14`) whose value is the right side. */
 function isConstant(side: string): boolean {
   return !/[a-zA-Z\\]/.test(side.replace(CONSTANT_COMMANDS, ""));
 }
@@ -63,7 +65,7 @@ export function readRelation(s: string, read: Reader): Answer | undefined {
     const values = read(parts[1]);
     if (names && values.kind === "tuple" && values.items.length === names.length) return { kind: "assignment", names, values: values.items };
     const ratioNames = splitTopLevel(parts[0], [":"]);
-    if (ratioNames.length > 1 && ratioNames.every(isName) && values.kind === "ratio") return values;
+    if (ratioNames.length > 1 && ratioNames.every((n) => isName(n) || SEGMENT.test(n)) && values.kind === "ratio") return values;
   }
   return { kind: "relation", sides: parts, operators };
 }
@@ -142,7 +144,7 @@ export function relationVerdict(gold: Answer, pred: Answer, compare: Comparer): 
   const orient = (a: Answer, b: Answer) => (relationIsGold ? compare.answers(a, b) : compare.answers(b, a));
   const equation = asEquation(relation);
   if (equation) {
-    if (!isName(equation.lhs) && !isConstantComputation(equation.lhs)) {
+    if (!isName(equation.lhs) && !isConstant(equation.lhs)) {
       return { equal: false, why: `the equation's left side ${equation.lhs} is not a variable's name, so it gives no value to compare with ${describeKind(other)}` };
     }
     const verdicts = equation.values.map((value) => orient(compare.read(value), other));
@@ -155,9 +157,4 @@ export function relationVerdict(gold: Answer, pred: Answer, compare: Comparer): 
     return { equal: verdict.equal, why: `the inequality is the interval ${formatAnswer(interval)}: ${verdict.why}` };
   }
   return { equal: false, why: `gold is ${describeKind(gold)}, pred is ${describeKind(pred)}` };
-}
-
-/** A left side without variables: a computation step (`4+4+3 = 11`), whose value is the right side. */
-function isConstantComputation(side: string): boolean {
-  return isConstant(side) && /\d/.test(side);
 }
