@@ -105,8 +105,9 @@ export function leafCount(a: Answer): number {
     case "expression":
       return 1;
     case "relation":
+      return a.sides.length;
     case "ratio":
-      return a.kind === "relation" ? a.sides.length : a.terms.length;
+      return a.terms.length;
     case "matrix":
       return a.rows.reduce((n, row) => n + row.reduce((m, cell) => m + leafCount(cell), 0), 0);
     case "assignment":

@@ -27,7 +27,7 @@ import { type Answer, describeKind, formatAnswer, type GradeMethod, leafCount, t
 import { compareAnswers, readAnswer } from "./answer-kinds";
 import { Budget, OverBudget } from "./budget";
 import { casCompare, type ScalarRelation } from "./cas";
-import { type AnswerSource, extractFinalAnswer } from "./extract";
+import { type AnswerSource, extractFinalAnswer, hasBoxCommand } from "./extract";
 import { casDecision, cheapScalarDecision, type ScalarDecision } from "./kinds/expression";
 import { nestingDepth } from "./latex";
 import { cleanLatex, isTextAnswer, normalizeAnswer } from "./normalize";
@@ -114,7 +114,7 @@ function answerOf(text: string): { answer: string; from: SideReading["from"] } {
   const found = extractFinalAnswer(text);
   // a phrase or math around two words ("the answer is \\( 9 \\)"), a last number in a sentence of four
   if (found !== undefined && (found.from === "box" || wordCount(text) >= (found.from === "last number" ? 4 : 2))) return found;
-  if (found === undefined && /\\(?:boxed|fbox)(?![a-zA-Z])/.test(text)) return { answer: "", from: "box" }; // an empty or broken box
+  if (found === undefined && hasBoxCommand(text)) return { answer: "", from: "box" }; // an empty or broken box: no answer
   return { answer: text.trim(), from: "whole text" };
 }
 

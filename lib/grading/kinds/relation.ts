@@ -123,9 +123,9 @@ function inequalitiesEqual(g: Relation, p: Relation, compare: Comparer): Verdict
   if (gs.length !== ps.length) return { equal: false, why: `${gs.length} relations vs ${ps.length}` };
   const verdicts = gs.map((a, i) => {
     const b = ps[i];
+    if (a.op !== b.op) return { equal: false, why: `operators differ: ${a.op} vs ${b.op}` };
     const relation = a.op === "=" || a.op === "\\approx" || a.op === "\\ne" ? "multiple" : "positive multiple";
     const sides = compare.scalars(`(${a.rhs})-(${a.lhs})`, `(${b.rhs})-(${b.lhs})`, relation);
-    if (a.op !== b.op) return { equal: false, why: `operators differ: ${a.op} vs ${b.op}` };
     return sides.equal ? sides : { equal: false, why: `${a.lhs} ${a.op} ${a.rhs} and ${b.lhs} ${b.op} ${b.rhs} are not equivalent` };
   });
   return allOf(verdicts, "equivalent inequalities: same operators, sides proportional by a positive factor");
