@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { extractAnswer, gsm8kGold, lastBoxedSpan } from "../lib/grading/extract";
 import { gradeJsonl, runGradeCommand } from "../lib/grading/grade-file";
 import { normalizeAnswer } from "../lib/grading/normalize";
-import { parseNumber, plainNumbersEqual } from "../lib/grading/plain-number";
+import { parseNumber, plainNumbersEqual } from "../lib/grading/kinds/number";
 import { closeVerifier, gradeAnswer, isEquivalent } from "../lib/grading/verify";
 import { mulberry32 } from "./helpers/random";
 

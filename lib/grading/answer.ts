@@ -5,7 +5,7 @@
  */
 import type { ScalarRelation } from "./cas";
 import { isTextAnswer, normalizeAnswer } from "./normalize";
-import { readNumber } from "./plain-number";
+import { readNumber } from "./kinds/number";
 
 /** The stage that proved equality; "none" when no stage did. */
 export type GradeMethod = "string" | "numeric" | "symbolic" | "none";

@@ -80,7 +80,7 @@ export async function closeVerifier(): Promise<void> {
 
 /**
  * Rewrites for notation the Compute Engine 0.27 cannot parse, `\binom{n}{k}` → `\frac{(n)!}{(k)!((n)-(k))!}`,
- * or reads otherwise than we do: it joins digits across a space (`1 2000` = 12000), where plain-number.ts
+ * or reads otherwise than we do: it joins digits across a space (`1 2000` = 12000), where kinds/number.ts
  * only accepts thousands groups, which never reach the CAS; the rest is a product.
  */
 function forCas(latex: string): string {

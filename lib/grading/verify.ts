@@ -4,7 +4,7 @@
  * 1. Each side's answer: a response's final answer (extract.ts, in its order of precedence), or the
  *    text itself when it is a bare answer.
  * 2. The same text, or the same string form after normalisation (normalize.ts): equal.
- * 3. Two plain numbers (plain-number.ts): equal exactly, or within 1e-6 when one is a decimal; a
+ * 3. Two plain numbers (kinds/number.ts): equal exactly, or within 1e-6 when one is a decimal; a
  *    decimal comma (`3,75`) is read against a decimal with a point. Two text answers: equal as words.
  * 4. Else both are read by kind (answer-kinds.ts: matrix, set / tuple / interval / list, relation,
  *    assignment, ratio, expression) and compared kind by kind; the scalar leaves that stages 2-3 do
@@ -32,7 +32,7 @@ import { casDecision, cheapScalarDecision, type ScalarDecision } from "./kinds/e
 import { nestingDepth } from "./latex";
 import { cleanLatex, isTextAnswer, normalizeAnswer } from "./normalize";
 import { numbersEqual } from "./numbers";
-import { decimalCommaNumber, hasDecimalPoint, readNumber } from "./plain-number";
+import { decimalCommaNumber, hasDecimalPoint, readNumber } from "./kinds/number";
 
 export { closeVerifier } from "./cas";
 export type { GradeMethod } from "./answer";
@@ -118,7 +118,7 @@ function answerOf(text: string): { answer: string; from: SideReading["from"] } {
   return { answer: text.trim(), from: "whole text" };
 }
 
-/** Two plain numbers, or text answers: decided without reading kinds (decimal comma included, see plain-number.ts). */
+/** Two plain numbers, or text answers: decided without reading kinds (decimal comma included, see kinds/number.ts). */
 function wholeAnswerDecision(g: string, p: string): ScalarDecision | undefined {
   const cheap = cheapScalarDecision(g, p, "equal");
   if (cheap?.method === "numeric" || (cheap && isTextAnswer(g) && isTextAnswer(p))) return cheap;

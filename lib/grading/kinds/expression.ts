@@ -1,7 +1,7 @@
 /**
  * Scalar leaves (docs/methods.md §7): numbers, text answers and expressions, decided in stages, the
  * first decisive one winning: the string form (normalize.ts), plain numbers compared exactly
- * (plain-number.ts), text answers compared as words (never sent to the CAS), else the CAS
+ * (number.ts), text answers compared as words (never sent to the CAS), else the CAS
  * (cas.ts), whose verdict on two numbers is redone in exact arithmetic (numbers.ts).
  */
 import type { GradeMethod } from "../answer";
@@ -9,7 +9,7 @@ import type { Budget } from "../budget";
 import type { CasVerdict, ScalarRelation } from "../cas";
 import { isTextAnswer, normalizeAnswer } from "../normalize";
 import { MAX_EXACT_BITS, numbersEqual, rationalOfMathJson, TOO_LARGE } from "../numbers";
-import { readNumber } from "../plain-number";
+import { readNumber } from "./number";
 
 export interface ScalarDecision {
   eq: boolean;

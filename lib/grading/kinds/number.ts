@@ -1,14 +1,14 @@
 /**
  * The number kind (docs/methods.md §7): an answer written as a plain number, read in exact rational
- * arithmetic (numbers.ts). Accepted forms: integers and decimals with thousands separators (`1,234`,
+ * arithmetic (../numbers.ts). Accepted forms: integers and decimals with thousands separators (`1,234`,
  * `12 000`, `12\,000`), `a/b`, `\frac{a}{b}`, mixed numbers (`1\frac{4}{5}`), and any of these with a
  * currency sign, a percent sign or word (`40\%`, `40 percent`, `40 pct`) or a unit word after it.
  * Integers and fractions of integers are exact; a decimal is an approximation (numbersEqual).
  * Percent convention (as the MATH/GSM8K graders): the sign or word is dropped, so `50\%` = `50`, not 0.5.
  * A decimal comma (`3,75`) is read only where it cannot be a list: see decimalCommaNumber.
  */
-import { cleanLatex } from "./normalize";
-import { numberLiteral, numbersEqual, type RationalNumber, TOO_LARGE } from "./numbers";
+import { cleanLatex } from "../normalize";
+import { numberLiteral, numbersEqual, type RationalNumber, TOO_LARGE } from "../numbers";
 
 const UNIT_WORDS =
   "cm|centimeters?|mm|millimeters?|km|kilometers?|m|meters?|inches|inch|in|feet|foot|ft|yards?|yd|miles?|mi|units?|sq|square|degrees?|dollars?|cents?|hours?|hrs?|minutes?|mins?|seconds?|secs?|days?|weeks?|months?|years?|mph|pounds?|lbs?|kg|g|grams?|liters?|ml|people|students|percent|per cent|pct";
