@@ -9,7 +9,9 @@ import * as path from "node:path";
 
 import { extractAnswer, gsm8kGold, lastBoxedSpan } from "../lib/grading/extract";
 import { gradeJsonl, runGradeCommand } from "../lib/grading/grade-file";
-import { closeVerifier, gradeAnswer, isEquivalent, normalizeAnswer, parseNumber, plainNumbersEqual } from "../lib/grading/verify";
+import { normalizeAnswer } from "../lib/grading/normalize";
+import { parseNumber, plainNumbersEqual } from "../lib/grading/kinds/number";
+import { closeVerifier, gradeAnswer, isEquivalent } from "../lib/grading/verify";
 import { mulberry32 } from "./helpers/random";
 
 const DATA = path.resolve(__dirname, "..", "data");
@@ -512,6 +514,29 @@ describe("grade command", () => {
     expect(cli.status).toBe(0);
     expect(cli.stderr).toContain("graded 1: 0 correct (1 ran past the 1 ms budget and count as incorrect: see grade_error; --timeout-ms allows more)");
     await expect(runGradeCommand({ input, timeoutMs: 0 })).rejects.toThrow("grade: the per-answer budget must be a positive number of milliseconds (--timeout-ms / timeoutMs), got 0");
+  });
+
+  test("--explain adds how both sides were read and why, to every line", () => {
+    const input = path.join(dir, "cases.jsonl");
+    fs.writeFileSync(input, [JSON.stringify({ id: 1, gold: "(a,b)=(2,3)", pred: "Therefore $\\boxed{a=3, b=2}$." }), JSON.stringify({ id: 2, gold: "9", pred: "9" })].join("\n"));
+    const cli = spawnSync(process.execPath, [CLI, "grade", "--input", input, "--explain"], { encoding: "utf8", timeout: 60_000 });
+    expect(cli.status).toBe(0);
+    const lines = cli.stdout.trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines[0]).toEqual(
+      expect.objectContaining({
+        correct: false,
+        explain: {
+          gold: { answer: "(a,b)=(2,3)", from: "whole text", kind: "an assignment", read: "a = 2, b = 3" },
+          pred: { answer: "a=3, b=2", from: "box", kind: "an assignment", read: "a = 3, b = 2" },
+          why: "the value of a differs: 2 and 3 as numbers: different (compared exactly)",
+        },
+      }),
+    );
+    expect(lines[1].explain).toEqual({
+      gold: { answer: "9", from: "whole text", kind: "a number", read: "9" },
+      pred: { answer: "9", from: "whole text", kind: "a number", read: "9" },
+      why: "the same text",
+    });
   });
 
   test("a malformed line is a clear error naming the file and line, and nothing is written", async () => {

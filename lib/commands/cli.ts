@@ -101,7 +101,8 @@ const gradeOptions = (y: Argv) =>
   y
     .option("input", { type: "string", demandOption: true, describe: "JSONL file of {gold, pred}" })
     .option("output", { type: "string", describe: "output file (default: stdout)" })
-    .option("timeout-ms", { type: "number", default: DEFAULT_TIMEOUT_MS, describe: "time budget per answer: extraction, normalisation and CAS" });
+    .option("timeout-ms", { type: "number", default: DEFAULT_TIMEOUT_MS, describe: "time budget per answer: extraction, normalisation and CAS" })
+    .option("explain", { type: "boolean", default: false, describe: "add `explain` to each line: how gold and pred were read (kind, normalised form) and why they are equal or not" });
 
 /** `report`'s arguments. */
 const reportOptions = (y: Argv) =>
@@ -148,7 +149,7 @@ async function main(argv: string[]): Promise<void> {
       (args) => evalCommand(args),
     )
     .command("grade", "grade answers: JSONL of {gold, pred} in, each line with `correct` out", gradeOptions, async (args) => {
-      const summary = await runGradeCommand({ input: args.input, output: args.output, timeoutMs: args.timeoutMs });
+      const summary = await runGradeCommand({ input: args.input, output: args.output, timeoutMs: args.timeoutMs, explain: args.explain });
       const overBudget = summary.timedOut > 0 ? ` (${summary.timedOut} ran past the ${args.timeoutMs} ms budget and count as incorrect: see grade_error; --timeout-ms allows more)` : "";
       console.error(`graded ${summary.total}: ${summary.correct} correct${overBudget}`);
     })

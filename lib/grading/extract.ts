@@ -2,12 +2,18 @@
  * Final-answer extraction (docs/methods.md §7; §6.1 for the box conventions).
  *
  * Order of preference:
- *   1. the content of the last balanced `\boxed{…}` / `\fbox{…}` (or the brace-less `\boxed 5`);
+ *   1. the content of the last balanced `\boxed{…}` / `\fbox{…}` (or the brace-less `\boxed 5`), with
+ *      the boxes just before it when only a separator stands between (`\boxed{-2}, \boxed{1}` → `-2, 1`);
  *   2. "The final answer is X" / "final answer: X";
- *   3. the last number in the text (sign, decimals, thousands separators, fractions like 3/4).
+ *   3. the last display or inline math (`\[…\]`, `$$…$$`, `\(…\)`, `$…$`) of the final sentence, with the
+ *      spans just before it joined the same way (`$x=-2$ or $x=1$`);
+ *   4. the last number in the text (sign, decimals, thousands separators, fractions like 3/4).
  * Nothing here throws on broken input: an unbalanced box is skipped, not an error. Every function
  * is linear in the length of the text (the grader's time budget starts with extraction).
  */
+
+/** Where extractFinalAnswer found the answer, in its order of preference. */
+export type AnswerSource = "box" | "final answer phrase" | "final math" | "last number";
 
 /** Where a balanced `\boxed{…}` / `\fbox{…}` sits in a text. */
 export interface BoxedSpan {
@@ -86,6 +92,8 @@ function scanBoxCommands(text: string): BoxCommand[] {
 
 /** A box found in a text: `[contentStart, contentEnd)` is its content, untrimmed. */
 interface BoxHit {
+  /** index of its command in scanBoxCommands' list */
+  command: number;
   start: number;
   end: number;
   contentStart: number;
@@ -116,17 +124,17 @@ function beforeTrailingPunctuation(text: string, from: number, end: number): num
 function topLevelBoxes(text: string, commands: readonly BoxCommand[]): BoxHit[] {
   const hits: BoxHit[] = [];
   let from = 0;
-  for (const { start, argument, close } of commands) {
+  for (const [command, { start, argument, close }] of commands.entries()) {
     if (start < from) continue; // inside the previous box
     if (text.charCodeAt(argument) === OPEN_BRACE) {
       if (close < 0) continue; // unbalanced: not an answer
-      hits.push({ start, end: close + 1, contentStart: argument + 1, contentEnd: close, braced: true });
+      hits.push({ command, start, end: close + 1, contentStart: argument + 1, contentEnd: close, braced: true });
       from = close + 1;
     } else if (argument < text.length) {
       const end = tokenEnd(text, argument);
       if (end === argument) continue; // `\boxed $`: no token
       const contentEnd = beforeTrailingPunctuation(text, argument, end);
-      hits.push({ start, end: contentEnd, contentStart: argument, contentEnd, braced: false });
+      hits.push({ command, start, end: contentEnd, contentStart: argument, contentEnd, braced: false });
       from = contentEnd;
     }
   }
@@ -136,12 +144,14 @@ function topLevelBoxes(text: string, commands: readonly BoxCommand[]): BoxHit[] 
 /**
  * `[from, to)` trimmed and, while a single box fills all of it, replaced by that box's content
  * (trimmed): `\boxed{ \boxed{5} }` → `5`. `braceless` also unwraps a brace-less box that fills it
- * (`\boxed{\boxed 5}` → `5`). Linear: both ends only move inwards, and `commands` is walked once.
+ * (`\boxed{\boxed 5}` → `5`). Linear: both ends only move inwards, and `commands` is walked once from
+ * `firstCommand`, a command at or before `from` (the box's own, so that unwrapping every box of a
+ * text walks each command once).
  */
-function unwrapBoxes(text: string, commands: readonly BoxCommand[], from: number, to: number, braceless: boolean): [number, number] {
+function unwrapBoxes(text: string, commands: readonly BoxCommand[], from: number, to: number, braceless: boolean, firstCommand = 0): [number, number] {
   let lo = from;
   let hi = to;
-  let next = 0; // the first command that starts at or after lo
+  let next = firstCommand; // the first command that starts at or after lo
   let breakAt = -1; // tokenEnd(text, x) for the last x asked: tokens seen so far have no break before it
   for (;;) {
     while (lo < hi && /\s/.test(text[lo])) lo++;
@@ -280,27 +290,115 @@ function cleanPhrase(answer: string): string {
 }
 
 /**
- * The final answer of a model response, or undefined when there is none.
- * An empty last box (`\boxed{}`) is an explicit empty answer: undefined, with no fallback.
+ * What stands between two parts of one final answer: whitespace, `$`, `,` `;`, `and` / `or` (bare or
+ * in `\text{}`), `\quad`. Only short gaps are tried, so a response of many boxes stays linear.
  */
-export function extractAnswer(text: string): string | undefined {
+const ANSWER_SEPARATOR = /^[\s$,;]*(?:(?:and|or|\\text\s*\{\s*(?:and|or|,)\s*\}|\\q?quad)[\s$,;]*)*$/;
+const MAX_SEPARATOR_CHARS = 40;
+
+/** Index of the first of the final answer's parts: the last of `spans` and those before it that only a separator divides from the next. */
+function firstAdjacentPart(text: string, spans: readonly { start: number; end: number }[]): number {
+  let first = spans.length - 1;
+  while (first > 0) {
+    const gap = text.slice(spans[first - 1].end, spans[first].start);
+    if (gap.length > MAX_SEPARATOR_CHARS || !ANSWER_SEPARATOR.test(gap) || !/[,;a-z]|quad/.test(gap)) break;
+    first--;
+  }
+  return first;
+}
+
+/** A math span of a text: `[contentStart, contentEnd)` between its delimiters. */
+interface MathSpan {
+  start: number;
+  end: number;
+  contentStart: number;
+  contentEnd: number;
+}
+
+/**
+ * The math spans of `text`, left to right: `$$…$$`, `\[…\]`, `\(…\)` and `$…$` (an escaped `\$` is a
+ * dollar sign). Linear: each span is found by one forward search, and a delimiter that never closes
+ * ends the scan for its kind.
+ */
+function mathSpans(text: string): MathSpan[] {
+  const spans: MathSpan[] = [];
+  const unclosed = new Set<string>();
+  for (let i = 0; i < text.length; i++) {
+    let open: string;
+    let close: string;
+    if (text[i] === "\\") {
+      const next = text[i + 1];
+      if (next === "[" || next === "(") [open, close] = [`\\${next}`, next === "[" ? "\\]" : "\\)"];
+      else {
+        i++; // an escaped character, `\$` among them
+        continue;
+      }
+    } else if (text[i] === "$") [open, close] = text[i + 1] === "$" ? ["$$", "$$"] : ["$", "$"];
+    else continue;
+    if (unclosed.has(open)) continue;
+    const end = text.indexOf(close, i + open.length);
+    if (end < 0) {
+      unclosed.add(open);
+      continue;
+    }
+    spans.push({ start: i, end: end + close.length, contentStart: i + open.length, contentEnd: end });
+    i = end + close.length - 1;
+  }
+  return spans;
+}
+
+/** After the last math span, at most a short end of the same sentence without digits: "$9$ is the answer." */
+const FINAL_SENTENCE_TAIL = /^[^\d\n]{0,80}$/;
+
+/** The last math of the final sentence (with the spans joined to it), or undefined. */
+function finalMath(text: string): string | undefined {
+  const spans = mathSpans(text);
+  const last = spans[spans.length - 1];
+  if (last === undefined) return undefined;
+  const tail = text.slice(last.end);
+  if (!FINAL_SENTENCE_TAIL.test(tail) || /[.!?]\s+\S/.test(tail)) return undefined;
+  const answer = spans
+    .slice(firstAdjacentPart(text, spans))
+    .map((span) => cleanPhrase(text.slice(span.contentStart, span.contentEnd)))
+    .filter((part) => part !== "")
+    .join(", ");
+  return answer === "" ? undefined : answer;
+}
+
+/**
+ * The final answer of a model response and where it was found (see the module comment), or
+ * undefined when there is none. An empty last box (`\boxed{}`) is an explicit empty answer:
+ * undefined, with no fallback.
+ */
+export function extractFinalAnswer(text: string): { answer: string; from: AnswerSource } | undefined {
   if (typeof text !== "string" || text.length === 0) return undefined;
   const commands = scanBoxCommands(text);
-  const lastBox = topLevelBoxes(text, commands).pop();
-  if (lastBox !== undefined) {
+  const boxes = topLevelBoxes(text, commands);
+  if (boxes.length > 0) {
     // \boxed{\boxed{5}} -> 5, and an inner brace-less `\boxed 5` unwraps too
-    const [lo, hi] = unwrapBoxes(text, commands, lastBox.contentStart, lastBox.contentEnd, true);
-    return hi > lo ? text.slice(lo, hi) : undefined;
+    const parts = boxes.slice(firstAdjacentPart(text, boxes)).map((box) => {
+      const [lo, hi] = unwrapBoxes(text, commands, box.contentStart, box.contentEnd, true, box.command);
+      return text.slice(lo, hi);
+    });
+    if (parts[parts.length - 1] === "") return undefined;
+    return { answer: parts.filter((part) => part !== "").join(", "), from: "box" };
   }
   const phrase = finalAnswerPhrase(text);
   if (phrase !== undefined) {
     const cleaned = cleanPhrase(phrase);
-    if (cleaned.length > 0) return cleaned;
+    if (cleaned.length > 0) return { answer: cleaned, from: "final answer phrase" };
   }
+  const math = finalMath(text);
+  if (math !== undefined) return { answer: math, from: "final math" };
   let last: string | undefined;
   NUMBER.lastIndex = 0;
   for (let m = NUMBER.exec(text); m !== null; m = NUMBER.exec(text)) last = m[0];
-  return last?.replace(/\s+/g, "");
+  return last === undefined ? undefined : { answer: last.replace(/\s+/g, ""), from: "last number" };
+}
+
+/** The final answer of a model response (extractFinalAnswer), or undefined when there is none. */
+export function extractAnswer(text: string): string | undefined {
+  return extractFinalAnswer(text)?.answer;
 }
 
 /** The gold answer of a GSM8K item: the text after the last `####`, trimmed (e.g. "1,450,000"). */

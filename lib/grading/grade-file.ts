@@ -1,7 +1,7 @@
 /**
  * `octo-native grade` (docs/methods.md §7): JSONL of `{gold, pred, ...}` → the same lines with `correct` and
  * `method` added (and `grade_error` when the verifier could not compare the answers, or ran past the
- * per-answer budget).
+ * per-answer budget; with `--explain`, `explain`: how both sides were read and why they are equal or not).
  * All lines are checked before anything is graded or written; the output file is written atomically
  * (temp file + rename), so a failed run never leaves half a file.
  */
@@ -89,6 +89,7 @@ export async function gradeJsonl(inputPath: string, outputPath?: string, options
     if (result.timedOut) timedOut++;
     const graded: Record<string, unknown> = { ...record, correct: result.correct, method: result.method };
     if (result.error !== undefined) graded.grade_error = result.error;
+    if (result.explain !== undefined) graded.explain = result.explain;
     return JSON.stringify(graded);
   });
   const body = out.length > 0 ? out.join("\n") + "\n" : "";
@@ -108,7 +109,7 @@ export async function gradeJsonl(inputPath: string, outputPath?: string, options
   return { total: records.length, correct, timedOut };
 }
 
-/** Entry point for `octo-native grade --input cases.jsonl [--output out.jsonl] [--timeout-ms N]`. */
+/** Entry point for `octo-native grade --input cases.jsonl [--output out.jsonl] [--timeout-ms N] [--explain]`. */
 export async function runGradeCommand(options: GradeCommandOptions): Promise<GradeSummary> {
   const { input, output, ...verify } = options;
   return gradeJsonl(input, output, verify);
