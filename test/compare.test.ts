@@ -16,7 +16,8 @@ let result: MethodComparison;
 const out = path.join(tmp, "compare");
 beforeAll(async () => {
   sftDir = path.join((await quickDemoRun()).dir, "sft");
-  result = await compareMethodsOnDemo({ sftDir, outDir: out, steps: 2, seeds: 2, evalProblems: 8, log: () => {} });
+  // 2 prompts per step and 32 new tokens keep it quick; the arms' counts per prompt are what is checked.
+  result = await compareMethodsOnDemo({ sftDir, outDir: out, steps: 2, seeds: 2, evalProblems: 8, scale: { promptsPerStep: 2, maxNewTokens: 32 }, log: () => {} });
 }, 600_000);
 
 const trainedPerStep = (runDir: string) =>
@@ -28,11 +29,11 @@ test("Octopus generates n and trains on 2n; GRPO-n and GRPO-2n generate and trai
   expect(result.arms.octopus).toMatchObject({ generated: n, trained: 2 * n });
   expect(result.arms["grpo-n"]).toMatchObject({ generated: n, trained: n });
   expect(result.arms["grpo-2n"]).toMatchObject({ generated: 2 * n, trained: 2 * n });
-  // 8 prompts per step in every arm: what each step trained on, as logged by the runs themselves.
-  expect(trainedPerStep(path.join(out, "grpo-n-seed0"))).toEqual([8 * n, 8 * n]);
-  expect(trainedPerStep(path.join(out, "grpo-2n-seed1"))).toEqual([16 * n, 16 * n]);
-  expect(trainedPerStep(path.join(out, "octopus-stage1-seed0"))).toEqual([16 * n]);
-  expect(trainedPerStep(path.join(out, "octopus-stage2-seed1"))).toEqual([16 * n]);
+  // 2 prompts per step in every arm: what each step trained on, as logged by the runs themselves.
+  expect(trainedPerStep(path.join(out, "grpo-n-seed0"))).toEqual([2 * n, 2 * n]);
+  expect(trainedPerStep(path.join(out, "grpo-2n-seed1"))).toEqual([4 * n, 4 * n]);
+  expect(trainedPerStep(path.join(out, "octopus-stage1-seed0"))).toEqual([4 * n]);
+  expect(trainedPerStep(path.join(out, "octopus-stage2-seed1"))).toEqual([4 * n]);
 });
 
 test("each metric's mean and standard error over the seeds", () => {

@@ -158,6 +158,8 @@ export interface CompareOptions {
   methods?: string[];
   /** held-out problems evaluated (default 1000, the demo's; 4 samples each) */
   evalProblems?: number;
+  /** every arm's prompts per step and response length instead of the demo's (a smaller, quicker comparison) */
+  scale?: { promptsPerStep?: number; maxNewTokens?: number };
   log?: (line: string) => void;
 }
 
@@ -167,6 +169,8 @@ export async function compareMethodsOnDemo(options: CompareOptions): Promise<Met
   if (!Number.isInteger(seeds) || seeds < 1) throw new RangeError(`--seeds must be a positive integer (got ${seeds})`);
   if (!Number.isInteger(options.steps) || options.steps < 1) throw new RangeError(`--steps must be a positive integer (got ${options.steps})`);
   const names = options.methods ?? DEFAULT_ARMS;
+  for (const [key, value] of Object.entries(options.scale ?? {}))
+    if (!Number.isInteger(value) || value < 1) throw new RangeError(`${key} must be a positive integer (got ${value})`);
   const unknown = names.filter((n) => !COMPARED_ARMS[n]);
   if (unknown.length > 0) throw new Error(`unknown method(s) ${unknown.join(", ")}: choose from ${Object.keys(COMPARED_ARMS).join(", ")}`);
   if (!fs.existsSync(path.join(options.sftDir, "config.json")))
@@ -203,7 +207,9 @@ export async function compareMethodsOnDemo(options: CompareOptions): Promise<Met
           const runDir = path.join(options.outDir, `${name}${arm.stages.length > 1 ? `-stage${i + 1}` : ""}-seed${seed}`);
           const steps = Math.floor(options.steps / arm.stages.length) + (i === 0 ? options.steps % arm.stages.length : 0);
           log(`compare: ${name}${arm.stages.length > 1 ? ` stage ${i + 1}` : ""}, seed ${seed}, ${steps} steps`);
-          model = (await runTraining(stage(model, runDir, steps, seed), { examples: train, quiet: true })).finalCheckpoint;
+          const config = stage(model, runDir, steps, seed);
+          Object.assign(config.rollout, options.scale);
+          model = (await runTraining(config, { examples: train, quiet: true })).finalCheckpoint;
           runDirs.push(runDir);
         }
         runs.push(await evaluate(model));
