@@ -112,3 +112,22 @@ test("bench forward --quick --json prints JSON with a ratio and the environment"
   expect(result.tokensPerSecond).toBeGreaterThan(0);
   expect(result.environment.libtorch).toMatch(/^\d+\.\d+/);
 });
+
+describe("train without --config (the embedded demo)", () => {
+  test("--set run.seed and run.dir choose the seed and the folder", () => {
+    const dir = path.join(tmp, "demo-seed-1");
+    const r = run("train", "--quick", "--set", "run.seed=1", "--set", `run.dir=${dir}`);
+    expect(r.status).toBe(0);
+    const summary = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8"));
+    expect(summary.seed).toBe(1);
+    expect(fs.readFileSync(path.join(dir, "stage1", "config.yaml"), "utf8")).toMatch(/^run:\n(  .*\n)*  seed: 1\n/);
+    expect(r.stdout).toMatch(/Acc@t2 +±SE/);
+  }, 600_000);
+
+  test("other keys, a bad seed and --resume are refused, naming what the demo accepts", () => {
+    expectCleanFailure(run("train", "--set", "optimizer.lr=0.001"), /--set 'optimizer\.lr=0\.001': the demo \(train without --config\) accepts only --set run\.seed=… and --set run\.dir=…/);
+    expectCleanFailure(run("train", "--set", "run.seed=-1"), /run\.seed/);
+    expectCleanFailure(run("train", "--set", "run.dir=a", "--dir", "b"), /--dir b and --set run\.dir=a disagree/);
+    expectCleanFailure(run("train", "--resume"), /--resume and --allow-config-change need --config/);
+  });
+});
