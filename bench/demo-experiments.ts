@@ -101,7 +101,7 @@ async function main(): Promise<void> {
     for (const stage of [1, 2] as const) {
       const steps = stage === 1 ? v.stage1Steps : v.stage2Steps;
       if (steps === 0) continue;
-      from = await octopusStage(dir, stage, from, steps, true, log, [...(v.both ?? []), ...((stage === 1 ? v.stage1 : v.stage2) ?? [])]);
+      from = await octopusStage(dir, stage, from, steps, true, log, [`run.seed=${plan.seed}`, ...(v.both ?? []), ...((stage === 1 ? v.stage1 : v.stage2) ?? [])]);
       out[`stage${stage}`] = stepSummary(path.join(dir, `stage${stage}`));
       if (stage === 1 && v.evalStage1 && v.stage2Steps > 0) {
         const model = await Model.load(from, { device: "cpu" });

@@ -13,10 +13,14 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-cli-test-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function run(...args: string[]) {
+  return runFor(120_000, ...args);
+}
+
+function runFor(timeout: number, ...args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], {
     encoding: "utf8",
     env: { ...process.env, XDG_CACHE_HOME: path.join(tmp, "cache") },
-    timeout: 120_000,
+    timeout,
   });
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
@@ -116,7 +120,8 @@ test("bench forward --quick --json prints JSON with a ratio and the environment"
 describe("train without --config (the embedded demo)", () => {
   test("--set run.seed and run.dir choose the seed and the folder", () => {
     const dir = path.join(tmp, "demo-seed-1");
-    const r = run("train", "--quick", "--set", "run.seed=1", "--set", `run.dir=${dir}`);
+    // The quick demo: a minute on a quiet 2-core machine, several on a loaded one.
+    const r = runFor(540_000, "train", "--quick", "--set", "run.seed=1", "--set", `run.dir=${dir}`);
     expect(r.status).toBe(0);
     const summary = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8"));
     expect(summary.seed).toBe(1);
