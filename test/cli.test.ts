@@ -13,10 +13,14 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "octo-cli-test-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function run(...args: string[]) {
+  return runFor(120_000, ...args);
+}
+
+function runFor(timeout: number, ...args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], {
     encoding: "utf8",
     env: { ...process.env, XDG_CACHE_HOME: path.join(tmp, "cache") },
-    timeout: 120_000,
+    timeout,
   });
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
@@ -111,4 +115,24 @@ test("bench forward --quick --json prints JSON with a ratio and the environment"
   expect(result.ratio).toBeGreaterThan(0);
   expect(result.tokensPerSecond).toBeGreaterThan(0);
   expect(result.environment.libtorch).toMatch(/^\d+\.\d+/);
+});
+
+describe("train without --config (the embedded demo)", () => {
+  test("--set run.seed and run.dir choose the seed and the folder", () => {
+    const dir = path.join(tmp, "demo-seed-1");
+    // The quick demo: a minute on a quiet 2-core machine, several on a loaded one.
+    const r = runFor(540_000, "train", "--quick", "--set", "run.seed=1", "--set", `run.dir=${dir}`);
+    expect(r.status).toBe(0);
+    const summary = JSON.parse(fs.readFileSync(path.join(dir, "summary.json"), "utf8"));
+    expect(summary.seed).toBe(1);
+    expect(fs.readFileSync(path.join(dir, "stage1", "config.yaml"), "utf8")).toMatch(/^run:\n(  .*\n)*  seed: 1\n/);
+    expect(r.stdout).toMatch(/Acc@t2 +±SE/);
+  }, 600_000);
+
+  test("other keys, a bad seed and --resume are refused, naming what the demo accepts", () => {
+    expectCleanFailure(run("train", "--set", "optimizer.lr=0.001"), /--set 'optimizer\.lr=0\.001': the demo \(train without --config\) accepts only --set run\.seed=… and --set run\.dir=…/);
+    expectCleanFailure(run("train", "--set", "run.seed=-1"), /run\.seed/);
+    expectCleanFailure(run("train", "--set", "run.dir=a", "--dir", "b"), /--dir b and --set run\.dir=a disagree/);
+    expectCleanFailure(run("train", "--resume"), /--resume and --allow-config-change need --config/);
+  });
 });

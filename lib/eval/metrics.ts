@@ -10,6 +10,10 @@
  *   Acc@tr   fraction correct at round r
  *   Δ(ta,tb) Acc@tb − Acc@ta = Δ_i→c − Δ_c→i
  *   Δ_i→c    fraction wrong at ta and right at tb;  Δ_c→i: right at ta, wrong at tb
+ *
+ * Standard errors are per problem (cluster): the samples of one problem are correlated (an easy
+ * problem is right in most of them), so the SE of a fraction is the standard deviation of the
+ * per-problem means over √problems, not √(p(1−p)/samples), which would understate it.
  */
 import { majorityVote, type AnswerEquivalence } from "../grading/majority";
 import { mean } from "../util/stats";
@@ -87,6 +91,44 @@ export interface SelfCorrectionMetrics {
   deltaCorrectToIncorrect: number;
   /** fraction of first responses that emit the correction marker */
   markerRate: number;
+  /**
+   * Standard errors of the fractions above, per problem (cluster SE): the problems are the
+   * independent draws, several samples of one problem are not. Absent in summaries written before.
+   */
+  standardError?: SelfCorrectionStandardErrors;
+}
+
+export interface SelfCorrectionStandardErrors {
+  accT1: number;
+  accT2: number;
+  delta: number;
+  deltaIncorrectToCorrect: number;
+  deltaCorrectToIncorrect: number;
+}
+
+/**
+ * The cluster standard error of a mean over problems: `perProblem[p]` is the fraction of problem
+ * p's samples with the property; SE = sample std of those fractions / √problems (0 for one problem).
+ */
+export function clusterStandardError(perProblem: readonly number[]): number {
+  const n = perProblem.length;
+  if (n < 2) return 0;
+  const m = mean(perProblem);
+  const variance = perProblem.reduce((a, x) => a + (x - m) ** 2, 0) / (n - 1);
+  return Math.sqrt(variance / n);
+}
+
+/** The cluster SEs of Acc@t_from, Acc@t_to and the transitions between them. */
+export function selfCorrectionStandardErrors(graded: GradedAnswer[][][], from = 1, to = 2): SelfCorrectionStandardErrors {
+  const se = (f: (s: GradedAnswer[]) => number) => clusterStandardError(graded.map((samples) => mean(samples.map(f))));
+  const right = (s: GradedAnswer[], r: number) => Number(s[r - 1].correct);
+  return {
+    accT1: se((s) => right(s, from)),
+    accT2: se((s) => right(s, to)),
+    delta: se((s) => right(s, to) - right(s, from)),
+    deltaIncorrectToCorrect: se((s) => Number(!s[from - 1].correct && s[to - 1].correct)),
+    deltaCorrectToIncorrect: se((s) => Number(s[from - 1].correct && !s[to - 1].correct)),
+  };
 }
 
 export interface RoundMetrics {
@@ -164,6 +206,7 @@ export function evaluationMetrics(
     deltaIncorrectToCorrect: first.incorrectToCorrect,
     deltaCorrectToIncorrect: first.correctToIncorrect,
     markerRate: markers.filter(Boolean).length / Math.max(markers.length, 1),
+    standardError: selfCorrectionStandardErrors(graded),
     problems,
     samplesPerProblem,
     rounds,
