@@ -182,6 +182,7 @@ export async function compareMethodsOnDemo(options: CompareOptions): Promise<Met
   const evalSet = demoEvalProblems(options.evalProblems ?? 1000);
   const train = demoTrainProblems();
   const settings = demoEvalSettings(loadConfig(shippedRecipe("demo.yaml")));
+  const n = demoSamplesPerPrompt();
   const evaluate = async (dir: string) => {
     const model = await Model.load(dir, { device: "cpu" });
     try {
@@ -193,7 +194,7 @@ export async function compareMethodsOnDemo(options: CompareOptions): Promise<Met
   const judge = names.includes("trust-grpo") ? await startStepCheckerJudge() : undefined;
   judgeUrl = judge?.url ?? "";
   const result: MethodComparison = {
-    sftDir: path.resolve(options.sftDir), steps: options.steps, seeds, samplesPerPrompt: demoSamplesPerPrompt(), evalProblems: evalSet.length, sft: await evaluate(options.sftDir), arms: {},
+    sftDir: path.resolve(options.sftDir), steps: options.steps, seeds, samplesPerPrompt: n, evalProblems: evalSet.length, sft: await evaluate(options.sftDir), arms: {},
   };
   try {
     for (const name of names) {
@@ -215,7 +216,7 @@ export async function compareMethodsOnDemo(options: CompareOptions): Promise<Met
         runs.push(await evaluate(model));
       }
       result.arms[name] = {
-        generated: arm.generated * demoSamplesPerPrompt(), trained: arm.trained * demoSamplesPerPrompt(), runs, ...meanAndError(runs),
+        generated: arm.generated * n, trained: arm.trained * n, runs, ...meanAndError(runs),
         training: meanMethodMetrics(runDirs), seconds: (Date.now() - started) / 1000,
       };
       log(formatComparison(result));

@@ -16,7 +16,7 @@ import type { PolicyTrainer } from "../engine/trainer";
 import { syncDirectory, writeFileDurable } from "../util/atomic-file";
 import { pausePoint } from "../util/fault-points";
 import { readRegularFile } from "../util/files";
-import { removeStaging, stagingName } from "../util/staging";
+import { stagingName } from "../util/staging";
 import type { TrainingSetFingerprint } from "./config-change";
 import type { DataCursorState } from "./data";
 
@@ -67,7 +67,7 @@ export async function saveCheckpoint(runDir: string, model: Model, trainer: Poli
     writeFileDurable(path.join(staging, STATE_FILE), JSON.stringify(state, null, 2) + "\n");
     syncDirectory(staging);
     // A checkpoint of this step from an earlier attempt (a resume that re-ran it) is replaced whole.
-    if (fs.existsSync(final)) removeStaging(final);
+    fs.rmSync(final, { recursive: true, force: true });
     fs.renameSync(staging, final);
     syncDirectory(path.dirname(final));
   } catch (error) {

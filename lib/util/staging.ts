@@ -23,10 +23,6 @@ function isRunning(pid: number): boolean {
   }
 }
 
-export function removeStaging(entry: string): void {
-  fs.rmSync(entry, { recursive: true, force: true });
-}
-
 /**
  * Removes the staging entries in `dir` that another writer left: all of them when the caller holds
  * the directory's lock (no one else may write there), else only those of processes no longer
@@ -40,7 +36,7 @@ export function removeStaleStaging(dir: string, options: { locked: boolean; only
     if (!match || (options.only && !options.only(name))) continue;
     const pid = Number(match[2]);
     if (pid === process.pid || (!options.locked && isRunning(pid))) continue;
-    removeStaging(path.join(dir, name));
+    fs.rmSync(path.join(dir, name), { recursive: true, force: true });
     removed.push(path.join(dir, name));
   }
   return removed;
