@@ -15,6 +15,9 @@ test("an empty config takes every default", () => {
   expect(c.loss.aggregation).toBe("token-mean");
   expect(c.method.octopus.separator).toBe("\n\n<self-correction>\n</self-correction>\n\n");
   expect(c.method.octopus.stage).toBe(1);
+  expect(c.distributed.strategy).toBe("ddp");
+  expect(c.lora).toBeUndefined();
+  expect(parseConfig({ lora: { rank: 8 } }).lora).toEqual({ rank: 8, alpha: 16, dropout: 0, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] });
 });
 
 test.each([
@@ -24,6 +27,9 @@ test.each([
   [{ method: { name: "ppo" } }, /key 'method\.name'/],
   [{ method: { octopus: { stage: 3 } } }, /key 'method\.octopus\.stage'/],
   [{ bogus: {} }, /unknown key\(s\) 'bogus'/],
+  [{ distributed: { strategy: "zero3" } }, /key 'distributed\.strategy'/],
+  [{ lora: { alpha: 16 } }, /key 'lora\.rank'/],
+  [{ lora: { rank: 8, targetModules: ["lm_head"] } }, /key 'lora\.targetModules\.0'/],
 ])("bad config %j is rejected naming the key", (raw, message) => {
   expect(() => parseConfig(raw, "recipe.yaml")).toThrow(ConfigError);
   expect(() => parseConfig(raw, "recipe.yaml")).toThrow(message);

@@ -143,8 +143,26 @@ export const configSchema = z.strictObject({
       bucketMegabytes: z.number().positive().default(25),
       /** start each bucket's all-reduce from the last backward as soon as its gradients are final */
       overlapBackward: z.boolean().default(true),
+      /**
+       * ddp: every rank holds everything; zero2: each rank keeps 1/W of the fp32 master weights,
+       * Adam states and gradients; fsdp: the parameters are sharded too (docs/methods.md §13)
+       */
+      strategy: z.enum(["ddp", "zero2", "fsdp"]).default("ddp"),
     })
     .prefault({}),
+  /** low-rank adapters on a frozen base (docs/methods.md §13); absent: full fine-tuning */
+  lora: z
+    .strictObject({
+      rank: positiveInt,
+      /** the adapter's output is scaled by alpha / rank */
+      alpha: z.number().positive().default(16),
+      dropout: probability.default(0),
+      targetModules: z
+        .array(z.enum(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+        .nonempty()
+        .default(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+    })
+    .optional(),
   method: z
     .strictObject({
       /**

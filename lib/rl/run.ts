@@ -29,7 +29,7 @@ import { writeFileAtomic } from "../util/atomic-file";
 import { makeDirectory } from "../util/files";
 import { removeStaleStaging } from "../util/staging";
 import { checkpointDir, latestCheckpoint, optimizerStateFile, saveCheckpoint, type TrainerState } from "./checkpoint";
-import type { RunConfig } from "./config";
+import { ConfigError, type RunConfig } from "./config";
 import { checkResumeChanges, trainingSetFingerprint, type TrainingSetFingerprint } from "./config-change";
 import { DataCursor, loadDataset, type Example } from "./data";
 import { appendMetrics, cutMetricsForResume, type MetricsLine } from "./metrics-log";
@@ -157,6 +157,10 @@ async function trainJoined(run: RunContext, started: number): Promise<TrainSumma
 
 /** Joins the ranks (data-parallel), checks the method runs on them, and takes the run directory (rank 0): its lock, stale staging removed. */
 async function joinRun(config: RunConfig, options: TrainOptions, stopSignals: StopSignals, log: (line: string) => void): Promise<RunContext> {
+  // Issue 19 in progress: the schema names them so configs can be written; the engine lands next.
+  if (config.distributed.strategy !== "ddp")
+    throw new ConfigError(`distributed.strategy '${config.distributed.strategy}': not implemented yet; use ddp`);
+  if (config.lora) throw new ConfigError("lora: not implemented yet; remove the lora block to fine-tune every weight");
   const runDir = path.resolve(config.run.dir);
   const rankEnv = torchrunEnv();
   const device = rankEnv ? rankDevice(config.model.device, rankEnv.localRank) : config.model.device;
