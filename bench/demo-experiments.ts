@@ -101,8 +101,17 @@ async function main(): Promise<void> {
     for (const stage of [1, 2] as const) {
       const steps = stage === 1 ? v.stage1Steps : v.stage2Steps;
       if (steps === 0) continue;
-      from = await octopusStage(dir, stage, from, steps, true, log, [`run.seed=${plan.seed}`, ...(v.both ?? []), ...((stage === 1 ? v.stage1 : v.stage2) ?? [])]);
-      out[`stage${stage}`] = stepSummary(path.join(dir, `stage${stage}`));
+      const overrides = [`run.seed=${plan.seed}`, ...(v.both ?? []), ...((stage === 1 ? v.stage1 : v.stage2) ?? [])];
+      // Stage I runs are deterministic for their settings: variants that differ only in Stage II share one.
+      const cached = stage === 1 ? path.join(work, `${sftTag}-stage1-${steps}-${overrides.join(",").replace(/[^\w.=,-]/g, "_")}`) : undefined;
+      if (cached && fs.existsSync(path.join(cached, "done.json"))) {
+        from = JSON.parse(fs.readFileSync(path.join(cached, "done.json"), "utf8")).checkpoint;
+        out.stage1 = { cached: path.basename(cached), ...stepSummary(path.join(cached, "stage1")) };
+      } else {
+        from = await octopusStage(cached ?? dir, stage, from, steps, true, log, overrides);
+        if (cached) fs.writeFileSync(path.join(cached, "done.json"), JSON.stringify({ checkpoint: from }));
+        out[`stage${stage}`] = stepSummary(path.join(cached ?? dir, `stage${stage}`));
+      }
       if (stage === 1 && v.evalStage1 && v.stage2Steps > 0) {
         const model = await Model.load(from, { device: "cpu" });
         out.afterStage1 = pick(await evaluate(model, TextTokenizer.fromDir(from)));
