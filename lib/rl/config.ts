@@ -22,6 +22,8 @@ export class ConfigError extends Error {
 }
 
 const positiveInt = z.number().int().positive();
+/** the Hugging Face projection modules a LoRA adapter can target */
+const LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
 const probability = z.number().min(0).max(1);
 const notALearningRate = (issue: { input?: unknown }) => `must be a finite number > 0, not ${String(issue.input)}`;
 
@@ -157,10 +159,7 @@ export const configSchema = z.strictObject({
       /** the adapter's output is scaled by alpha / rank */
       alpha: z.number().positive().default(16),
       dropout: probability.default(0),
-      targetModules: z
-        .array(z.enum(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
-        .nonempty()
-        .default(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+      targetModules: z.array(z.enum(LORA_MODULES)).nonempty().default([...LORA_MODULES]),
     })
     .optional(),
   method: z
