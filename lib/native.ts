@@ -250,7 +250,7 @@ export interface ShardMemory {
   gradientBytes: number;
   /** model-dtype parameter bytes held now (whole units, and fsdp's low-precision shards) */
   parameterBytes: number;
-  /** fsdp: the most unit bytes gathered at once since the step began */
+  /** fsdp: the most unit bytes gathered at once in the last step's micro-batches (the whole model is gathered again after it) */
   peakGatheredBytes: number;
   largestUnitBytes: number;
   units: number;

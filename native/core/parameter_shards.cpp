@@ -271,8 +271,12 @@ void ParameterShards::endMicroBatch() {
   armed_ = false;
   if (options_.strategy == ShardingStrategy::Fsdp) {
     // The backward's gathers it did not issue (none ran, or it stopped short), in the same order,
-    // so the ranks' parameter channels stay paired; then everything gathered is freed.
-    issueBackwardGathersThrough(0);
+    // so the ranks' parameter channels stay paired, each freed as the backward would; then
+    // everything still gathered is freed.
+    for (int64_t layer = nextBackwardGather_; layer >= 0; --layer) {
+      backwardGather(layer);
+      release(layerUnit_[layer]);
+    }
     for (int64_t u = 0; u < static_cast<int64_t>(units_.size()); ++u) release(u);
   }
   while (nextReduction_ < reductionOrder_.size()) launchReduction(units_[reductionOrder_[nextReduction_++]]);
@@ -396,8 +400,7 @@ void ParameterShards::gatherAll(const std::string& what, bool fromShards) {
       if (!unit.resident) {
         allocateStorage(unit.full, bytesOf(unit));
         unit.resident = true;
-        gatheredBytes_ += bytesOf(unit);
-        peakGatheredBytes_ = std::max(peakGatheredBytes_, gatheredBytes_);
+        gatheredBytes_ += bytesOf(unit);  // not a training peak: the whole model, for what comes after the step
       }
       works.push_back(group_->allGatherAsync(unit.full, unit.paramShard, 1));
     } else {

@@ -58,7 +58,7 @@ struct ShardMemory {
   int64_t optimizerBytes = 0;   // AdamW moments
   int64_t gradientBytes = 0;    // fp32 gradient shards
   int64_t parameterBytes = 0;   // model-dtype bytes of the units held now (full ones, and fsdp's bf16 shards)
-  int64_t peakGatheredBytes = 0;  // fsdp: the most unit bytes gathered at once since the step began
+  int64_t peakGatheredBytes = 0;  // fsdp: the most unit bytes gathered at once in the last step's micro-batches
   int64_t largestUnitBytes = 0;
   int64_t units = 0;
 };
