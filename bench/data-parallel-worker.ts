@@ -14,7 +14,7 @@ import path from "node:path";
 import { DataParallel, torchrunEnv } from "../lib/engine/distributed";
 import { Model } from "../lib/engine/model";
 import { PolicyTrainer, type DataParallelStrategy, type StepReport, type TrainSequence } from "../lib/engine/trainer";
-import { native, type LossOptions, type ModelSpec } from "../lib/native";
+import { native, type LossOptions, type ModelSpec, type ShardMemory } from "../lib/native";
 import { seededRandom } from "../lib/util/random";
 
 export interface WorkerJob {
@@ -97,6 +97,52 @@ async function withLogprobs(sequences: BatchSequence[], policy: Model, reference
   return sequences.map((s, i) => ({ ...s, oldLogprobs: old[i].map((x, t) => x + s.oldLogprobShift[t]), refLogprobs: ref[i] }));
 }
 
+/**
+ * One variant's steps, timed: communication (the collectives the step waited for) against the step,
+ * and against the same shard trained without communication (`localSeconds`, paired by step); the
+ * bytes each kind of collective moved per step; the memory the rank held.
+ */
+function benchSummary(measured: (StepReport & { memory?: ShardMemory; devicePeakBytes?: number })[], localSeconds: number[] | undefined, worldSize: number, backend: string) {
+  const communication = (r: StepReport) =>
+    r.communication ? r.communication.countsSeconds + r.communication.gradients.seconds + r.communication.statsSeconds + (r.communication.parameters?.seconds ?? 0) : 0;
+  const gradients = measured[0]?.communication?.gradients;
+  const sharded = gradients !== undefined && measured[0]?.communication?.parameters !== undefined;
+  // What the collectives carry per step: the tensors handed to them (payload), and what a ring
+  // algorithm sends per rank for them: all-reduce 2(W-1)/W of its bytes, reduce-scatter and
+  // all-gather (W-1)/W. Gloo here runs the reduce-scatter as an all-reduce (docs/methods.md §13).
+  const share = (worldSize - 1) / worldSize;
+  const payload = {
+    gradients: gradients?.bytes ?? 0,
+    parameterGathersInStep: gradients?.gatherBytes ?? 0,
+    parameterGatherAfterStep: median(measured.map((r) => r.communication?.parameters?.bytes ?? 0)),
+  };
+  const ring = (reduceScatterFactor: number) =>
+    (sharded ? reduceScatterFactor : 2) * share * payload.gradients + share * (payload.parameterGathersInStep + payload.parameterGatherAfterStep);
+  const memory = measured.at(-1);
+  return {
+    stepSeconds: median(measured.map((r) => r.seconds)),
+    communicationSeconds: median(measured.map(communication)),
+    communicationRatio: median(measured.map((r) => communication(r) / r.seconds)),
+    localStepSeconds: localSeconds ? median(localSeconds) : undefined,
+    pairedOverheadSeconds: localSeconds ? median(measured.map((r, i) => r.seconds - localSeconds[i])) : undefined,
+    gradientAllReduceSeconds: median(measured.map((r) => r.communication?.gradients.seconds ?? 0)),
+    parameterGatherSeconds: median(measured.map((r) => r.communication?.parameters?.seconds ?? 0)),
+    smallReductionsSeconds: median(measured.map((r) => (r.communication ? r.communication.countsSeconds + r.communication.statsSeconds : 0))),
+    buckets: gradients?.buckets,
+    bucketsDuringBackward: gradients?.bucketsDuringBackward,
+    gradientBytes: gradients?.bytes,
+    payloadBytesPerStep: payload,
+    ringBytesPerRankPerStep: ring(1),
+    ringBytesPerRankPerStepAsRun: backend === "gloo" ? ring(2) : ring(1),
+    devicePeakBytes: memory?.devicePeakBytes,
+    shardMemory: memory?.memory,
+    steps: measured.length,
+  };
+}
+
+/** What bench-rank-R.json holds per variant. */
+export type BenchSummary = ReturnType<typeof benchSummary>;
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
@@ -110,13 +156,14 @@ async function main(jobFile: string): Promise<void> {
   const rank = dp?.rank ?? 0;
   const reference = await Model.create(job.spec, job.seed + 1, { device: "cpu" });
   const schedule = { lr: job.lr, warmupSteps: 0, kind: "constant" as const };
+  type Measured = StepReport & { memory?: ShardMemory; devicePeakBytes?: number };
   const runs = await Promise.all(
     job.variants.map(async (variant) => {
       const model = job.resumeFrom
         ? await Model.load(path.join(job.resumeFrom.dir, variant.name, "model"), { device: "cpu" })
         : await Model.create(job.spec, job.seed, { device: "cpu" });
       const trainer = new PolicyTrainer(model, { schedule, microBatchSize: job.microBatchSize, activationCheckpointing: variant.activationCheckpointing ?? false });
-      return { variant, model, trainer, reports: [] as StepReport[] };
+      return { variant, model, trainer, reports: [] as Measured[] };
     }),
   );
   for (const run of runs) {
@@ -142,8 +189,8 @@ async function main(jobFile: string): Promise<void> {
       native().ops.deviceMemory("cpu", { resetPeak: true });
       const report = await run.trainer.trainStep(sequences, { objective: "policy", loss: job.loss });
       const peakBytes = native().ops.deviceMemory("cpu").peakBytes;
-      run.reports.push(report);
       const memory = run.trainer.sharded ? await run.trainer.memory() : undefined;
+      run.reports.push(Object.assign(report, { memory, devicePeakBytes: peakBytes }));
       fs.writeSync(log, JSON.stringify({ ...report, rlStep: step, variant: run.variant.name, memory, devicePeakBytes: peakBytes }) + "\n");
       if (job.mode === "train" && (step === job.saveStateAfter || step === job.steps)) await saveState(run, dp, path.join(job.out, `state-${step}`, run.variant.name));
     }
@@ -159,27 +206,12 @@ async function main(jobFile: string): Promise<void> {
 
   if (job.mode === "train") {
     for (const run of runs) await run.model.save(path.join(job.out, `rank-${rank}`, run.variant.name));
-  } else if (local) {
+  } else {
     // The first step warms up (allocations, Gloo pairs); the medians skip it.
-    const measured = runs[0].reports.slice(1);
-    const localSeconds = local.seconds.slice(1);
-    const communication = (r: StepReport) => (r.communication ? r.communication.countsSeconds + r.communication.gradients.seconds + r.communication.statsSeconds : 0);
-    const gradients = measured[0]?.communication?.gradients;
-    const result = {
-      worldSize: dp?.worldSize ?? 1,
-      backend: dp?.group.backend ?? "none",
-      stepSeconds: median(measured.map((r) => r.seconds)),
-      communicationSeconds: median(measured.map(communication)),
-      communicationRatio: median(measured.map((r) => communication(r) / r.seconds)),
-      localStepSeconds: median(localSeconds),
-      pairedOverheadSeconds: median(measured.map((r, i) => r.seconds - localSeconds[i])),
-      gradientAllReduceSeconds: median(measured.map((r) => r.communication?.gradients.seconds ?? 0)),
-      smallReductionsSeconds: median(measured.map((r) => (r.communication ? r.communication.countsSeconds + r.communication.statsSeconds : 0))),
-      buckets: gradients?.buckets,
-      bucketsDuringBackward: gradients?.bucketsDuringBackward,
-      gradientBytes: gradients?.bytes,
-      steps: measured.length,
-    };
+    const localSeconds = local?.seconds.slice(1);
+    const worldSize = dp?.worldSize ?? 1;
+    const byVariant = Object.fromEntries(runs.map((run) => [run.variant.name, benchSummary(run.reports.slice(1), localSeconds, worldSize, dp?.group.backend ?? "none")]));
+    const result = { worldSize, backend: dp?.group.backend ?? "none", ...byVariant[runs[0].variant.name], variants: byVariant };
     fs.writeFileSync(path.join(job.out, `bench-rank-${rank}.json`), JSON.stringify(result, null, 2) + "\n");
   }
   for (const run of runs) run.model.dispose();

@@ -142,7 +142,9 @@ ParameterShards::ParameterShards(std::shared_ptr<DistributedGroup> group, std::s
       param.set_(unit.full.storage(), unit.offsets[j], sizes, contiguousStrides(sizes));
     }
     const int64_t own = rank_ * unit.shard;
-    unit.master = unit.full.narrow(0, own, unit.shard).to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+    // An fp32 zero2 model's master is its own slice of the weights (updated in place, then gathered).
+    unit.master = !fsdp && !lowPrecision_ ? unit.full.narrow(0, own, unit.shard)
+                                          : unit.full.narrow(0, own, unit.shard).to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
     if (fsdp) unit.paramShard = lowPrecision_ ? unit.full.narrow(0, own, unit.shard).clone() : unit.master;
     unit.grad = at::zeros({unit.shard}, floats);
     for (size_t j = 0; j < members.size(); ++j) {
@@ -150,7 +152,6 @@ ParameterShards::ParameterShards(std::shared_ptr<DistributedGroup> group, std::s
       const int64_t end = std::min(unit.offsets[j] + params_[members[j]].numel(), own + unit.shard);
       if (begin >= end) continue;
       Segment segment{members[j], begin - unit.offsets[j], end - begin, begin - own};
-      unit.segments.push_back(segment);
       segmentMasters_.push_back(unit.master.narrow(0, segment.shardOffset, segment.length));
       segmentGrads_.push_back(unit.grad.narrow(0, segment.shardOffset, segment.length));
       segmentParam_.push_back(segment.param);
@@ -356,7 +357,7 @@ ParameterShards::StepOutcome ParameterShards::step(double lr, double maxGradNorm
       if (options_.strategy == ShardingStrategy::Fsdp && lowPrecision_) unit.paramShard.copy_(unit.master);
     if (options_.strategy == ShardingStrategy::Zero2) {
       const auto start = std::chrono::steady_clock::now();
-      gatherAll("the parameter all-gather after the update", /*fromShards=*/true);
+      gatherAll("the parameter all-gather after the update");
       outcome.gatherSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       for (const auto& unit : units_) outcome.gatherBytes += bytesOf(unit);
     }
@@ -385,12 +386,12 @@ void ParameterShards::zeroGrad() {
   presentAnywhere_.assign(params_.size(), false);
   report_ = ShardingReport();
   if (options_.strategy == ShardingStrategy::Fsdp && stepStarted_) {
-    gatherAll("the parameter all-gather for generation", /*fromShards=*/true);
+    gatherAll("the parameter all-gather for generation");
     stepStarted_ = false;
   }
 }
 
-void ParameterShards::gatherAll(const std::string& what, bool fromShards) {
+void ParameterShards::gatherAll(const std::string& what) {
   at::NoGradGuard noGrad;
   const bool fsdp = options_.strategy == ShardingStrategy::Fsdp;
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
@@ -405,7 +406,7 @@ void ParameterShards::gatherAll(const std::string& what, bool fromShards) {
       works.push_back(group_->allGatherAsync(unit.full, unit.paramShard, 1));
     } else {
       at::Tensor own = unit.full.narrow(0, rank_ * unit.shard, unit.shard);
-      if (fromShards) own.copy_(unit.master);  // to the model's dtype
+      if (own.data_ptr() != unit.master.data_ptr()) own.copy_(unit.master);  // to the model's dtype
       works.push_back(group_->allGatherAsync(unit.full, own, 0));
     }
   }
@@ -566,7 +567,7 @@ void ParameterShards::restore(const std::vector<StatePiece>& pieces, int64_t ste
   if (lowPrecision_) {
     for (auto& unit : units_)
       if (options_.strategy == ShardingStrategy::Fsdp) unit.paramShard.copy_(unit.master);
-    gatherAll("the parameter all-gather after a resume", /*fromShards=*/true);
+    gatherAll("the parameter all-gather after a resume");
   }
 }
 

@@ -54,7 +54,7 @@ struct ShardingReport {
 };
 
 struct ShardMemory {
-  int64_t masterBytes = 0;      // fp32 master shards (also for fp32 models)
+  int64_t masterBytes = 0;      // fp32 master shards (an fp32 model's under zero2 is its weights' own slice)
   int64_t optimizerBytes = 0;   // AdamW moments
   int64_t gradientBytes = 0;    // fp32 gradient shards
   int64_t parameterBytes = 0;   // model-dtype bytes of the units held now (full ones, and fsdp's bf16 shards)
@@ -153,7 +153,6 @@ class ParameterShards : public ForwardHooks {
     at::Tensor master;             // [shard] fp32
     at::Tensor paramShard;         // fsdp: [shard] model dtype, what the gathers send (the master for fp32)
     at::Tensor grad;               // [shard] fp32: the step's gradient
-    std::vector<Segment> segments;
     // One backward:
     int64_t pending = 0;  // tensors whose gradient is not final yet
     at::Tensor flatGrad;  // [W * shard] fp32 in flight
@@ -174,7 +173,7 @@ class ParameterShards : public ForwardHooks {
   void ensureGathered(int64_t unit);
   void release(int64_t unit);
   void releaseAllForStep();
-  void gatherAll(const std::string& what, bool fromShards);
+  void gatherAll(const std::string& what);  // from the masters (zero2) or the parameter shards (fsdp)
   void backwardGather(int64_t layer);
   void issueBackwardGathersThrough(int64_t layer);
   void prefetch(int64_t unit);
