@@ -157,7 +157,7 @@ async function trainJoined(run: RunContext, started: number): Promise<TrainSumma
 
 /** Joins the ranks (data-parallel), checks the method runs on them, and takes the run directory (rank 0): its lock, stale staging removed. */
 async function joinRun(config: RunConfig, options: TrainOptions, stopSignals: StopSignals, log: (line: string) => void): Promise<RunContext> {
-  // Issue 19 in progress: the schema names it so configs can be written; the engine lands next.
+  // Issue 19 in progress: the schema names them so configs can be written; the engine lands next.
   if (config.lora) throw new ConfigError("lora: not implemented yet; remove the lora block to fine-tune every weight");
   const runDir = path.resolve(config.run.dir);
   const rankEnv = torchrunEnv();
