@@ -13,8 +13,8 @@ import path from "node:path";
 
 import { DataParallel, torchrunEnv } from "../lib/engine/distributed";
 import { Model } from "../lib/engine/model";
-import { PolicyTrainer, type StepReport, type TrainSequence } from "../lib/engine/trainer";
-import type { LossOptions, ModelSpec } from "../lib/native";
+import { PolicyTrainer, type DataParallelStrategy, type StepReport, type TrainSequence } from "../lib/engine/trainer";
+import { native, type LossOptions, type ModelSpec, type ShardMemory } from "../lib/native";
 import { seededRandom } from "../lib/util/random";
 
 export interface WorkerJob {
@@ -31,10 +31,45 @@ export interface WorkerJob {
   lr: number;
   loss: LossOptions;
   /** one trainer per entry (trained one after the other on the same batches), e.g. with and without overlap */
-  variants: { name: string; bucketMegabytes: number; overlapBackward: boolean }[];
+  variants: WorkerVariant[];
   timeoutSeconds: number;
   /** where each rank writes `rank-R/<variant>` weights, `rank-R.jsonl` step reports, `bench-rank-R.json` */
   out: string;
+  /** "train": also save the weights and optimizer state after this step, into `state-N/<variant>` (the end's are always saved) */
+  saveStateAfter?: number;
+  /** continue from a `state-N` directory of an earlier job (weights and optimizer state), at step N + 1 */
+  resumeFrom?: { dir: string; step: number };
+  /** bench: no twin trained without communication (the strategies' memory runs) */
+  noLocalBaseline?: boolean;
+}
+
+export interface WorkerVariant {
+  name: string;
+  bucketMegabytes: number;
+  overlapBackward: boolean;
+  /** default ddp */
+  strategy?: DataParallelStrategy;
+  activationCheckpointing?: boolean;
+}
+
+/** The weights and optimizer state of `run` into `dir` (rank 0 the weights; sharded: every rank its part, rank 0 the index). */
+async function saveState(run: { model: Model; trainer: PolicyTrainer }, dp: DataParallel | undefined, dir: string): Promise<void> {
+  const rank = dp?.rank ?? 0;
+  fs.mkdirSync(dir, { recursive: true });
+  if (run.trainer.sharded && dp) {
+    await run.trainer.saveState(path.join(dir, `optimizer-rank-${rank}.safetensors`));
+    const files = Array.from({ length: dp.worldSize }, (_, r) => `optimizer-rank-${r}.safetensors`);
+    if (rank === 0) PolicyTrainer.writeStateIndex(path.join(dir, "optimizer.index.json"), { strategy: run.trainer.strategyName, worldSize: dp.worldSize, step: run.trainer.step, files });
+  } else if (rank === 0) {
+    await run.trainer.saveState(path.join(dir, "optimizer.safetensors"));
+  }
+  if (rank === 0) await run.model.save(path.join(dir, "model"));
+  if (dp) await dp.barrier("the worker's state save");
+}
+
+function stateFile(dir: string): string {
+  const index = path.join(dir, "optimizer.index.json");
+  return fs.existsSync(index) ? index : path.join(dir, "optimizer.safetensors");
 }
 
 /** A sequence of the step's batch, with the shift its old log-probs get so ratios are not all 1. */
@@ -62,6 +97,52 @@ async function withLogprobs(sequences: BatchSequence[], policy: Model, reference
   return sequences.map((s, i) => ({ ...s, oldLogprobs: old[i].map((x, t) => x + s.oldLogprobShift[t]), refLogprobs: ref[i] }));
 }
 
+/**
+ * One variant's steps, timed: communication (the collectives the step waited for) against the step,
+ * and against the same shard trained without communication (`localSeconds`, paired by step); the
+ * bytes each kind of collective moved per step; the memory the rank held.
+ */
+function benchSummary(measured: (StepReport & { memory?: ShardMemory; devicePeakBytes?: number })[], localSeconds: number[] | undefined, worldSize: number, backend: string) {
+  const communication = (r: StepReport) =>
+    r.communication ? r.communication.countsSeconds + r.communication.gradients.seconds + r.communication.statsSeconds + (r.communication.parameters?.seconds ?? 0) : 0;
+  const gradients = measured[0]?.communication?.gradients;
+  const sharded = gradients !== undefined && measured[0]?.communication?.parameters !== undefined;
+  // What the collectives carry per step: the tensors handed to them (payload), and what a ring
+  // algorithm sends per rank for them: all-reduce 2(W-1)/W of its bytes, reduce-scatter and
+  // all-gather (W-1)/W. Gloo here runs the reduce-scatter as an all-reduce (docs/methods.md §13).
+  const share = (worldSize - 1) / worldSize;
+  const payload = {
+    gradients: gradients?.bytes ?? 0,
+    parameterGathersInStep: gradients?.gatherBytes ?? 0,
+    parameterGatherAfterStep: median(measured.map((r) => r.communication?.parameters?.bytes ?? 0)),
+  };
+  const ring = (reduceScatterFactor: number) =>
+    (sharded ? reduceScatterFactor : 2) * share * payload.gradients + share * (payload.parameterGathersInStep + payload.parameterGatherAfterStep);
+  const memory = measured.at(-1);
+  return {
+    stepSeconds: median(measured.map((r) => r.seconds)),
+    communicationSeconds: median(measured.map(communication)),
+    communicationRatio: median(measured.map((r) => communication(r) / r.seconds)),
+    localStepSeconds: localSeconds ? median(localSeconds) : undefined,
+    pairedOverheadSeconds: localSeconds ? median(measured.map((r, i) => r.seconds - localSeconds[i])) : undefined,
+    gradientAllReduceSeconds: median(measured.map((r) => r.communication?.gradients.seconds ?? 0)),
+    parameterGatherSeconds: median(measured.map((r) => r.communication?.parameters?.seconds ?? 0)),
+    smallReductionsSeconds: median(measured.map((r) => (r.communication ? r.communication.countsSeconds + r.communication.statsSeconds : 0))),
+    buckets: gradients?.buckets,
+    bucketsDuringBackward: gradients?.bucketsDuringBackward,
+    gradientBytes: gradients?.bytes,
+    payloadBytesPerStep: payload,
+    ringBytesPerRankPerStep: ring(1),
+    ringBytesPerRankPerStepAsRun: backend === "gloo" ? ring(2) : ring(1),
+    devicePeakBytes: memory?.devicePeakBytes,
+    shardMemory: memory?.memory,
+    steps: measured.length,
+  };
+}
+
+/** What bench-rank-R.json holds per variant. */
+export type BenchSummary = ReturnType<typeof benchSummary>;
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
@@ -70,33 +151,48 @@ function median(values: number[]): number {
 async function main(jobFile: string): Promise<void> {
   const job = JSON.parse(fs.readFileSync(jobFile, "utf8")) as WorkerJob;
   const env = torchrunEnv();
-  const dp = env && env.worldSize > 1 ? await DataParallel.join(env, { timeoutSeconds: job.timeoutSeconds }) : undefined;
+  // WORLD_SIZE=1 still makes a group of one: the sharded strategies run their code alone.
+  const dp = env ? await DataParallel.join(env, { timeoutSeconds: job.timeoutSeconds }) : undefined;
   const rank = dp?.rank ?? 0;
   const reference = await Model.create(job.spec, job.seed + 1, { device: "cpu" });
   const schedule = { lr: job.lr, warmupSteps: 0, kind: "constant" as const };
+  type Measured = StepReport & { memory?: ShardMemory; devicePeakBytes?: number };
   const runs = await Promise.all(
     job.variants.map(async (variant) => {
-      const model = await Model.create(job.spec, job.seed, { device: "cpu" });
-      return { variant, model, trainer: new PolicyTrainer(model, { schedule, microBatchSize: job.microBatchSize }), reports: [] as StepReport[] };
+      const model = job.resumeFrom
+        ? await Model.load(path.join(job.resumeFrom.dir, variant.name, "model"), { device: "cpu" })
+        : await Model.create(job.spec, job.seed, { device: "cpu" });
+      const trainer = new PolicyTrainer(model, { schedule, microBatchSize: job.microBatchSize, activationCheckpointing: variant.activationCheckpointing ?? false });
+      return { variant, model, trainer, reports: [] as Measured[] };
     }),
   );
-  for (const run of runs)
-    if (dp) await run.trainer.enableDataParallel(dp, { bucketMegabytes: run.variant.bucketMegabytes, overlapBackward: run.variant.overlapBackward });
+  for (const run of runs) {
+    const strategy = run.variant.strategy ?? "ddp";
+    const enable = () => dp && run.trainer.enableDataParallel(dp, { bucketMegabytes: run.variant.bucketMegabytes, overlapBackward: run.variant.overlapBackward, strategy });
+    // A sharded trainer loads its state into its shards; a replicated one before rank 0's weights are broadcast.
+    if (strategy !== "ddp") await enable();
+    if (job.resumeFrom) await run.trainer.loadState(stateFile(path.join(job.resumeFrom.dir, run.variant.name)));
+    if (strategy === "ddp") await enable();
+  }
   // The bench's baseline: the same shard trained without communication.
-  const local = job.mode === "bench" ? { model: await Model.create(job.spec, job.seed, { device: "cpu" }), seconds: [] as number[] } : undefined;
+  const local = job.mode === "bench" && !job.noLocalBaseline ? { model: await Model.create(job.spec, job.seed, { device: "cpu" }), seconds: [] as number[] } : undefined;
   const localTrainer = local && new PolicyTrainer(local.model, { schedule, microBatchSize: job.microBatchSize });
 
   const log = fs.openSync(path.join(job.out, `rank-${rank}.jsonl`), "w");
-  for (let step = 1; step <= job.steps; step++) {
+  for (let step = (job.resumeFrom?.step ?? 0) + 1; step <= job.steps; step++) {
     const batch = stepBatch(job, step);
     const shard = dp ? dp.shard(batch) : batch;
     for (const run of runs) {
       const sequences = await withLogprobs(shard, run.model, reference);
       // Timing: the ranks enter the step together, so no rank's wait for a slower one's log-probs counts as communication.
       if (dp && job.mode === "bench") await dp.barrier("the bench's step start");
+      native().ops.deviceMemory("cpu", { resetPeak: true });
       const report = await run.trainer.trainStep(sequences, { objective: "policy", loss: job.loss });
-      run.reports.push(report);
-      fs.writeSync(log, JSON.stringify({ ...report, rlStep: step, variant: run.variant.name }) + "\n");
+      const peakBytes = native().ops.deviceMemory("cpu").peakBytes;
+      const memory = run.trainer.sharded ? await run.trainer.memory() : undefined;
+      run.reports.push(Object.assign(report, { memory, devicePeakBytes: peakBytes }));
+      fs.writeSync(log, JSON.stringify({ ...report, rlStep: step, variant: run.variant.name, memory, devicePeakBytes: peakBytes }) + "\n");
+      if (job.mode === "train" && (step === job.saveStateAfter || step === job.steps)) await saveState(run, dp, path.join(job.out, `state-${step}`, run.variant.name));
     }
     if (localTrainer && local && shard.length > 0) {
       const sequences = await withLogprobs(shard, local.model, reference);
@@ -110,27 +206,12 @@ async function main(jobFile: string): Promise<void> {
 
   if (job.mode === "train") {
     for (const run of runs) await run.model.save(path.join(job.out, `rank-${rank}`, run.variant.name));
-  } else if (local) {
+  } else {
     // The first step warms up (allocations, Gloo pairs); the medians skip it.
-    const measured = runs[0].reports.slice(1);
-    const localSeconds = local.seconds.slice(1);
-    const communication = (r: StepReport) => (r.communication ? r.communication.countsSeconds + r.communication.gradients.seconds + r.communication.statsSeconds : 0);
-    const gradients = measured[0]?.communication?.gradients;
-    const result = {
-      worldSize: dp?.worldSize ?? 1,
-      backend: dp?.group.backend ?? "none",
-      stepSeconds: median(measured.map((r) => r.seconds)),
-      communicationSeconds: median(measured.map(communication)),
-      communicationRatio: median(measured.map((r) => communication(r) / r.seconds)),
-      localStepSeconds: median(localSeconds),
-      pairedOverheadSeconds: median(measured.map((r, i) => r.seconds - localSeconds[i])),
-      gradientAllReduceSeconds: median(measured.map((r) => r.communication?.gradients.seconds ?? 0)),
-      smallReductionsSeconds: median(measured.map((r) => (r.communication ? r.communication.countsSeconds + r.communication.statsSeconds : 0))),
-      buckets: gradients?.buckets,
-      bucketsDuringBackward: gradients?.bucketsDuringBackward,
-      gradientBytes: gradients?.bytes,
-      steps: measured.length,
-    };
+    const localSeconds = local?.seconds.slice(1);
+    const worldSize = dp?.worldSize ?? 1;
+    const byVariant = Object.fromEntries(runs.map((run) => [run.variant.name, benchSummary(run.reports.slice(1), localSeconds, worldSize, dp?.group.backend ?? "none")]));
+    const result = { worldSize, backend: dp?.group.backend ?? "none", ...byVariant[runs[0].variant.name], variants: byVariant };
     fs.writeFileSync(path.join(job.out, `bench-rank-${rank}.json`), JSON.stringify(result, null, 2) + "\n");
   }
   for (const run of runs) run.model.dispose();

@@ -23,6 +23,8 @@ export interface BenchOptions {
   device: string;
   /** smaller sizes for a quick check */
   quick: boolean;
+  /** the data-parallel bench's strategies (default: ddp, zero2 and fsdp) */
+  strategies?: ("ddp" | "zero2" | "fsdp")[];
 }
 
 /** Environment recorded with every result, so numbers are only compared like for like. */

@@ -233,8 +233,32 @@ export interface GradientReduceReport {
   buckets: number;
   /** buckets launched by the backward's hooks, overlapping it */
   bucketsDuringBackward: number;
-  /** fp32 gradient bytes all-reduced */
+  /** fp32 gradient bytes all-reduced (zero2/fsdp: entering the reduce-scatters, every micro-batch) */
   bytes: number;
+  /** fsdp: parameter all-gathers inside the micro-batches (per layer, forward and backward), and their output bytes */
+  gathers: number;
+  gatherBytes: number;
+}
+
+/** Bytes a sharded trainer holds on this rank (native/core/parameter_shards.h ShardMemory). */
+export interface ShardMemory {
+  /** fp32 master shards */
+  masterBytes: number;
+  /** AdamW moments (of the shards) */
+  optimizerBytes: number;
+  /** fp32 gradient shards */
+  gradientBytes: number;
+  /** model-dtype parameter bytes held now (whole units, and fsdp's low-precision shards) */
+  parameterBytes: number;
+  /** fsdp: the most unit bytes gathered at once in the last step's micro-batches (the whole model is gathered again after it) */
+  peakGatheredBytes: number;
+  largestUnitBytes: number;
+  units: number;
+}
+
+/** One entry of Trainer.stateTensors: sharded, this rank's part of a tensor, from element `start` of it flattened. */
+export interface StateTensorShape extends ParameterShape {
+  start?: number;
 }
 
 export interface NativeTrainer {
@@ -242,17 +266,23 @@ export interface NativeTrainer {
    * Data-parallel training over `group` (a collective: every rank calls it): rank 0's weights are
    * broadcast to all, and gradients are summed over the ranks in `bucketBytes` fp32 buckets.
    */
-  enableDataParallel(group: NativeProcessGroup, options: { bucketBytes: number; overlapBackward: boolean }): Promise<void>;
+  enableDataParallel(group: NativeProcessGroup, options: { bucketBytes: number; overlapBackward: boolean; strategy?: "ddp" | "zero2" | "fsdp" }): Promise<void>;
+  /** zero2/fsdp: the collectives of one micro-batch for a rank with fewer than another (they add nothing) */
+  accumulatePadding(): Promise<void>;
+  /** zero2/fsdp only */
+  shardMemory(): Promise<ShardMemory>;
   /** `lastOfStep` (default true) marks the step's last micro-batch: data-parallel, its backward may start the all-reduce */
   accumulate(batch: NativeMicroBatch, objective: "policy" | "supervised", loss: LossOptions, normalizers: LossNormalizers, lastOfStep?: boolean): Promise<{ loss: number; finite: boolean; stats: LossStats }>;
   /** data-parallel: sums the step's gradients over the ranks; every rank, once per step, before step() or zeroGrad() */
   reduceGradients(): Promise<GradientReduceReport>;
-  step(lr: number): Promise<{ gradNorm: number; skipped: boolean; step: number }>;
+  /** gatheredBytes / gatherSeconds: zero2/fsdp's all-gather of the updated parameters */
+  step(lr: number): Promise<{ gradNorm: number; skipped: boolean; step: number; gatheredBytes: number; gatherSeconds: number }>;
   zeroGrad(): Promise<void>;
   /** optimizer state (AdamW moments; fp32 masters of bf16 models) that saveState writes, in order */
-  stateTensors(): Promise<ParameterShape[]>;
+  stateTensors(): Promise<StateTensorShape[]>;
   saveState(file: string, header: Buffer): Promise<void>;
-  loadState(records: TensorRecord[], steps: number): Promise<void>;
+  /** a record with `start` holds elements [start, start + numel) of its flattened tensor (pieces of any sharding) */
+  loadState(records: (TensorRecord & { start?: number })[], steps: number): Promise<void>;
 }
 
 export interface TokenLogprobsArgs {

@@ -126,6 +126,7 @@ const benchOptions = (y: Argv) =>
     .positional("name", { type: "string", choices: [...Object.keys(BENCHES), "all"], demandOption: true })
     .option("device", { type: "string", default: "auto" })
     .option("quick", { type: "boolean", default: false, describe: "small sizes, for a smoke test" })
+    .option("strategy", { type: "string", array: true, choices: ["ddp", "zero2", "fsdp"] as const, describe: "data-parallel: the strategies compared in one run (default: all)" })
     .option("json", { type: "boolean", default: false, describe: "JSON only (default: JSON plus a one-line summary)" });
 
 async function main(argv: string[]): Promise<void> {

@@ -5,7 +5,12 @@
  * aggregation counts over the whole step (so k micro-batches give exactly the gradient of
  * one batch), accumulates gradients through the fused loss, then clips and applies AdamW.
  */
-import { LOGPROB_CHUNK_SIZE, LOSS_STAT_KEYS, native, type GradientReduceReport, type LossNormalizers, type LossOptions, type LossStats, type NativeMicroBatch, type NativeTrainer } from "../native";
+import fs from "node:fs";
+import path from "node:path";
+
+import { LOGPROB_CHUNK_SIZE, LOSS_STAT_KEYS, native, type GradientReduceReport, type LossNormalizers, type LossOptions, type LossStats, type NativeMicroBatch, type NativeTrainer, type ShardMemory, type TensorRecord } from "../native";
+import { writeFileDurable } from "../util/atomic-file";
+import { readRegularFile } from "../util/files";
 import type { DataParallel } from "./distributed";
 import { checkSchedule, learningRate, type LrSchedule } from "./lr-schedule";
 import type { Model } from "./model";
@@ -77,19 +82,37 @@ export interface StepReport {
 }
 
 export interface StepCommunication {
-  /** the gradient all-reduce (native: what was left after the backward, and the waits) */
+  /** the gradient all-reduce (native: what was left after the backward, and the waits); zero2/fsdp: the reduce-scatters of every micro-batch (and fsdp's gathers) */
   gradients: GradientReduceReport;
+  /** zero2/fsdp: the all-gather of the updated parameters after the optimizer step */
+  parameters?: { bytes: number; seconds: number };
   /** the small reductions: step-wide counts before the loss, then loss statistics and the finite flag */
   countsSeconds: number;
   statsSeconds: number;
 }
+
+export type DataParallelStrategy = "ddp" | "zero2" | "fsdp";
 
 export interface DataParallelTrainerOptions {
   /** gradient bucket size (fp32), MiB */
   bucketMegabytes: number;
   /** launch bucket all-reduces from the last backward's hooks, overlapping it */
   overlapBackward: boolean;
+  /** ddp (default): every rank holds everything; zero2 / fsdp: sharded (docs/methods.md §13) */
+  strategy?: DataParallelStrategy;
 }
+
+/** The sharded optimizer state of a run: which files hold the ranks' parts (PolicyTrainer.writeStateIndex). */
+export interface ShardedStateIndex {
+  format: typeof SHARDED_STATE_FORMAT;
+  strategy: DataParallelStrategy;
+  worldSize: number;
+  step: number;
+  /** one per rank, in rank order, relative to the index's directory */
+  files: string[];
+}
+
+export const SHARDED_STATE_FORMAT = "octo-native-sharded-optimizer";
 
 function emptyStats(): LossStats {
   return Object.fromEntries(LOSS_STAT_KEYS.map((key) => [key, 0])) as LossStats;
@@ -177,6 +200,7 @@ export class PolicyTrainer {
   private readonly trainer: NativeTrainer;
   private stepsTaken = 0;
   private dataParallel?: DataParallel;
+  private strategy: DataParallelStrategy = "ddp";
 
   constructor(readonly model: Model, readonly options: TrainerOptions) {
     checkSchedule(options.schedule);
@@ -217,8 +241,26 @@ export class PolicyTrainer {
     if (this.dataParallel) throw new Error("data-parallel training is already enabled on this trainer");
     if (!(options.bucketMegabytes > 0)) throw new RangeError("distributed.bucketMegabytes must be positive");
     const bucketBytes = Math.max(1, Math.round(options.bucketMegabytes * 2 ** 20));
-    await this.onLiveModel(() => this.trainer.enableDataParallel(dataParallel.group, { bucketBytes, overlapBackward: options.overlapBackward }));
+    const strategy = options.strategy ?? "ddp";
+    if (strategy !== "ddp" && this.stepsTaken > 0) throw new Error(`distributed.strategy ${strategy} must be enabled before the first step or state load`);
+    await this.onLiveModel(() => this.trainer.enableDataParallel(dataParallel.group, { bucketBytes, overlapBackward: options.overlapBackward, strategy }));
     this.dataParallel = dataParallel;
+    this.strategy = strategy;
+  }
+
+  get strategyName(): DataParallelStrategy {
+    return this.strategy;
+  }
+
+  /** zero2/fsdp: each rank keeps 1/W of the optimizer state (and, fsdp, of the parameters) */
+  get sharded(): boolean {
+    return this.strategy !== "ddp";
+  }
+
+  /** What a sharded trainer holds on this rank (zero2/fsdp only). */
+  memory(): Promise<ShardMemory> {
+    if (!this.sharded) throw new Error("memory() reports a sharded trainer's bytes (distributed.strategy zero2 or fsdp)");
+    return this.onLiveModel(() => this.trainer.shardMemory());
   }
 
   /**
@@ -262,19 +304,67 @@ export class PolicyTrainer {
    */
   saveState(file: string): Promise<void> {
     return this.onLiveModel(async () => {
-      const tensors = (await this.trainer.stateTensors()).map((t) => ({ ...t, dtype: "F32" }));
-      const header = buildSafetensorsHeader(tensors, { format: "octo-native-optimizer", step: String(this.stepsTaken) });
-      await this.trainer.saveState(file, header);
+      const shapes = await this.trainer.stateTensors();
+      const tensors = shapes.map((t) => ({ name: t.name, shape: t.shape, dtype: "F32" }));
+      const metadata: Record<string, string> = { format: "octo-native-optimizer", step: String(this.stepsTaken) };
+      // Sharded: this rank's part of each tensor, and where in the tensor it starts.
+      if (this.sharded && this.dataParallel) {
+        metadata.rank = String(this.dataParallel.rank);
+        metadata.worldSize = String(this.dataParallel.worldSize);
+        metadata.starts = JSON.stringify(Object.fromEntries(shapes.map((t) => [t.name, t.start ?? 0])));
+      }
+      await this.trainer.saveState(file, buildSafetensorsHeader(tensors, metadata));
     });
   }
 
-  /** Restores what saveState wrote, into a trainer of a model loaded from the same checkpoint. */
+  /**
+   * Zero2/fsdp: the index of the ranks' state files (each written by its rank with saveState) that
+   * loadState reads back, at this world size or another one (the state is re-sharded).
+   */
+  static writeStateIndex(file: string, index: Omit<ShardedStateIndex, "format">): void {
+    writeFileDurable(file, JSON.stringify({ format: SHARDED_STATE_FORMAT, ...index }, null, 2) + "\n");
+  }
+
+  /** The files and step of a sharded state index, checked (also what checkpoint validation reads). */
+  static readStateIndex(file: string): ShardedStateIndex & { paths: string[] } {
+    let index: ShardedStateIndex;
+    try {
+      index = JSON.parse(readRegularFile(file, "utf8"));
+    } catch (error) {
+      throw new Error(`${file}: not a readable JSON index of optimizer shards (${(error as Error).message})`);
+    }
+    if (index?.format !== SHARDED_STATE_FORMAT || !Array.isArray(index.files) || index.files.length !== index.worldSize || !Number.isInteger(index.step))
+      throw new Error(`${file}: not an index of optimizer shards (format ${SHARDED_STATE_FORMAT}, one file per rank)`);
+    const paths = index.files.map((f) => {
+      if (typeof f !== "string" || f.includes("/") || f.includes("\\")) throw new Error(`${file}: shard names must be file names in its directory, not ${JSON.stringify(f)}`);
+      const p = path.join(path.dirname(file), f);
+      if (!fs.existsSync(p)) throw new Error(`${file}: names ${f}, which is missing; the checkpoint is incomplete`);
+      return p;
+    });
+    return { ...index, paths };
+  }
+
+  /**
+   * Restores what saveState wrote, into a trainer of a model loaded from the same checkpoint: one
+   * file, or the index of a sharded run's files (any world size and strategy: each rank reads the
+   * parts it owns; a replicated trainer assembles whole tensors).
+   */
   async loadState(file: string): Promise<void> {
-    const state = readSafetensorsHeader(file);
-    const steps = Number(state.metadata.step);
-    if (!Number.isInteger(steps) || steps < 0) throw new Error(`${file}: no valid 'step' in its metadata; is it an optimizer state file?`);
-    await this.onLiveModel(() => this.trainer.loadState(state.tensors, steps));
-    this.stepsTaken = steps;
+    const files = file.endsWith(".json") ? PolicyTrainer.readStateIndex(file).paths : [file];
+    const indexStep = file.endsWith(".json") ? PolicyTrainer.readStateIndex(file).step : undefined;
+    const records: (TensorRecord & { start?: number })[] = [];
+    let steps = indexStep;
+    for (const f of files) {
+      const state = readSafetensorsHeader(f);
+      const fileSteps = Number(state.metadata.step);
+      if (!Number.isInteger(fileSteps) || fileSteps < 0) throw new Error(`${f}: no valid 'step' in its metadata; is it an optimizer state file?`);
+      if (steps !== undefined && fileSteps !== steps) throw new Error(`${f}: holds the state of step ${fileSteps}, not ${steps} like the rest of ${file}`);
+      steps = fileSteps;
+      const starts = state.metadata.starts ? (JSON.parse(state.metadata.starts) as Record<string, number>) : undefined;
+      for (const t of state.tensors) records.push(starts ? { ...t, start: starts[t.name] ?? 0 } : t);
+    }
+    await this.onLiveModel(() => this.trainer.loadState(records, steps!));
+    this.stepsTaken = steps!;
   }
 
   /**
@@ -302,18 +392,30 @@ export class PolicyTrainer {
       maxLength: options.maxLength ?? Math.max(0, ...sequences.map((s) => s.tokens.length)),
     };
     const countsStart = process.hrtime.bigint();
+    const microBatchSize = this.options.microBatchSize ?? Math.max(1, sequences.length);
+    const ownMicroBatches = Math.ceil(sequences.length / microBatchSize);
+    // zero2/fsdp reduce every micro-batch's gradients: every rank runs as many micro-batches.
+    let microBatches = ownMicroBatches;
     if (dp) {
       [normalizers.lossTokens, normalizers.klTokens, normalizers.sequences] = await dp.sum(
         [normalizers.lossTokens, normalizers.klTokens, normalizers.sequences], "the step-wide loss counts");
-      if (options.maxLength === undefined) [normalizers.maxLength] = await dp.max([normalizers.maxLength!], "the step's longest sequence");
+      if (options.maxLength === undefined || this.sharded) {
+        const [longest, most] = await dp.max([normalizers.maxLength!, ownMicroBatches], "the step's longest sequence and micro-batch count");
+        if (options.maxLength === undefined) normalizers.maxLength = longest;
+        if (this.sharded) microBatches = most;
+      }
       if (normalizers.sequences === 0) throw new RangeError("trainStep needs at least one sequence on some rank");
     }
     const countsSeconds = seconds(countsStart);
-    const microBatchSize = this.options.microBatchSize ?? sequences.length;
     const stats = emptyStats();
     let totalLoss = 0;
     let finite = true;
-    for (let i = 0; i < sequences.length; i += microBatchSize) {
+    for (let k = 0; k < microBatches; k++) {
+      if (k >= ownMicroBatches) {
+        await this.trainer.accumulatePadding();
+        continue;
+      }
+      const i = k * microBatchSize;
       const mb = packMicroBatch(sequences.slice(i, i + microBatchSize), useKl);
       const r = await this.trainer.accumulate(mb, options.objective, loss, normalizers, i + microBatchSize >= sequences.length);
       finite &&= r.finite;
@@ -340,6 +442,7 @@ export class PolicyTrainer {
       const r = await this.trainer.step(lr);
       gradNorm = r.gradNorm;
       skipped = r.skipped;
+      if (communication && this.sharded) communication.parameters = { bytes: r.gatheredBytes, seconds: r.gatherSeconds };
     } else {
       await this.trainer.zeroGrad(); // a NaN/Inf loss: drop whatever the other micro-batches accumulated
     }

@@ -10,9 +10,10 @@ import path from "node:path";
 
 import { z } from "zod";
 
+import type { DataParallel } from "../engine/distributed";
 import { inspectCheckpoint, type Model } from "../engine/model";
 import { readSafetensorsHeader } from "../engine/safetensors";
-import type { PolicyTrainer } from "../engine/trainer";
+import { PolicyTrainer } from "../engine/trainer";
 import { syncDirectory, writeFileDurable } from "../util/atomic-file";
 import { pausePoint } from "../util/fault-points";
 import { readRegularFile } from "../util/files";
@@ -22,6 +23,10 @@ import type { DataCursorState } from "./data";
 
 const STATE_FILE = "trainer_state.json";
 const OPTIMIZER_FILE = "optimizer.safetensors";
+/** zero2/fsdp: the index of the ranks' optimizer shards, and each rank's file */
+const OPTIMIZER_INDEX = "optimizer.index.json";
+const optimizerShardFile = (rank: number, worldSize: number) =>
+  `optimizer-rank-${String(rank).padStart(5, "0")}-of-${String(worldSize).padStart(5, "0")}.safetensors`;
 const CHECKPOINT_NAME = /^step-(\d{6,})$/;
 
 export interface TrainerState {
@@ -77,6 +82,61 @@ export async function saveCheckpoint(runDir: string, model: Model, trainer: Poli
   return final;
 }
 
+/**
+ * A checkpoint of a sharded run (zero2/fsdp; docs/methods.md §13), made by every rank together: rank 0
+ * makes the staging directory, each rank writes its optimizer shard into it, then rank 0 adds the
+ * consolidated model (every rank holds the whole of it after a step), the shards' index and the
+ * trainer state, and renames it into place. The other ranks wait for that at the caller's barrier.
+ */
+export async function saveShardedCheckpoint(runDir: string, model: Model, trainer: PolicyTrainer, state: TrainerState, dp: DataParallel): Promise<string> {
+  const final = checkpointDir(runDir, state.step);
+  const stagingOf = (pid: number) => `${final}.partial-${pid}-shards`;
+  let made = -1;
+  let failure: unknown;
+  if (dp.isMain) {
+    try {
+      fs.mkdirSync(path.dirname(final), { recursive: true });
+      fs.rmSync(stagingOf(process.pid), { recursive: true, force: true });
+      fs.mkdirSync(stagingOf(process.pid));
+      made = process.pid;
+    } catch (error) {
+      failure = error;
+    }
+  }
+  // Rank 0's pid names the staging directory (a stale one is then recognised as its own).
+  const [pid] = await dp.max([made], `creating the staging directory of ${final}`);
+  const fail = (what: string, error: unknown) =>
+    Object.assign(new Error(`saving the checkpoint of step ${state.step} failed: ${what}. The earlier checkpoints are intact: fix the cause (free space?) and --resume`), { cause: error });
+  if (pid < 0) throw fail(failure ? (failure as Error).message : "rank 0 could not create its staging directory (its error is in its output)", failure);
+  const staging = stagingOf(pid);
+  let shardFailure: unknown;
+  try {
+    await trainer.saveState(path.join(staging, optimizerShardFile(dp.rank, dp.worldSize)));
+  } catch (error) {
+    shardFailure = error;
+  }
+  if (await dp.anyTrue(shardFailure !== undefined, "writing the optimizer shards")) {
+    if (dp.isMain) fs.rmSync(staging, { recursive: true, force: true });
+    throw fail(shardFailure ? (shardFailure as Error).message : "another rank could not write its optimizer shard (its error is in its output)", shardFailure);
+  }
+  if (!dp.isMain) return final;
+  try {
+    await model.save(staging, { overwrite: true });
+    await pausePoint("checkpoint-model-written");
+    const files = Array.from({ length: dp.worldSize }, (_, rank) => optimizerShardFile(rank, dp.worldSize));
+    PolicyTrainer.writeStateIndex(path.join(staging, OPTIMIZER_INDEX), { strategy: trainer.strategyName, worldSize: dp.worldSize, step: trainer.step, files });
+    writeFileDurable(path.join(staging, STATE_FILE), JSON.stringify(state, null, 2) + "\n");
+    syncDirectory(staging);
+    fs.rmSync(final, { recursive: true, force: true });
+    fs.renameSync(staging, final);
+    syncDirectory(path.dirname(final));
+  } catch (error) {
+    fs.rmSync(staging, { recursive: true, force: true });
+    throw fail((error as Error).message, error);
+  }
+  return final;
+}
+
 /** Why `dir` cannot be resumed from, or its state when it can: every file present, parseable and of the size its header says. */
 export function checkCheckpoint(dir: string): { state: TrainerState } | { problem: string } {
   const stateFile = path.join(dir, STATE_FILE);
@@ -86,7 +146,12 @@ export function checkCheckpoint(dir: string): { state: TrainerState } | { proble
     const expectedStep = stepOfCheckpoint(dir);
     if (parsed.data.step !== expectedStep) return { problem: `${stateFile}: says step ${parsed.data.step} in the directory of step ${expectedStep}` };
     inspectCheckpoint(dir);
-    readSafetensorsHeader(path.join(dir, OPTIMIZER_FILE));
+    if (fs.existsSync(path.join(dir, OPTIMIZER_INDEX))) {
+      const index = PolicyTrainer.readStateIndex(path.join(dir, OPTIMIZER_INDEX));
+      for (const file of index.paths) readSafetensorsHeader(file);
+    } else {
+      readSafetensorsHeader(path.join(dir, OPTIMIZER_FILE));
+    }
     return { state: parsed.data };
   } catch (error) {
     const message = (error as Error).message;
@@ -116,6 +181,8 @@ export function latestCheckpoint(runDir: string): ResumeCandidates {
   return { skipped };
 }
 
+/** The optimizer state of a checkpoint: one file, or (zero2/fsdp) the index of the ranks' shards. */
 export function optimizerStateFile(checkpoint: string): string {
-  return path.join(checkpoint, OPTIMIZER_FILE);
+  const index = path.join(checkpoint, OPTIMIZER_INDEX);
+  return fs.existsSync(index) ? index : path.join(checkpoint, OPTIMIZER_FILE);
 }

@@ -28,7 +28,7 @@ import { writeReportAfterRun } from "../report";
 import { writeFileAtomic } from "../util/atomic-file";
 import { makeDirectory } from "../util/files";
 import { removeStaleStaging } from "../util/staging";
-import { checkpointDir, latestCheckpoint, optimizerStateFile, saveCheckpoint, type TrainerState } from "./checkpoint";
+import { checkpointDir, latestCheckpoint, optimizerStateFile, saveCheckpoint, saveShardedCheckpoint, type TrainerState } from "./checkpoint";
 import { ConfigError, type RunConfig } from "./config";
 import { checkResumeChanges, trainingSetFingerprint, type TrainingSetFingerprint } from "./config-change";
 import { DataCursor, loadDataset, type Example } from "./data";
@@ -158,13 +158,12 @@ async function trainJoined(run: RunContext, started: number): Promise<TrainSumma
 /** Joins the ranks (data-parallel), checks the method runs on them, and takes the run directory (rank 0): its lock, stale staging removed. */
 async function joinRun(config: RunConfig, options: TrainOptions, stopSignals: StopSignals, log: (line: string) => void): Promise<RunContext> {
   // Issue 19 in progress: the schema names them so configs can be written; the engine lands next.
-  if (config.distributed.strategy !== "ddp")
-    throw new ConfigError(`distributed.strategy '${config.distributed.strategy}': not implemented yet; use ddp`);
   if (config.lora) throw new ConfigError("lora: not implemented yet; remove the lora block to fine-tune every weight");
   const runDir = path.resolve(config.run.dir);
   const rankEnv = torchrunEnv();
   const device = rankEnv ? rankDevice(config.model.device, rankEnv.localRank) : config.model.device;
-  const dp = rankEnv && rankEnv.worldSize > 1
+  // zero2/fsdp join a group even alone (WORLD_SIZE=1 runs the sharded code on one device).
+  const dp = rankEnv && (rankEnv.worldSize > 1 || config.distributed.strategy !== "ddp")
     ? await DataParallel.join(rankEnv, { timeoutSeconds: config.distributed.timeoutSeconds, backend: config.distributed.backend, device })
     : undefined;
   const isMain = !dp || dp.isMain;
@@ -242,7 +241,7 @@ async function loadRunData({ config, options }: RunContext): Promise<{ examples:
 type ResumePoint = ReturnType<typeof latestCheckpoint>["newest"];
 
 /** The checkpoint a resumed run continues from: the newest valid one, the same on every rank and written at this world size. */
-async function resumePoint({ options, runDir, dp, log }: RunContext): Promise<ResumePoint> {
+async function resumePoint({ config, options, runDir, dp, log }: RunContext): Promise<ResumePoint> {
   const candidates = options.resume ? latestCheckpoint(runDir) : { skipped: [] };
   for (const { dir, problem } of candidates.skipped) log(`warning: skipping checkpoint ${dir}, which is damaged: ${problem}`);
   const resumeFrom = candidates.newest;
@@ -250,6 +249,11 @@ async function resumePoint({ options, runDir, dp, log }: RunContext): Promise<Re
   if (dp) await checkSameResumePoint(dp, runDir, resumeFrom?.state.step);
   if (resumeFrom && (resumeFrom.state.worldSize ?? 1) !== (dp?.worldSize ?? 1)) {
     const ranks = resumeFrom.state.worldSize ?? 1;
+    // zero2/fsdp re-shard the optimizer state: each rank reads the parts it now owns from the old ranks' files.
+    if (config.distributed.strategy !== "ddp") {
+      log(`resuming a run of ${ranks} rank(s) on ${dp?.worldSize ?? 1}: the optimizer state is re-sharded (the same updates up to rounding, not bit for bit)`);
+      return resumeFrom;
+    }
     throw new Error(
       `${resumeFrom.dir} was written by a run of ${ranks} rank(s) but this run has ${dp?.worldSize ?? 1}: ` +
         `resume it at the same world size (--nproc ${ranks}, or WORLD_SIZE=${ranks}); the data order and optimizer steps depend on it`,
@@ -301,15 +305,20 @@ async function restoreOrStart(
   const { config, dp, log } = run;
   const trainer = createTrainer(config, policy);
   let state: TrainerState = { step: 0, optimizerSteps: 0, cursor: { seed: config.run.seed, epoch: 0, position: 0 }, skippedSteps: 0, worldSize: dp?.worldSize ?? 1, data: trainingSet };
+  const { strategy } = config.distributed;
+  const enable = async () => {
+    if (!dp) return;
+    await trainer.enableDataParallel(dp, { bucketMegabytes: config.distributed.bucketMegabytes, overlapBackward: config.distributed.overlapBackward, strategy });
+    log(`data-parallel: ${dp.worldSize} ranks on ${dp.group.backend}${strategy === "ddp" ? "" : `, ${strategy}`}`);
+  };
+  // A sharded trainer's state is loaded into its shards; a replicated one's before rank 0's is broadcast.
+  if (strategy !== "ddp") await enable();
   if (resumeFrom) {
     await trainer.loadState(optimizerStateFile(resumeFrom.dir));
-    state = { ...resumeFrom.state, data: trainingSet };
+    state = { ...resumeFrom.state, data: trainingSet, worldSize: dp?.worldSize ?? 1 };
     log(`resuming ${run.runDir} from step ${state.step}`);
   }
-  if (dp) {
-    await trainer.enableDataParallel(dp, { bucketMegabytes: config.distributed.bucketMegabytes, overlapBackward: config.distributed.overlapBackward });
-    log(`data-parallel: ${dp.worldSize} ranks on ${dp.group.backend}`);
-  }
+  if (strategy === "ddp") await enable();
   const cursor = new DataCursor(trainingSet.examples, state.cursor);
   let resumedMetrics: MetricsLine[] | undefined;
   if (resumeFrom) {
@@ -361,7 +370,10 @@ async function stepLoop(run: RunContext, loop: LoopStart): Promise<LoopEnd> {
   if (loop.resumedMetrics) method.restore?.(loop.resumedMetrics);
   const runner = { config, policy, reference, tokenizer, trainer, examples, cursor, method, distributed: dp };
   const save = async () => {
-    const dir = isMain ? await saveCheckpoint(run.runDir, policy, trainer, state) : checkpointDir(run.runDir, state.step);
+    // zero2/fsdp: every rank writes its optimizer shard; rank 0 the rest.
+    const dir = dp && trainer.sharded
+      ? await saveShardedCheckpoint(run.runDir, policy, trainer, state, dp)
+      : isMain ? await saveCheckpoint(run.runDir, policy, trainer, state) : checkpointDir(run.runDir, state.step);
     // The other ranks wait for rank 0's save: none exits (and so none lets a launcher or scheduler
     // end the job) before the checkpoint it reports exists.
     if (dp) await dp.barrier(`waiting for rank 0 to save ${dir}`);

@@ -4,6 +4,7 @@
 #include "binding/model_handle.h"
 #include "binding/process_group_handle.h"
 #include "core/gradient_reducer.h"
+#include "core/parameter_shards.h"
 
 namespace octo::binding {
 
@@ -41,6 +42,8 @@ Napi::Function TrainerHandle::define(Napi::Env env) {
                          InstanceMethod<&TrainerHandle::enableDataParallel>("enableDataParallel"),
                          InstanceMethod<&TrainerHandle::accumulate>("accumulate"),
                          InstanceMethod<&TrainerHandle::reduceGradients>("reduceGradients"),
+                         InstanceMethod<&TrainerHandle::accumulatePadding>("accumulatePadding"),
+                         InstanceMethod<&TrainerHandle::shardMemory>("shardMemory"),
                          InstanceMethod<&TrainerHandle::step>("step"),
                          InstanceMethod<&TrainerHandle::zeroGrad>("zeroGrad"),
                          InstanceMethod<&TrainerHandle::stateTensors>("stateTensors"),
@@ -92,8 +95,8 @@ Trainer& TrainerHandle::State::get() {
   return *trainer;
 }
 
-// enableDataParallel(group, {bucketBytes, overlapBackward}) -> Promise<void>: broadcasts rank 0's
-// weights (a collective: every rank calls it)
+// enableDataParallel(group, {bucketBytes, overlapBackward, strategy?: "ddp" | "zero2" | "fsdp"}) ->
+// Promise<void>: broadcasts rank 0's weights (a collective: every rank calls it)
 Napi::Value TrainerHandle::enableDataParallel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -102,11 +105,19 @@ Napi::Value TrainerHandle::enableDataParallel(const Napi::CallbackInfo& info) {
     GradientReducerOptions options;
     options.bucketBytes = requireInt(o, "bucketBytes");
     options.overlapBackward = requireBool(o, "overlapBackward");
+    const std::string strategy = o.Get("strategy").IsString() ? o.Get("strategy").As<Napi::String>().Utf8Value() : "ddp";
+    if (strategy != "ddp" && strategy != "zero2" && strategy != "fsdp")
+      throw Napi::TypeError::New(env, "strategy must be 'ddp', 'zero2' or 'fsdp'");
+    ShardingOptions sharding;
+    sharding.strategy = strategy == "fsdp" ? ShardingStrategy::Fsdp : ShardingStrategy::Zero2;
+    sharding.bucketBytes = options.bucketBytes;
+    sharding.overlapBackward = options.overlapBackward;
     auto state = state_;
     return PromiseWorker<bool>::start(
         env, state->device,
-        [state, group, options]() {
-          state->get().enableDataParallel(group, options);
+        [state, group, options, sharding, strategy]() {
+          if (strategy == "ddp") state->get().enableDataParallel(group, options);
+          else state->get().enableSharded(group, sharding);
           return true;
         },
         [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
@@ -151,6 +162,44 @@ Napi::Value TrainerHandle::reduceGradients(const Napi::CallbackInfo& info) {
           out.Set("buckets", static_cast<double>(r.buckets));
           out.Set("bucketsDuringBackward", static_cast<double>(r.bucketsDuringBackward));
           out.Set("bytes", static_cast<double>(r.bytes));
+          out.Set("gathers", static_cast<double>(r.gathers));
+          out.Set("gatherBytes", static_cast<double>(r.gatherBytes));
+          return out;
+        });
+  });
+}
+
+// accumulatePadding() -> Promise<void> (sharded): a micro-batch's collectives for a rank that has none left
+Napi::Value TrainerHandle::accumulatePadding(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto state = state_;
+    return PromiseWorker<bool>::start(
+        env, state->device,
+        [state]() {
+          state->get().accumulatePadding();
+          return true;
+        },
+        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+  });
+}
+
+// shardMemory() -> Promise<{masterBytes, optimizerBytes, gradientBytes, parameterBytes, peakGatheredBytes, largestUnitBytes, units}>
+Napi::Value TrainerHandle::shardMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto state = state_;
+    return PromiseWorker<ShardMemory>::start(
+        env, state->device, [state]() { return state->get().shardMemory(); },
+        [](Napi::Env env, ShardMemory& m) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("masterBytes", static_cast<double>(m.masterBytes));
+          out.Set("optimizerBytes", static_cast<double>(m.optimizerBytes));
+          out.Set("gradientBytes", static_cast<double>(m.gradientBytes));
+          out.Set("parameterBytes", static_cast<double>(m.parameterBytes));
+          out.Set("peakGatheredBytes", static_cast<double>(m.peakGatheredBytes));
+          out.Set("largestUnitBytes", static_cast<double>(m.largestUnitBytes));
+          out.Set("units", static_cast<double>(m.units));
           return out;
         });
   });
@@ -169,6 +218,8 @@ Napi::Value TrainerHandle::step(const Napi::CallbackInfo& info) {
           out.Set("gradNorm", r.gradNorm);
           out.Set("skipped", r.skipped);
           out.Set("step", static_cast<double>(r.step));
+          out.Set("gatheredBytes", static_cast<double>(r.gatheredBytes));
+          out.Set("gatherSeconds", r.gatherSeconds);
           return out;
         });
   });
@@ -189,15 +240,25 @@ Napi::Value TrainerHandle::zeroGrad(const Napi::CallbackInfo& info) {
   });
 }
 
-// stateTensors() -> Promise<[{name, shape}]>: the optimizer state saveState writes, in order (fp32)
+// stateTensors() -> Promise<[{name, shape, start?}]>: the optimizer state saveState writes, in order
+// (fp32); sharded: this rank's part of each tensor, `start` its first element in the flattened tensor
 Napi::Value TrainerHandle::stateTensors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     auto state = state_;
-    using Result = std::vector<NamedShape>;
+    using Result = std::pair<std::vector<NamedShape>, std::vector<int64_t>>;
     return PromiseWorker<Result>::start(
-        env, state->device, [state]() { return tensorShapes(state->get().stateTensors()); },
-        [](Napi::Env env, Result& shapes) -> Napi::Value { return namedShapesToJs(env, shapes); });
+        env, state->device,
+        [state]() {
+          Trainer& trainer = state->get();
+          return Result(tensorShapes(trainer.stateTensors()), trainer.stateStarts());
+        },
+        [](Napi::Env env, Result& result) -> Napi::Value {
+          Napi::Array out = namedShapesToJs(env, result.first);
+          for (size_t i = 0; i < result.second.size(); ++i)
+            out.Get(static_cast<uint32_t>(i)).As<Napi::Object>().Set("start", static_cast<double>(result.second[i]));
+          return out;
+        });
   });
 }
 
@@ -221,20 +282,35 @@ Napi::Value TrainerHandle::saveState(const Napi::CallbackInfo& info) {
   });
 }
 
-// loadState(records, steps) -> Promise<void>: records validated by lib/engine/safetensors.ts
+// loadState(records, steps) -> Promise<void>: records validated by lib/engine/safetensors.ts; a
+// record with `start` holds elements [start, start + numel) of its flattened tensor (a shard's part)
 Napi::Value TrainerHandle::loadState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     std::vector<TensorRecord> records = toTensorRecords(info[0]);
+    std::vector<StatePiece> pieces(records.size());
+    Napi::Array array = info[0].As<Napi::Array>();
+    bool partial = false;
+    for (uint32_t i = 0; i < records.size(); ++i) {
+      Napi::Value start = array.Get(i).As<Napi::Object>().Get("start");
+      pieces[i].start = start.IsNumber() ? start.As<Napi::Number>().Int64Value() : 0;
+      partial = partial || start.IsNumber();
+      pieces[i].record = records[i];
+    }
     const int64_t steps = info[1].As<Napi::Number>().Int64Value();
     auto state = state_;
     return PromiseWorker<bool>::start(
         env, state->device,
-        [state, records, steps]() {
+        [state, records, pieces, partial, steps]() {
+          Trainer& trainer = state->get();
+          if (partial || trainer.sharded()) {
+            trainer.restoreStatePieces(pieces, steps);
+            return true;
+          }
           SafetensorsReader reader;
           std::unordered_map<std::string, at::Tensor> tensors;
           for (const auto& r : records) tensors.emplace(r.name, reader.read(r).to(at::kFloat));
-          state->get().restoreState(tensors, steps);
+          trainer.restoreState(tensors, steps);
           return true;
         },
         [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });

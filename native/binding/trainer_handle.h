@@ -16,6 +16,8 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
   Napi::Value enableDataParallel(const Napi::CallbackInfo& info);
   Napi::Value accumulate(const Napi::CallbackInfo& info);
   Napi::Value reduceGradients(const Napi::CallbackInfo& info);
+  Napi::Value accumulatePadding(const Napi::CallbackInfo& info);
+  Napi::Value shardMemory(const Napi::CallbackInfo& info);
   Napi::Value step(const Napi::CallbackInfo& info);
   Napi::Value zeroGrad(const Napi::CallbackInfo& info);
   Napi::Value stateTensors(const Napi::CallbackInfo& info);

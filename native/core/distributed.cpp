@@ -97,40 +97,55 @@ DistributedGroup::DistributedGroup(const ProcessGroupOptions& options) : options
                            " did not complete within " + seconds(options.timeout) +
                            " (are all ranks started with the same MASTER_ADDR/MASTER_PORT and WORLD_SIZE?): " + describe(error));
   }
-  const int rank = static_cast<int>(options.rank), size = static_cast<int>(options.worldSize);
   try {
-    if (backend_ == "gloo") {
-#ifdef USE_C10D_GLOO
-      auto glooOptions = c10d::ProcessGroupGloo::Options::create(options.timeout);
-      glooOptions->devices.push_back(glooDevice(options.masterAddr));
-      group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, rank, size, glooOptions);
-#else
-      TORCH_CHECK(false, "this build of octo-native has no Gloo (its headers were missing at build time): "
-                         "install libgloo-dev and rebuild with 'npm run build:native'");
-#endif
-    } else if (backend_ == "nccl") {
-#ifdef USE_C10D_NCCL
-      // Without blocking wait, NCCL ignores the timeout on the host side; with it, wait() throws
-      // once a collective exceeds it (the dead-or-hung-peer case).
-      setenv("NCCL_BLOCKING_WAIT", "1", 0);
-      setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
-      // This rank's GPU (cuda:LOCAL_RANK, lib/engine/distributed.ts) is current before NCCL
-      // makes its communicators; otherwise they bind to whatever device is current (cuda:0).
-      if (options.device.has_index()) c10::cuda::set_device(options.device.index());
-      auto ncclOptions = c10d::ProcessGroupNCCL::Options::create();
-      ncclOptions->timeout = options.timeout;
-      group_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, rank, size, ncclOptions);
-#else
-      TORCH_CHECK(false, "this build of octo-native has no NCCL: it needs a CUDA libtorch built with NCCL "
-                         "(a torch wheel) and nccl.h at build time");
-#endif
-    } else {
-      TORCH_CHECK(false, "unknown distributed backend '", backend_, "' (use auto, gloo or nccl)");
-    }
+    group_ = createBackend(store_);
   } catch (const DistributedError&) {
     throw;
   } catch (const std::exception& error) {
     throw DistributedError(where + ": creating the " + backend_ + " process group failed: " + describe(error));
+  }
+}
+
+c10::intrusive_ptr<CollectiveBackend> DistributedGroup::createBackend(const c10::intrusive_ptr<c10d::Store>& store) {
+  const int rank = static_cast<int>(options_.rank), size = static_cast<int>(options_.worldSize);
+  if (backend_ == "gloo") {
+#ifdef USE_C10D_GLOO
+    auto glooOptions = c10d::ProcessGroupGloo::Options::create(options_.timeout);
+    glooOptions->devices.push_back(glooDevice(options_.masterAddr));
+    return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, glooOptions);
+#else
+    TORCH_CHECK(false, "this build of octo-native has no Gloo (its headers were missing at build time): "
+                       "install libgloo-dev and rebuild with 'npm run build:native'");
+#endif
+  } else if (backend_ == "nccl") {
+#ifdef USE_C10D_NCCL
+    // Without blocking wait, NCCL ignores the timeout on the host side; with it, wait() throws
+    // once a collective exceeds it (the dead-or-hung-peer case).
+    setenv("NCCL_BLOCKING_WAIT", "1", 0);
+    setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
+    // This rank's GPU (cuda:LOCAL_RANK, lib/engine/distributed.ts) is current before NCCL
+    // makes its communicators; otherwise they bind to whatever device is current (cuda:0).
+    if (options_.device.has_index()) c10::cuda::set_device(options_.device.index());
+    auto ncclOptions = c10d::ProcessGroupNCCL::Options::create();
+    ncclOptions->timeout = options_.timeout;
+    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, ncclOptions);
+#else
+    TORCH_CHECK(false, "this build of octo-native has no NCCL: it needs a CUDA libtorch built with NCCL "
+                       "(a torch wheel) and nccl.h at build time");
+#endif
+  }
+  TORCH_CHECK(false, "unknown distributed backend '", backend_, "' (use auto, gloo or nccl)");
+}
+
+void DistributedGroup::openSecondChannel() {
+  checkOpen("opening the parameter channel");
+  if (secondGroup_) return;
+  try {
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("octo-native/second_pg", store_);
+    secondGroup_ = createBackend(prefixed);
+  } catch (const std::exception& error) {
+    throw DistributedError("rank " + std::to_string(options_.rank) + " of " + std::to_string(options_.worldSize) +
+                           ": creating the second " + backend_ + " process group failed: " + describe(error));
   }
 }
 
@@ -169,6 +184,41 @@ c10::intrusive_ptr<c10d::Work> DistributedGroup::allReduceAsync(at::Tensor& tens
   return group_->allreduce(one, reduce);
 }
 
+DistributedGroup::ReduceScatter DistributedGroup::reduceScatterAsync(at::Tensor& input) {
+  checkOpen("the gradient reduce-scatter");
+  const int64_t world = options_.worldSize;
+  TORCH_CHECK(input.dim() == 1 && input.numel() % world == 0, "a reduce-scatter needs a flat input of a multiple of ",
+              world, " elements");
+  const int64_t shard = input.numel() / world;
+  ReduceScatter out;
+  if (backend_ == "nccl") {
+    c10d::ReduceScatterOptions options;
+    options.timeout = options_.timeout;
+    out.result = at::empty({shard}, input.options());
+    out.work = group_->_reduce_scatter_base(out.result, input, options);
+  } else {
+    out.work = allReduceAsync(input);
+    out.result = input.narrow(0, options_.rank * shard, shard);
+  }
+  return out;
+}
+
+c10::intrusive_ptr<c10d::Work> DistributedGroup::allGatherAsync(at::Tensor& output, at::Tensor& input, int channel) {
+  checkOpen("the parameter all-gather");
+  TORCH_CHECK(channel == 0 || secondGroup_, "the second channel is not open (openSecondChannel)");
+  const int64_t world = options_.worldSize, shard = input.numel();
+  TORCH_CHECK(output.dim() == 1 && input.dim() == 1 && output.numel() == shard * world,
+              "an all-gather needs a flat output of ", world, " x the input's elements");
+  auto& backend = channel == 0 ? group_ : secondGroup_;
+  c10d::AllgatherOptions options;
+  options.timeout = options_.timeout;
+  if (backend_ == "nccl") return backend->_allgather_base(output, input, options);
+  std::vector<std::vector<at::Tensor>> outputs(1);
+  for (int64_t r = 0; r < world; ++r) outputs[0].push_back(output.narrow(0, r * shard, shard));
+  std::vector<at::Tensor> inputs{input};
+  return backend->allgather(outputs, inputs, options);
+}
+
 void DistributedGroup::broadcast(std::vector<at::Tensor>& tensors, int64_t root, const std::string& what) {
   checkOpen(what);
   c10d::BroadcastOptions cast;
@@ -195,13 +245,17 @@ void DistributedGroup::shutdown() {
   shutDown_ = true;
 #if defined(USE_C10D_NCCL) && OCTO_TORCH_AT_LEAST(2, 3)
   if (backend_ == "nccl") {
-    try {
-      c10::static_intrusive_pointer_cast<c10d::ProcessGroupNCCL>(group_)->shutdown();
-    } catch (const std::exception& error) {
-      std::fprintf(stderr, "octo-native: warning: shutting NCCL down failed: %s\n", describe(error).c_str());
+    for (auto* backend : {&secondGroup_, &group_}) {
+      if (!*backend) continue;
+      try {
+        c10::static_intrusive_pointer_cast<c10d::ProcessGroupNCCL>(*backend)->shutdown();
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "octo-native: warning: shutting NCCL down failed: %s\n", describe(error).c_str());
+      }
     }
   }
 #endif
+  secondGroup_.reset();
   group_.reset();
   store_.reset();
 }

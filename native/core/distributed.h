@@ -65,6 +65,24 @@ class DistributedGroup {
 
   // Launches an in-place sum of `tensor`; finish it with wait().
   c10::intrusive_ptr<c10d::Work> allReduceAsync(at::Tensor& tensor);
+
+  // The collectives of sharded data parallelism (core/parameter_shards.h). `input` [W * S] of every
+  // rank is summed and rank r keeps elements [r * S, (r + 1) * S): `result`, valid after wait(work).
+  // NCCL: c10d's reduce-scatter into a new [S] tensor. Gloo (libtorch 1.13's has no
+  // reduce-scatter): an all-reduce of `input` in place, and `result` is the slice of it.
+  struct ReduceScatter {
+    c10::intrusive_ptr<c10d::Work> work;
+    at::Tensor result;
+  };
+  ReduceScatter reduceScatterAsync(at::Tensor& input);
+  // Every rank's `input` [S] into `output` [W * S] (rank r's at r * S); `input` may be that slice
+  // of `output` itself. NCCL: c10d's all-gather into one tensor; Gloo (no _allgather_base in 1.13):
+  // the all-gather into a list, whose entries are views of `output`. `channel` 1 runs it on the
+  // second process group (openSecondChannel), so parameter gathers issued from the backward's hooks
+  // never interleave differently with the gradient reductions on different ranks.
+  c10::intrusive_ptr<c10d::Work> allGatherAsync(at::Tensor& output, at::Tensor& input, int channel = 0);
+  // Creates the second process group over the same store (a collective: every rank calls it once).
+  void openSecondChannel();
   // Waits for `work` within the timeout; a failure becomes a DistributedError naming `what`.
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) const;
   // Leaves the group: NCCL's communicators are shut down (freeing their GPU memory and threads
@@ -78,6 +96,8 @@ class DistributedGroup {
   std::string backend_;
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<CollectiveBackend> group_;
+  c10::intrusive_ptr<CollectiveBackend> secondGroup_;  // openSecondChannel
+  c10::intrusive_ptr<CollectiveBackend> createBackend(const c10::intrusive_ptr<c10d::Store>& store);
   bool shutDown_ = false;
 };
 

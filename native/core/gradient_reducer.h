@@ -31,7 +31,9 @@ struct ReduceReport {
   double seconds = 0;           // spent in finish(): launching the rest and waiting for all buckets
   int64_t buckets = 0;
   int64_t bucketsDuringBackward = 0;  // launched by the hooks, under the backward
-  int64_t bytes = 0;            // fp32 bytes all-reduced (gradients)
+  int64_t bytes = 0;            // fp32 bytes all-reduced (gradients); sharded: entering the reduce-scatters
+  int64_t gathers = 0;          // sharded (fsdp): parameter all-gathers inside the micro-batches
+  int64_t gatherBytes = 0;      // their output bytes (model dtype)
 };
 
 class GradientReducer {

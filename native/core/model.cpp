@@ -208,8 +208,9 @@ at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at
                                    KVCache* cache, int64_t layerIndex, const at::Tensor& attendable) const {
   const int64_t B = x.size(0), T = x.size(1), H = spec_.numHeads, Hkv = spec_.numKvHeads, D = spec_.headDim;
   at::Tensor q, k, v;
-  if (fewRowLinearApplies(x, l.q)) {
-    q = fewRowLinear(x, l.q, l.qBias), k = fewRowLinear(x, l.k, l.kBias), v = fewRowLinear(x, l.v, l.vBias);
+  if (fewRowLinearApplies(x, l.q) || (hooks_ && !hooks_->fuseProjections() && at::GradMode::is_enabled())) {
+    // Decode-sized rows (fewRowLinear), or sharded training's unfused projections (ForwardHooks).
+    q = octo::linear(x, l.q, l.qBias), k = octo::linear(x, l.k, l.kBias), v = octo::linear(x, l.v, l.vBias);
   } else {
     // One GEMM for the three projections: one wide output keeps BLAS busier than three narrow
     // ones. The weights are concatenated per call (differentiable: the backward splits the
@@ -313,9 +314,12 @@ at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tens
   at::Tensor cos = angles.cos().to(dtype_).unsqueeze(1);                            // [B, 1, T, D]
   at::Tensor sin = angles.sin().to(dtype_).unsqueeze(1);
 
+  if (hooks_) hooks_->beforeEmbedding();
   at::Tensor x = at::embedding(embed_, inputIds.to(device_, at::kLong));  // [B, T, C]
+  if (hooks_) hooks_->afterEmbedding();
   const bool checkpoint = checkpointLayers && !cache && at::GradMode::is_enabled();
   for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i) {
+    if (hooks_) hooks_->beforeLayer(i);
     if (checkpoint) {
       const std::vector<at::Tensor> weights = layers_[i].tensors();
       const at::Tensor mask = attendable.defined() ? attendable : at::empty({0}, onDevice.dtype(at::kBool));
@@ -323,8 +327,10 @@ at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tens
     } else {
       x = layerForward(i, x, cos, sin, cache, attendable);
     }
+    if (hooks_) x = hooks_->afterLayer(i, x);
   }
   if (cache) cache->advance(T);
+  if (hooks_) hooks_->beforeFinalNorm();
   return rmsNorm(x, finalNorm_);
 }
 

@@ -47,6 +47,22 @@ struct ParameterInfo {
 // The tensors a checkpoint of this spec must hold, in Hugging Face order.
 std::vector<ParameterInfo> expectedParameters(const ModelSpec& spec);
 
+// What sharded training (core/parameter_shards.h, fsdp) does around the parts of a forward that
+// read weights: hiddenStates calls these while they are set (setForwardHooks), and only then.
+class ForwardHooks {
+ public:
+  virtual ~ForwardHooks() = default;
+  virtual void beforeEmbedding() {}
+  virtual void afterEmbedding() {}
+  virtual void beforeLayer(int64_t layer) {}
+  // `out` is the layer's output; what is returned continues the forward (a hook may be registered on it).
+  virtual at::Tensor afterLayer(int64_t layer, const at::Tensor& out) { return out; }
+  virtual void beforeFinalNorm() {}
+  // False: q, k and v run as three linears instead of one over their concatenation, whose
+  // autograd would keep a copy of the weights alive until the backward.
+  virtual bool fuseProjections() const { return true; }
+};
+
 class DecoderModel {
  public:
   // `weights` maps every name of expectedParameters(spec) to a tensor of that shape.
@@ -76,6 +92,9 @@ class DecoderModel {
 
   // Parameters take gradients (and keep them in .grad) while trainable.
   void setTrainable(bool trainable);
+  // Sharded training's hooks (nullptr: none). The engine thread runs one call at a time, so a
+  // trainer sets them for its own forward and clears them after.
+  void setForwardHooks(ForwardHooks* hooks) const { hooks_ = hooks; }
 
   struct Layer {
     at::Tensor inputNorm, postAttentionNorm;
@@ -108,6 +127,7 @@ class DecoderModel {
   at::Tensor embed_, finalNorm_, lmHead_;
   std::vector<Layer> layers_;
   at::Tensor invFreq_;  // [D/2] fp32, rope scaling applied
+  mutable ForwardHooks* hooks_ = nullptr;
 };
 
 // Inverse RoPE frequencies [D/2] (fp32) as transformers computes them, rope_scaling applied.

@@ -142,7 +142,13 @@ AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options) : params_(std
   }
 }
 
-bool AdamW::step(double lr, double gradNormBound) {
+AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options, std::vector<bool> decays)
+    : AdamW(std::move(params), options) {
+  TORCH_CHECK(decays.size() == params_.size(), "AdamW: one decay flag per parameter");
+  decays_ = std::move(decays);
+}
+
+bool AdamW::step(double lr, double gradNormBound, const std::function<bool(bool)>& agree) {
   at::NoGradGuard noGrad;
   std::vector<at::Tensor> params, grads, m, v;
   std::vector<bool> decays;
@@ -165,7 +171,9 @@ bool AdamW::step(double lr, double gradNormBound) {
   scalars.stepSize = lr / (1.0 - std::pow(options_.beta1, t));
   double nextMaxSecondMoment = 0;
   const bool proven = updateProvablyFinite(params, gradNormBound, scalars, maxSecondMoment_, &nextMaxSecondMoment);
-  if (!proven && !updateStaysFinite(params, grads, m, v, decays, scalars)) return false;
+  bool finite = proven || updateStaysFinite(params, grads, m, v, decays, scalars);
+  if (agree) finite = agree(finite);
+  if (!finite) return false;
   ++steps_;
   if (!params.empty()) applyUpdate(params, grads, m, v, decays, scalars);
   // After an exactly checked update the host bound is re-read (it may have been out of range).

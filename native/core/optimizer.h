@@ -2,6 +2,7 @@
 // and fp32 master weights for models that compute in bf16/fp16 (docs/methods.md §2).
 #pragma once
 
+#include <functional>
 #include <limits>
 
 #include "core/torch_prelude.h"
@@ -19,13 +20,18 @@ class AdamW {
  public:
   // `params` are the tensors that are updated (fp32 masters); their .grad() is read.
   AdamW(std::vector<at::Tensor> params, AdamWOptions options);
+  // `decays[i]` says whether params[i] is decayed: sharded training passes flat slices of the
+  // weights, whose own dimension says nothing.
+  AdamW(std::vector<at::Tensor> params, AdamWOptions options, std::vector<bool> decays);
 
   // One update with learning rate `lr` using the current gradients (foreach kernels). Returns
   // false, and changes nothing (weights, moments, step count), when the update would make a
   // weight or a second moment NaN or Inf: the caller counts the step as skipped.
   // `gradNormBound` (the global gradient norm, or anything above it) lets a cheap bound prove
-  // the update finite; without it every step is checked exactly.
-  bool step(double lr, double gradNormBound = std::numeric_limits<double>::infinity());
+  // the update finite; without it every step is checked exactly. `agree` (sharded training) turns
+  // this rank's verdict into every rank's, so all of them update or none does.
+  bool step(double lr, double gradNormBound = std::numeric_limits<double>::infinity(),
+            const std::function<bool(bool)>& agree = {});
   int64_t steps() const { return steps_; }
   const AdamWOptions& options() const { return options_; }
 

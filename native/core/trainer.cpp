@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/gradient_reducer.h"
+#include "core/parameter_shards.h"
 
 namespace octo {
 
@@ -22,9 +23,15 @@ Trainer::Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options)
   for (const auto& [name, tensor] : model_->namedParameters()) {
     names_.push_back(name);
     modelParams_.push_back(tensor);
-    // fp32 master weights when the model computes in a lower precision.
-    masters_.push_back(tensor.scalar_type() == at::kFloat ? tensor : tensor.detach().to(at::kFloat).clone());
   }
+}
+
+void Trainer::ensureReplicatedState() {
+  if (optimizer_ || shards_) return;
+  at::NoGradGuard noGrad;
+  // fp32 master weights when the model computes in a lower precision.
+  for (const auto& tensor : modelParams_)
+    masters_.push_back(tensor.scalar_type() == at::kFloat ? tensor : tensor.detach().to(at::kFloat).clone());
   optimizer_ = std::make_unique<AdamW>(masters_, options_.adamw);
   mainGrads_.resize(masters_.size());
   hasMainGrad_.assign(masters_.size(), false);
@@ -37,23 +44,29 @@ void Trainer::checkTrainable(const DecoderModel& model) {
               "train in bfloat16 (model.dtype: bfloat16, the CUDA default) or float32");
 }
 
-void Trainer::enableDataParallel(std::shared_ptr<DistributedGroup> group, const GradientReducerOptions& options) {
-  TORCH_CHECK(!reducer_, "data-parallel training is already enabled on this trainer");
-  TORCH_CHECK(group->device() == model_->device(), "the process group reduces tensors on ", group->device(),
+void Trainer::broadcastFromRankZero(DistributedGroup& group, std::vector<at::Tensor>& tensors) {
+  TORCH_CHECK(group.device() == model_->device(), "the process group reduces tensors on ", group.device(),
               " but the model is on ", model_->device());
   at::NoGradGuard noGrad;
   // Same parameter layout everywhere, checked before any broadcast could pair up wrong tensors.
   int64_t numel = 0;
-  for (const auto& p : masters_) numel += p.numel();
-  const double count = static_cast<double>(masters_.size()), total = static_cast<double>(numel);
-  at::Tensor layout = at::tensor({count, total, -count, -total}, at::TensorOptions().dtype(at::kDouble)).to(group->device());
+  for (const auto& p : tensors) numel += p.numel();
+  const double count = static_cast<double>(tensors.size()), total = static_cast<double>(numel);
+  at::Tensor layout = at::tensor({count, total, -count, -total}, at::TensorOptions().dtype(at::kDouble)).to(group.device());
   std::vector<at::Tensor> layouts{layout};
-  group->allReduce(layouts, ReduceOp::Max, "the parameter layout check");
+  group.allReduce(layouts, ReduceOp::Max, "the parameter layout check");
   const at::Tensor seen = layout.cpu();
   const double* m = seen.data_ptr<double>();
-  TORCH_CHECK(m[0] == -m[2] && m[1] == -m[3], "rank ", group->rank(), ": the ranks hold models of different sizes (",
+  TORCH_CHECK(m[0] == -m[2] && m[1] == -m[3], "rank ", group.rank(), ": the ranks hold models of different sizes (",
               count, " tensors / ", total, " values here); every rank must load the same model");
-  group->broadcast(masters_, 0, "the broadcast of rank 0's weights");
+  group.broadcast(tensors, 0, "the broadcast of rank 0's weights");
+}
+
+void Trainer::enableDataParallel(std::shared_ptr<DistributedGroup> group, const GradientReducerOptions& options) {
+  TORCH_CHECK(!reducer_ && !shards_, "data-parallel training is already enabled on this trainer");
+  ensureReplicatedState();
+  broadcastFromRankZero(*group, masters_);
+  at::NoGradGuard noGrad;
   for (size_t i = 0; i < masters_.size(); ++i)
     if (!masters_[i].is_same(modelParams_[i])) modelParams_[i].copy_(masters_[i]);
   GradientReducerOptions reducerOptions = options;
@@ -62,7 +75,39 @@ void Trainer::enableDataParallel(std::shared_ptr<DistributedGroup> group, const 
   mainGrads_.assign(masters_.size(), at::Tensor());  // the reducer's buckets hold them from now on
 }
 
+void Trainer::enableSharded(std::shared_ptr<DistributedGroup> group, const ShardingOptions& options) {
+  TORCH_CHECK(!reducer_ && !shards_, "data-parallel training is already enabled on this trainer");
+  TORCH_CHECK(!optimizer_, "sharded training must be enabled before the trainer's first step or state load");
+  broadcastFromRankZero(*group, modelParams_);
+  ShardingOptions sharding = options;
+  sharding.adamw = options_.adamw;
+  sharding.activationCheckpointing = options_.activationCheckpointing;
+  shards_ = std::make_unique<ParameterShards>(std::move(group), model_, names_, modelParams_, sharding);
+}
+
+void Trainer::accumulatePadding() {
+  TORCH_CHECK(shards_, "accumulatePadding() is for sharded training (enableSharded first)");
+  shards_->paddingMicroBatch();
+}
+
+ShardMemory Trainer::shardMemory() const {
+  TORCH_CHECK(shards_, "shardMemory() is for sharded training (enableSharded first)");
+  return shards_->memory();
+}
+
 ReduceReport Trainer::reduceGradients() {
+  if (shards_) {
+    const ShardingReport sharded = shards_->finishStep();
+    gradientsReduced_ = true;
+    ReduceReport report;
+    report.seconds = sharded.seconds;
+    report.buckets = sharded.reduceScatters;
+    report.bucketsDuringBackward = sharded.reduceScattersDuringBackward;
+    report.bytes = sharded.gradientBytes;
+    report.gathers = sharded.gathers;
+    report.gatherBytes = sharded.gatherBytes;
+    return report;
+  }
   TORCH_CHECK(reducer_, "reduceGradients() is for data-parallel training (enableDataParallel first)");
   ReduceReport report = reducer_->finish(masters_);
   // The sums live on the fp32 masters; the low-precision copies are spent.
@@ -74,6 +119,25 @@ ReduceReport Trainer::reduceGradients() {
 
 AccumulateResult Trainer::accumulate(const MicroBatch& batch, Objective objective, const PolicyLossOptions& lossOptions,
                                      const LossNormalizers& normalizers, bool lastOfStep) {
+  if (!shards_) {
+    ensureReplicatedState();
+    return accumulateLocal(batch, objective, lossOptions, normalizers, lastOfStep);
+  }
+  // Sharded: every micro-batch's gradients are reduce-scattered from its own backward.
+  shards_->beginMicroBatch();
+  AccumulateResult result;
+  try {
+    result = accumulateLocal(batch, objective, lossOptions, normalizers, lastOfStep);
+  } catch (...) {
+    shards_->abandonMicroBatch();
+    throw;
+  }
+  shards_->endMicroBatch();
+  return result;
+}
+
+AccumulateResult Trainer::accumulateLocal(const MicroBatch& batch, Objective objective, const PolicyLossOptions& lossOptions,
+                                          const LossNormalizers& normalizers, bool lastOfStep) {
   const at::Device device = model_->device();
   const auto floats = at::TensorOptions().device(device).dtype(at::kFloat);
   const at::Tensor ids = batch.inputIds.to(device, at::kLong);
@@ -126,7 +190,7 @@ AccumulateResult Trainer::accumulate(const MicroBatch& batch, Objective objectiv
 }
 
 void Trainer::foldGradients() {
-  if (!lowPrecision_) return;  // fp32 gradients accumulate exactly enough in .grad
+  if (!lowPrecision_ || shards_) return;  // fp32 gradients accumulate exactly enough in .grad; sharded: in the shards
   at::NoGradGuard noGrad;
   for (size_t i = 0; i < modelParams_.size(); ++i) {
     at::Tensor& grad = modelParams_[i].mutable_grad();
@@ -144,6 +208,10 @@ void Trainer::foldGradients() {
 
 void Trainer::zeroGrad() {
   gradientsReduced_ = false;
+  if (shards_) {
+    shards_->zeroGrad();
+    return;
+  }
   for (auto& p : modelParams_)
     if (p.grad().defined()) p.mutable_grad() = at::Tensor();
   for (auto& m : masters_)
@@ -156,7 +224,19 @@ void Trainer::zeroGrad() {
 }
 
 StepResult Trainer::step(double lr) {
-  TORCH_CHECK(!reducer_ || gradientsReduced_, "data-parallel training: call reduceGradients() before step()");
+  TORCH_CHECK((!reducer_ && !shards_) || gradientsReduced_, "data-parallel training: call reduceGradients() before step()");
+  if (shards_) {
+    const ParameterShards::StepOutcome outcome = shards_->step(lr, options_.maxGradNorm);
+    gradientsReduced_ = false;
+    StepResult result;
+    result.gradNorm = outcome.gradNorm;
+    result.skipped = outcome.skipped;
+    result.step = outcome.steps;
+    result.gatheredBytes = outcome.gatherBytes;
+    result.gatherSeconds = outcome.gatherSeconds;
+    return result;
+  }
+  ensureReplicatedState();
   at::NoGradGuard noGrad;
   // Lower-precision models, single process: the fp32 main gradients go to the masters
   // (data-parallel: reduceGradients() already put the reduced ones there).
@@ -175,7 +255,9 @@ StepResult Trainer::step(double lr) {
   return result;
 }
 
-std::vector<std::pair<std::string, at::Tensor>> Trainer::stateTensors() const {
+std::vector<std::pair<std::string, at::Tensor>> Trainer::stateTensors() {
+  if (shards_) return shards_->stateTensors();
+  ensureReplicatedState();
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (size_t i = 0; i < names_.size(); ++i) {
     out.emplace_back("exp_avg." + names_[i], optimizer_->firstMoments()[i]);
@@ -185,7 +267,28 @@ std::vector<std::pair<std::string, at::Tensor>> Trainer::stateTensors() const {
   return out;
 }
 
+std::vector<int64_t> Trainer::stateStarts() const { return shards_ ? shards_->stateStarts() : std::vector<int64_t>(); }
+
+void Trainer::restoreStatePieces(const std::vector<StatePiece>& pieces, int64_t steps) {
+  if (shards_) return shards_->restore(pieces, steps);
+  // Replicated: whole tensors, assembled from whatever pieces hold them (a sharded run's files too).
+  StatePieces state(pieces);
+  std::unordered_map<std::string, at::Tensor> tensors;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    for (const char* kind : {"exp_avg.", "exp_avg_sq.", "master."}) {
+      const std::string name = kind + names_[i];
+      if (!state.has(name)) continue;  // restoreState says what is missing
+      at::Tensor whole = at::empty({modelParams_[i].numel()}, at::kFloat);
+      state.read(name, whole, 0, "this process");
+      tensors.emplace(name, whole.view(modelParams_[i].sizes()));
+    }
+  }
+  restoreState(tensors, steps);
+}
+
 void Trainer::restoreState(const std::unordered_map<std::string, at::Tensor>& tensors, int64_t steps) {
+  TORCH_CHECK(!shards_, "sharded training restores its state from pieces (restoreStatePieces)");
+  ensureReplicatedState();
   auto get = [&](const std::string& name) -> at::Tensor {
     auto it = tensors.find(name);
     TORCH_CHECK(it != tensors.end(), "optimizer state is missing tensor '", name, "'");

@@ -16,6 +16,10 @@ class DistributedGroup;
 class GradientReducer;
 struct GradientReducerOptions;
 struct ReduceReport;
+class ParameterShards;
+struct ShardingOptions;
+struct ShardMemory;
+struct StatePiece;
 
 struct MicroBatch {
   at::Tensor inputIds;       // [B, T] int64, right-padded
@@ -47,6 +51,9 @@ struct StepResult {
   double gradNorm = 0;  // before clipping
   bool skipped = false; // non-finite gradients, or an update that would be: no update, gradients dropped
   int64_t step = 0;     // optimizer steps taken so far
+  // sharded: the all-gather of the parameters after the update (fsdp: also after a skipped one)
+  int64_t gatheredBytes = 0;
+  double gatherSeconds = 0;
 };
 
 class Trainer {
@@ -60,7 +67,11 @@ class Trainer {
   // Data-parallel training over `group`: makes every rank's weights rank 0's (as DDP does at
   // construction) and from then on sums gradients over the ranks in reduceGradients().
   void enableDataParallel(std::shared_ptr<DistributedGroup> group, const GradientReducerOptions& options);
-  bool dataParallel() const { return reducer_ != nullptr; }
+  bool dataParallel() const { return reducer_ != nullptr || shards_ != nullptr; }
+  // Sharded data parallelism instead (zero2 or fsdp, core/parameter_shards.h), on the trainable
+  // tensors: rank 0's weights go to every rank, then each keeps 1/W of the optimizer state.
+  void enableSharded(std::shared_ptr<DistributedGroup> group, const ShardingOptions& options);
+  bool sharded() const { return shards_ != nullptr; }
 
   // Forward + loss + backward of one micro-batch; gradients add up until step(). Data-parallel:
   // `lastOfStep` marks the step's last micro-batch, whose backward may start the all-reduce.
@@ -70,18 +81,28 @@ class Trainer {
   // step after its micro-batches (also a rank that had none, or whose loss was not finite), and
   // before step() or zeroGrad().
   ReduceReport reduceGradients();
+  // Sharded: a rank with fewer micro-batches than another runs this for each one it lacks (the
+  // collectives of a micro-batch, adding nothing), so every rank's collectives pair up.
+  void accumulatePadding();
   StepResult step(double lr);
   void zeroGrad();
 
   // Everything a resumed run needs besides the model weights, by name: AdamW moments
   // ("exp_avg.<param>", "exp_avg_sq.<param>") and, for bf16/fp16 models, the fp32 masters
   // ("master.<param>"). The step count travels separately.
-  std::vector<std::pair<std::string, at::Tensor>> stateTensors() const;
+  // Sharded: this rank's part of each tensor, 1-D, and stateStarts() says where each begins.
+  std::vector<std::pair<std::string, at::Tensor>> stateTensors();
+  std::vector<int64_t> stateStarts() const;  // empty unless sharded
   void restoreState(const std::unordered_map<std::string, at::Tensor>& tensors, int64_t steps);
+  // From pieces of any layout (whole tensors, or the shards of a run of any world size).
+  void restoreStatePieces(const std::vector<StatePiece>& pieces, int64_t steps);
+  ShardMemory shardMemory() const;  // sharded only
 
   const std::shared_ptr<DecoderModel>& model() const { return model_; }
-  AdamW& optimizer() { return *optimizer_; }
-  const std::vector<at::Tensor>& masterWeights() const { return masters_; }
+  AdamW& optimizer() {  // replicated training's
+    ensureReplicatedState();
+    return *optimizer_;
+  }
 
  private:
   std::shared_ptr<DecoderModel> model_;
@@ -95,8 +116,15 @@ class Trainer {
   std::vector<bool> hasMainGrad_;
   bool lowPrecision_ = false;
   void foldGradients();  // this micro-batch's low-precision gradients into the fp32 main ones
+  // The masters and AdamW of replicated training, made on first use (never, when sharded: a
+  // whole copy would not fit where sharding is needed).
+  void ensureReplicatedState();
+  void broadcastFromRankZero(DistributedGroup& group, std::vector<at::Tensor>& tensors);
+  AccumulateResult accumulateLocal(const MicroBatch& batch, Objective objective, const PolicyLossOptions& loss,
+                                   const LossNormalizers& normalizers, bool lastOfStep);
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<GradientReducer> reducer_;  // data-parallel only
+  std::unique_ptr<ParameterShards> shards_;   // sharded data-parallel only
   bool gradientsReduced_ = false;
 };
 
