@@ -19,7 +19,9 @@ Trainer::Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options)
     : model_(std::move(model)), options_(options), lowPrecision_(model_->dtype() != at::kFloat) {
   checkTrainable(*model_);
   model_->setTrainable(true);
-  for (const auto& [name, tensor] : model_->namedParameters()) {
+  // The model's trainable tensors: every weight, or under LoRA the adapters alone (the frozen base
+  // then has no gradient, no master copy and no AdamW state).
+  for (const auto& [name, tensor] : model_->trainableParameters()) {
     names_.push_back(name);
     modelParams_.push_back(tensor);
     // fp32 master weights when the model computes in a lower precision.
@@ -33,6 +35,8 @@ Trainer::Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options)
 Trainer::~Trainer() = default;
 
 void Trainer::checkTrainable(const DecoderModel& model) {
+  TORCH_CHECK(!model.sharesWeights(), "this model is the base of a LoRA model with its adapters off (a reference policy), "
+              "whose weights are frozen; train the LoRA model itself");
   TORCH_CHECK(model.dtype() != at::kHalf, "training in float16 needs loss scaling, which this trainer does not do; "
               "train in bfloat16 (model.dtype: bfloat16, the CUDA default) or float32");
 }
@@ -58,6 +62,7 @@ void Trainer::enableDataParallel(std::shared_ptr<DistributedGroup> group, const 
     if (!masters_[i].is_same(modelParams_[i])) modelParams_[i].copy_(masters_[i]);
   GradientReducerOptions reducerOptions = options;
   reducerOptions.mainGradients = lowPrecision_;
+  rank_ = group->rank();
   reducer_ = std::make_unique<GradientReducer>(std::move(group), modelParams_, reducerOptions);
   mainGrads_.assign(masters_.size(), at::Tensor());  // the reducer's buckets hold them from now on
 }
@@ -81,7 +86,9 @@ AccumulateResult Trainer::accumulate(const MicroBatch& batch, Objective objectiv
   const at::Tensor lossMask = batch.lossMask.to(floats), klMask = batch.klMask.to(floats);
   TORCH_CHECK(ids.dim() == 2 && ids.size(1) >= 2, "a micro-batch needs [B, T] token ids with T >= 2");
 
-  at::Tensor hidden = model_->hiddenStates(ids, rowPositions(ids), nullptr, attention, options_.activationCheckpointing);
+  at::Tensor hidden = model_->hiddenStates(ids, rowPositions(ids), nullptr, attention, options_.activationCheckpointing,
+                                           loraDropoutSeed());
+  ++microBatchesThisStep_;
   const bool needKl = objective == Objective::Policy && lossOptions.klCoef != 0;
   at::Tensor need = needKl ? (lossMask + klMask) > 0 : lossMask > 0;
   SelectedTokens tokens = selectTokens(hidden, ids, need);
@@ -142,8 +149,19 @@ void Trainer::foldGradients() {
   }
 }
 
+int64_t Trainer::loraDropoutSeed() const {
+  const LoraConfig* lora = model_->lora();
+  if (!lora || lora->dropout == 0) return -1;
+  // A function of (seed, optimizer step, micro-batch, rank) only: a resumed run draws the same masks.
+  const int64_t parts[] = {optimizer_->steps(), microBatchesThisStep_, rank_};
+  int64_t seed = static_cast<int64_t>(lora->seed >> 1);
+  for (int64_t part : parts) seed = loraModuleSeed(seed, part, 0);
+  return seed;
+}
+
 void Trainer::zeroGrad() {
   gradientsReduced_ = false;
+  microBatchesThisStep_ = 0;
   for (auto& p : modelParams_)
     if (p.grad().defined()) p.mutable_grad() = at::Tensor();
   for (auto& m : masters_)

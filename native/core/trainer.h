@@ -75,7 +75,8 @@ class Trainer {
 
   // Everything a resumed run needs besides the model weights, by name: AdamW moments
   // ("exp_avg.<param>", "exp_avg_sq.<param>") and, for bf16/fp16 models, the fp32 masters
-  // ("master.<param>"). The step count travels separately.
+  // ("master.<param>"), for the trainable tensors (DecoderModel::trainableParameters: under LoRA
+  // the adapters, by their PEFT names). The step count travels separately.
   std::vector<std::pair<std::string, at::Tensor>> stateTensors() const;
   void restoreState(const std::unordered_map<std::string, at::Tensor>& tensors, int64_t steps);
 
@@ -98,6 +99,9 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<GradientReducer> reducer_;  // data-parallel only
   bool gradientsReduced_ = false;
+  int64_t rank_ = 0;                  // data-parallel rank (0 alone)
+  int64_t microBatchesThisStep_ = 0;  // accumulate() calls since the last step or zeroGrad
+  int64_t loraDropoutSeed() const;    // the seed of this micro-batch's LoRA dropout masks (-1: none)
 };
 
 }  // namespace octo
