@@ -12,6 +12,7 @@ import fs from "node:fs";
 import path from "node:path";
 
 import { DataParallel, torchrunEnv } from "../lib/engine/distributed";
+import type { LoraSettings } from "../lib/engine/lora";
 import { Model } from "../lib/engine/model";
 import { PolicyTrainer, type StepReport, type TrainSequence } from "../lib/engine/trainer";
 import type { LossOptions, ModelSpec } from "../lib/native";
@@ -33,6 +34,8 @@ export interface WorkerJob {
   /** one trainer per entry (trained one after the other on the same batches), e.g. with and without overlap */
   variants: { name: string; bucketMegabytes: number; overlapBackward: boolean }[];
   timeoutSeconds: number;
+  /** LoRA adapters on every trained model (docs/methods.md §14): the ranks then reduce and save the adapters alone */
+  lora?: LoraSettings & { seed: number };
   /** where each rank writes `rank-R/<variant>` weights, `rank-R.jsonl` step reports, `bench-rank-R.json` */
   out: string;
 }
@@ -76,7 +79,7 @@ async function main(jobFile: string): Promise<void> {
   const schedule = { lr: job.lr, warmupSteps: 0, kind: "constant" as const };
   const runs = await Promise.all(
     job.variants.map(async (variant) => {
-      const model = await Model.create(job.spec, job.seed, { device: "cpu" });
+      const model = await Model.create(job.spec, job.seed, { device: "cpu", lora: job.lora });
       return { variant, model, trainer: new PolicyTrainer(model, { schedule, microBatchSize: job.microBatchSize }), reports: [] as StepReport[] };
     }),
   );
