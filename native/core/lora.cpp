@@ -76,9 +76,18 @@ at::Tensor addLora(at::Tensor y, const at::Tensor& x, const LoraPair& lora, cons
     at::Tensor keep = at::empty_like(x).bernoulli_(1.0 - config.dropout, generator);
     input = x * keep * (1.0 / (1.0 - config.dropout));
   }
-  const at::Tensor delta = octo::linear(octo::linear(input, lora.A), lora.B);  // [..., r] -> [..., out]
-  // The same add kernel with and without autograd, so a rollout's log-probs and the trainer's agree.
-  return at::GradMode::is_enabled() ? at::add(y, delta, config.scale()) : y.add_(delta, config.scale());
+  const at::Tensor down = octo::linear(input, lora.A);  // [..., r]
+  if (fewRowLinearApplies(down, lora.B)) return y.add_(fewRowLinear(down, lora.B, {}), config.scale());  // a decode step's few rows
+  // One GEMM for B and the add: y + scale · (A x) Bᵀ, the same call with and without autograd, so a
+  // rollout's log-probs and the trainer's agree. (y's leading dims merge even when it is a slice
+  // of the fused QKV output: a view, so the no-grad form writes into y itself.)
+  const int64_t out = lora.B.size(0), rank = lora.B.size(1);
+  const at::Tensor y2 = y.view({-1, out}), down2 = down.reshape({-1, rank});
+  if (!at::GradMode::is_enabled()) {
+    y2.addmm_(down2, lora.B.t(), 1.0, config.scale());
+    return y;
+  }
+  return at::addmm(y2, down2, lora.B.t(), 1.0, config.scale()).view(y.sizes());
 }
 
 LoraPair initialLoraPair(int64_t in, int64_t out, int64_t rank, at::Generator& generator) {
