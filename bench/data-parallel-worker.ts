@@ -12,6 +12,7 @@ import fs from "node:fs";
 import path from "node:path";
 
 import { DataParallel, torchrunEnv } from "../lib/engine/distributed";
+import type { LoraSettings } from "../lib/engine/lora";
 import { Model } from "../lib/engine/model";
 import { PolicyTrainer, type DataParallelStrategy, type StepReport, type TrainSequence } from "../lib/engine/trainer";
 import { native, type LossOptions, type ModelSpec, type ShardMemory } from "../lib/native";
@@ -33,6 +34,8 @@ export interface WorkerJob {
   /** one trainer per entry (trained one after the other on the same batches), e.g. with and without overlap */
   variants: WorkerVariant[];
   timeoutSeconds: number;
+  /** LoRA adapters on every trained model (docs/methods.md §14): the ranks then reduce and save the adapters alone */
+  lora?: LoraSettings & { seed: number };
   /** where each rank writes `rank-R/<variant>` weights, `rank-R.jsonl` step reports, `bench-rank-R.json` */
   out: string;
   /** "train": also save the weights and optimizer state after this step, into `state-N/<variant>` (the end's are always saved) */
@@ -161,7 +164,7 @@ async function main(jobFile: string): Promise<void> {
     job.variants.map(async (variant) => {
       const model = job.resumeFrom
         ? await Model.load(path.join(job.resumeFrom.dir, variant.name, "model"), { device: "cpu" })
-        : await Model.create(job.spec, job.seed, { device: "cpu" });
+        : await Model.create(job.spec, job.seed, { device: "cpu", lora: job.lora });
       const trainer = new PolicyTrainer(model, { schedule, microBatchSize: job.microBatchSize, activationCheckpointing: variant.activationCheckpointing ?? false });
       return { variant, model, trainer, reports: [] as Measured[] };
     }),

@@ -1,6 +1,9 @@
 /** The library entry: `import { … } from "octo-native"`. */
 export { Model, ModelLoadError, inspectCheckpoint } from "./engine/model";
-export type { Checkpoint, ForwardOptions, SaveOptions } from "./engine/model";
+export type { Checkpoint, ForwardOptions, LoadOptions, SaveOptions } from "./engine/model";
+export { AdapterError, inspectAdapter, isAdapterDir, LORA_MODULES } from "./engine/lora";
+export type { Adapter, LoraModule, LoraSettings } from "./engine/lora";
+export { runMergeCommand } from "./commands/merge";
 export { modelSpecFromConfig, configFromModelSpec, ModelConfigError, SUPPORTED_ARCHITECTURES } from "./engine/model-config";
 export { native } from "./native";
 export type { ModelSpec, TensorRecord, DeviceOptions, EngineInfo } from "./native";

@@ -133,6 +133,16 @@ export interface NativePrefixCache {
   clear(): void;
 }
 
+/** LoRA adapters as the engine takes them (lib/engine/lora.ts checks them). */
+export interface NativeLoraConfig {
+  rank: number;
+  alpha: number;
+  dropout: number;
+  targetModules: string[];
+  /** of the initialisation of A and of the dropout masks */
+  seed: number;
+}
+
 export interface NativeModel {
   readonly disposed: boolean;
   readonly device: string;
@@ -146,9 +156,18 @@ export interface NativeModel {
   parameters(): ParameterShape[];
   /** [batch, length] log p(token t | tokens < t), 0 at t = 0 and at padding; no gradient */
   sequenceLogprobs(options: { inputIds: Int32Array; batch: number; length: number; attentionMask: Uint8Array; temperature: number; chunkSize: number }): Promise<Float32Array>;
-  /** `header` is the full safetensors prefix; tensors are written in `names` order as `dtypes`. */
-  saveSafetensors(file: string, header: Buffer, names: string[], dtypes: string[]): Promise<void>;
-  /** the parameters holding NaN or ±Inf values, with how many each holds, in Hugging Face order (empty: none) */
+  /**
+   * `header` is the full safetensors prefix; tensors (base parameters or adapter tensors, by name)
+   * are written in `names` order as `dtypes`. `merged`: each base weight with its LoRA adapter merged in.
+   */
+  saveSafetensors(file: string, header: Buffer, names: string[], dtypes: string[], merged?: boolean): Promise<void>;
+  /** LoRA adapters (native/core/lora.h) read from `records` (PEFT names), or freshly initialised without them; the base is frozen from then on */
+  attachAdapters(config: NativeLoraConfig, records?: TensorRecord[]): Promise<void>;
+  /** the same base weights, shared (not copied), with no adapters: the reference policy of a LoRA run */
+  withoutAdapters(): Promise<NativeModel>;
+  /** the LoRA tensors under their PEFT names, layer by layer (empty without LoRA) */
+  adapterParameters(): ParameterShape[];
+  /** the parameters (then adapter tensors) holding NaN or ±Inf values, with how many each holds, in Hugging Face order (empty: none) */
   nonFiniteParameters(): Promise<{ name: string; count: number }[]>;
   dispose(): void;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `octo-native` command line (docs/methods.md §9): the yargs wiring (command names, options, help).
- * Each command's handler is in its own file beside this one: info, generate, train, sft, eval, compare,
+ * Each command's handler is in its own file beside this one: info, generate, train, sft, merge, eval, compare,
  * bench (grade and report call lib/grading and lib/report directly).
  */
 import path from "node:path";
@@ -23,6 +23,7 @@ import { compareCommand } from "./compare";
 import { evalCommand } from "./eval";
 import { generateCommand } from "./generate";
 import { infoCommand } from "./info";
+import { mergeCommand } from "./merge";
 import { sftCommand } from "./sft";
 import { trainCommand } from "./train";
 
@@ -72,6 +73,15 @@ const sftOptions = (y: Argv) =>
     .option("chat", { type: "boolean", default: true, describe: "wrap in the tokenizer's chat template" })
     .option("separator", { type: "string", describe: "self-correction marker (default: the one in docs/methods.md §6.1)" })
     .option("device", { type: "string", default: "auto" });
+
+/** `merge`'s options. */
+const mergeOptions = (y: Argv) =>
+  y
+    .option("base", { type: "string", demandOption: true, describe: "the base model's Hugging Face directory" })
+    .option("adapter", { type: "string", demandOption: true, describe: "PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors; a LoRA run's checkpoint)" })
+    .option("out", { type: "string", demandOption: true, describe: "where to write the merged model (a new or empty directory)" })
+    .option("overwrite", { type: "boolean", default: false, describe: "write into a non-empty --out, replacing only the model's own files" })
+    .option("device", { type: "string", default: "cpu", describe: "where the merge is computed (fp32); cpu | cuda | cuda:N" });
 
 /** `eval`'s options. */
 const evalOptions = (y: Argv) =>
@@ -143,6 +153,7 @@ async function main(argv: string[]): Promise<void> {
       (args) => trainCommand(args, argv),
     )
     .command("sft", "supervised cold start on (problem, o1, o2) examples: teaches the self-correction format", sftOptions, (args) => sftCommand(args))
+    .command("merge", "merge a LoRA adapter into its base: one Hugging Face checkpoint with W + (alpha/r)·B·A in the base's dtype", mergeOptions, (args) => mergeCommand(args))
     .command(
       "eval",
       "evaluate a model: pass@k, maj@k, mean@k and self-correction (Acc@t1…t_R, Δ, Δi→c, Δc→i); per-sample JSONL + summary JSON",

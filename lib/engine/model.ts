@@ -10,6 +10,17 @@ import { native, type DeviceOptions, type ModelSpec, type NativeModel, type Tens
 import { syncDirectory, writeFileDurable } from "../util/atomic-file";
 import { makeDirectory, readRegularFile } from "../util/files";
 import { removeStaleStaging, stagingName } from "../util/staging";
+import {
+  ADAPTER_CONFIG_FILE,
+  ADAPTER_WEIGHTS_FILE,
+  adapterConfigJson,
+  checkLoraSettings,
+  inspectAdapter,
+  isAdapterDir,
+  readAdapterConfig,
+  type Adapter,
+  type LoraSettings,
+} from "./lora";
 import { configFromModelSpec, modelSpecFromConfig } from "./model-config";
 import { buildSafetensorsHeader, DTYPE_BYTES, readSafetensorsHeader } from "./safetensors";
 import {
@@ -142,6 +153,20 @@ export interface ForwardOptions {
   output?: "logits" | "last";
 }
 
+export interface LoadOptions extends DeviceOptions {
+  /**
+   * A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to put on the
+   * base loaded from `dir`. Without it, a `dir` that is itself an adapter directory (a LoRA run's
+   * checkpoint) is loaded onto the base its adapter_config.json names.
+   */
+  adapter?: string;
+  /**
+   * LoRA (docs/methods.md §14): fresh adapters on the base (A as PEFT initialises it, from `seed`;
+   * B = 0), or, with an adapter, the settings it must match (its dropout then taken from here).
+   */
+  lora?: LoraSettings & { seed?: number };
+}
+
 export interface SaveOptions {
   /** largest shard in bytes before splitting into model-0000i-of-0000n files (default 5 GB, as transformers) */
   maxShardBytes?: number;
@@ -149,9 +174,14 @@ export interface SaveOptions {
   dtype?: "F32" | "BF16" | "F16";
   /**
    * Save into a directory that already holds files. Only the model's own files are replaced
-   * (config.json, the weights and their index, the companion files); anything else stays.
+   * (config.json, the weights and their index, the adapter files, the companion files); anything else stays.
    */
   overwrite?: boolean;
+  /**
+   * A LoRA model saves its adapter alone (PEFT's layout) unless `merged`: then the whole model in the
+   * Hugging Face layout, each targeted weight W + (alpha / r) · B A in the base's dtype.
+   */
+  merged?: boolean;
 }
 
 /**
@@ -172,23 +202,52 @@ export class Model {
     readonly spec: ModelSpec,
     readonly config: Record<string, unknown>,
     private readonly tensorDtypes: Map<string, string>,
-    /** where companion files (tokenizer, generation config) are copied from on save */
+    /** where companion files (tokenizer, generation config) are copied from on save; a LoRA model's base */
     readonly sourceDir: string | undefined,
+    /** the LoRA adapters' settings (lib/engine/lora.ts), when it has adapters */
+    readonly lora: LoraSettings | undefined,
   ) {}
 
-  static async load(dir: string, options: DeviceOptions = {}): Promise<Model> {
-    const checkpoint = inspectCheckpoint(dir);
+  static async load(dir: string, options: LoadOptions = {}): Promise<Model> {
+    let baseDir = dir;
+    let adapterDir = options.adapter;
+    if (adapterDir === undefined && isAdapterDir(dir)) {
+      const { baseModel } = readAdapterConfig(dir);
+      if (baseModel === undefined)
+        throw new ModelLoadError(`${dir} is a LoRA adapter whose ${ADAPTER_CONFIG_FILE} names no base_model_name_or_path: load it onto its base (Model.load(base, { adapter }), or octo-native merge --base)`);
+      if (!fs.existsSync(path.join(baseModel, "config.json")))
+        throw new ModelLoadError(`${dir} is a LoRA adapter of the base model '${baseModel}' (its ${ADAPTER_CONFIG_FILE}), which is not a model directory here: load it onto its base (Model.load(base, { adapter }), or octo-native merge --base)`);
+      [baseDir, adapterDir] = [baseModel, dir];
+    }
+    const checkpoint = inspectCheckpoint(baseDir);
+    // Everything is checked before any weight is read.
+    const adapter = adapterDir !== undefined ? inspectAdapter(adapterDir, checkpoint.spec) : undefined;
+    const lora = loraToAttach(adapter, options.lora);
     const handle = await native().loadModel(checkpoint.spec, checkpoint.records, options);
-    warnOfNonFiniteWeights(dir, await handle.nonFiniteParameters());
     const dtypes = new Map(checkpoint.records.map((r) => [r.name, r.dtype]));
-    return new Model(handle, checkpoint.spec, checkpoint.config, dtypes, dir);
+    if (lora) await attachLora(handle, lora, options.lora?.seed ?? 0, adapter, dtypes);
+    warnOfNonFiniteWeights(adapterDir ?? dir, await handle.nonFiniteParameters());
+    return new Model(handle, checkpoint.spec, checkpoint.config, dtypes, baseDir, lora);
   }
 
-  /** A model with fresh weights (normal(0, 0.02), norms at 1) from a spec. */
-  static async create(spec: ModelSpec, seed: number, options: DeviceOptions = {}): Promise<Model> {
+  /** A model with fresh weights (normal(0, 0.02), norms at 1) from a spec, with fresh LoRA adapters when `lora` is given. */
+  static async create(spec: ModelSpec, seed: number, options: DeviceOptions & { lora?: LoraSettings & { seed?: number } } = {}): Promise<Model> {
+    const lora = loraToAttach(undefined, options.lora);
     const handle = await native().createModel(spec, seed, options);
     const dtypes = new Map(handle.parameters().map((p) => [p.name, "F32"]));
-    return new Model(handle, spec, configFromModelSpec(spec), dtypes, undefined);
+    if (lora) await attachLora(handle, lora, options.lora?.seed ?? 0, undefined, dtypes);
+    return new Model(handle, spec, configFromModelSpec(spec), dtypes, undefined, lora);
+  }
+
+  /**
+   * The base of a LoRA model with its adapters off: the same weights in memory (nothing copied), so
+   * a LoRA run's reference policy costs no second model (docs/methods.md §14). Its calls are its own
+   * (the base never changes, so they need no ordering against the LoRA model's).
+   */
+  async withoutAdapters(): Promise<Model> {
+    if (!this.lora) throw new Error("withoutAdapters: this model has no LoRA adapters (load it with the lora or adapter option)");
+    const view = await this.exclusive(() => this.handle.withoutAdapters());
+    return new Model(view, this.spec, this.config, this.tensorDtypes, this.sourceDir, undefined);
   }
 
   get device(): string {
@@ -314,26 +373,60 @@ export class Model {
   /**
    * Writes config.json, the weights (sharded with an index past maxShardBytes) and the
    * source's companion files into `dir`, atomically: a temp directory renamed into place,
-   * so an interrupted save never leaves a half-written model.
+   * so an interrupted save never leaves a half-written model. A LoRA model writes its adapter
+   * (adapter_config.json + adapter_model.safetensors, PEFT's layout) and the companion files,
+   * or with `merged` the whole model with the adapters merged in.
    */
   save(dir: string, options: SaveOptions = {}): Promise<void> {
-    return this.exclusive(() => this.writeCheckpoint(dir, options));
+    return this.exclusive(() => (this.lora && !options.merged ? this.writeAdapter(dir, options) : this.writeCheckpoint(dir, options)));
   }
 
-  private async writeCheckpoint(dir: string, options: SaveOptions): Promise<void> {
+  /** Throws unless every weight (and adapter tensor) is finite. */
+  private async checkFinite(dir: string): Promise<void> {
     const nonFinite = await this.handle.nonFiniteParameters();
     if (nonFinite.length > 0)
       throw new Error(
         `not saving ${dir}: ${describeNonFinite(nonFinite)}, and a checkpoint of such weights is unusable. ` +
           `They were there when the model was loaded (Model.load warns of them) or were written into it outside the trainer, which skips any step that would make one`,
       );
-    const maxShardBytes = options.maxShardBytes ?? 5 * 1024 ** 3;
-    const target = path.resolve(dir);
+  }
+
+  /** The staging directory of a save into `target` (checked first), removed again when `write` fails; then installed. */
+  private async staged(target: string, options: SaveOptions, kind: "model" | "adapter", write: (staging: string) => Promise<void>): Promise<void> {
     checkSaveTarget(target, options.overwrite ?? false);
     removeStaleStaging(path.dirname(target), { locked: false, only: (name) => name.startsWith(`${path.basename(target)}.tmp-`) });
     const staging = stagingName(target, "tmp");
     makeDirectory(staging, "the model's staging directory");
     try {
+      await write(staging);
+      if (this.sourceDir && path.resolve(this.sourceDir) !== target)
+        for (const f of COMPANION_FILES)
+          if (fs.existsSync(path.join(this.sourceDir, f))) writeFileDurable(path.join(staging, f), readRegularFile(path.join(this.sourceDir, f)));
+      syncDirectory(staging);
+      installModelFiles(staging, target, kind);
+    } catch (error) {
+      fs.rmSync(staging, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  /** A LoRA model's adapter in PEFT's layout (lib/engine/lora.ts), which transformers and vLLM load onto the base. */
+  private async writeAdapter(dir: string, options: SaveOptions): Promise<void> {
+    await this.checkFinite(dir);
+    const lora = this.lora!;
+    await this.staged(path.resolve(dir), options, "adapter", async (staging) => {
+      const tensors = this.handle.adapterParameters().map((p) => ({ ...p, dtype: options.dtype ?? this.tensorDtypes.get(p.name) ?? "F32" }));
+      await this.handle.saveSafetensors(path.join(staging, ADAPTER_WEIGHTS_FILE), buildSafetensorsHeader(tensors), tensors.map((t) => t.name), tensors.map((t) => t.dtype));
+      const baseModel = this.sourceDir !== undefined ? path.resolve(this.sourceDir) : undefined;
+      writeFileDurable(path.join(staging, ADAPTER_CONFIG_FILE), JSON.stringify(adapterConfigJson(lora, baseModel), null, 2) + "\n");
+    });
+  }
+
+  private async writeCheckpoint(dir: string, options: SaveOptions): Promise<void> {
+    await this.checkFinite(dir);
+    const maxShardBytes = options.maxShardBytes ?? 5 * 1024 ** 3;
+    const merged = (options.merged ?? false) && this.lora !== undefined;
+    await this.staged(path.resolve(dir), options, "model", async (staging) => {
       const tensors = this.handle.parameters().map((p) => {
         const dtype = options.dtype ?? this.tensorDtypes.get(p.name) ?? "F32";
         return { ...p, dtype, bytes: p.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype] };
@@ -355,7 +448,7 @@ export class Model {
         const name = shards.length === 1 ? WEIGHTS_FILE : `model-${String(i + 1).padStart(5, "0")}-of-${n}.safetensors`;
         const header = buildSafetensorsHeader(shard);
         // The engine fsyncs what it writes.
-        await this.handle.saveSafetensors(path.join(staging, name), header, shard.map((t) => t.name), shard.map((t) => t.dtype));
+        await this.handle.saveSafetensors(path.join(staging, name), header, shard.map((t) => t.name), shard.map((t) => t.dtype), merged);
         for (const t of shard) {
           weightMap[t.name] = name;
           totalSize += t.bytes;
@@ -365,15 +458,7 @@ export class Model {
         writeFileDurable(path.join(staging, INDEX_FILE), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2));
       const torchDtype = options.dtype === "BF16" ? "bfloat16" : options.dtype === "F16" ? "float16" : options.dtype === "F32" ? "float32" : this.config.torch_dtype;
       writeFileDurable(path.join(staging, "config.json"), JSON.stringify({ ...this.config, torch_dtype: torchDtype ?? "float32" }, null, 2) + "\n");
-      if (this.sourceDir && path.resolve(this.sourceDir) !== target)
-        for (const f of COMPANION_FILES)
-          if (fs.existsSync(path.join(this.sourceDir, f))) writeFileDurable(path.join(staging, f), readRegularFile(path.join(this.sourceDir, f)));
-      syncDirectory(staging);
-      installModelFiles(staging, target);
-    } catch (error) {
-      fs.rmSync(staging, { recursive: true, force: true });
-      throw error;
-    }
+    });
   }
 
   /** Frees the weights once the engine calls already started finish; calls still waiting behind them are refused. */
@@ -405,6 +490,40 @@ function isWeightsFile(name: string): boolean {
   return name === WEIGHTS_FILE || name === INDEX_FILE || /^model-\d{5}-of-\d{5}\.safetensors$/.test(name);
 }
 
+/** The files of the other kind of save, removed when a save of `kind` replaces a directory's model. */
+function isOtherKindsFile(name: string, kind: "model" | "adapter"): boolean {
+  return kind === "model" ? name === ADAPTER_CONFIG_FILE || name === ADAPTER_WEIGHTS_FILE : name === "config.json" || isWeightsFile(name);
+}
+
+/** The LoRA adapters Model.load / create attach: a checked adapter's settings (matching `requested`), or the requested fresh ones. */
+function loraToAttach(adapter: Adapter | undefined, requested: LoraSettings | undefined): LoraSettings | undefined {
+  if (requested) checkLoraSettings(requested, "the lora settings");
+  if (!adapter) return requested && { rank: requested.rank, alpha: requested.alpha, dropout: requested.dropout, targetModules: [...requested.targetModules] };
+  if (!requested) return adapter.settings;
+  const a = adapter.settings;
+  const sameModules = a.targetModules.length === requested.targetModules.length && requested.targetModules.every((m) => a.targetModules.includes(m));
+  if (a.rank !== requested.rank || a.alpha !== requested.alpha || !sameModules)
+    throw new ModelLoadError(
+      `${adapter.dir}: the adapter has r = ${a.rank}, lora_alpha = ${a.alpha}, target_modules [${a.targetModules.join(", ")}] but the lora settings ask for ` +
+        `rank ${requested.rank}, alpha ${requested.alpha}, targetModules [${requested.targetModules.join(", ")}]: make them agree`,
+    );
+  return { ...a, dropout: requested.dropout };
+}
+
+/** Puts adapters on a freshly loaded handle (read from `adapter`, or initialised); their save dtypes go into `dtypes`. */
+async function attachLora(handle: NativeModel, lora: LoraSettings, seed: number, adapter: Adapter | undefined, dtypes: Map<string, string>): Promise<void> {
+  try {
+    await handle.attachAdapters({ ...lora, targetModules: [...lora.targetModules], seed }, adapter?.records);
+  } catch (error) {
+    handle.dispose();
+    throw error;
+  }
+  // Fresh adapters are saved in the compute dtype (c10 names); the fp32 masters of a bf16 model go with the optimizer state.
+  const fresh = ({ Float: "F32", BFloat16: "BF16", Half: "F16" } as Record<string, string>)[handle.dtype] ?? "F32";
+  for (const r of adapter?.records ?? []) dtypes.set(r.name, r.dtype);
+  if (!adapter) for (const p of handle.adapterParameters()) dtypes.set(p.name, fresh);
+}
+
 /** Throws unless a save into `dir` may go ahead: it is new or empty, or the caller asked to overwrite. */
 export function checkSaveTarget(dir: string, overwrite: boolean): void {
   const target = path.resolve(dir);
@@ -425,7 +544,7 @@ export function checkSaveTarget(dir: string, overwrite: boolean): void {
  * config.json, so the directory always loads whole old or whole new weights), then the weight
  * files of the earlier save that the new one does not have are removed. Other files are not touched.
  */
-function installModelFiles(staging: string, target: string): void {
+function installModelFiles(staging: string, target: string, kind: "model" | "adapter"): void {
   if (!fs.existsSync(target)) {
     makeDirectory(path.dirname(target), "the directory of the saved model");
     fs.renameSync(staging, target);
@@ -436,7 +555,7 @@ function installModelFiles(staging: string, target: string): void {
   const order = (name: string) => (name === INDEX_FILE ? 1 : name === "config.json" ? 2 : 0);
   for (const name of [...written].sort((a, b) => order(a) - order(b))) fs.renameSync(path.join(staging, name), path.join(target, name));
   for (const name of fs.readdirSync(target))
-    if (!written.includes(name) && isWeightsFile(name)) fs.rmSync(path.join(target, name), { force: true });
+    if (!written.includes(name) && (isWeightsFile(name) || isOtherKindsFile(name, kind))) fs.rmSync(path.join(target, name), { force: true });
   syncDirectory(target);
   fs.rmSync(staging, { recursive: true, force: true });
 }

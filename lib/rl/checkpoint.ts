@@ -1,6 +1,7 @@
 /**
  * Checkpoints of a run (docs/methods.md §9, §12; docs/reliability.md): the model in the Hugging Face
- * layout plus the optimizer state and everything else a resumed run needs (step, data cursor).
+ * layout (a LoRA run: its adapter in PEFT's, §14) plus the optimizer state and everything else a
+ * resumed run needs (step, data cursor).
  * Written to a staging directory, every file fsynced, then renamed into place and the rename
  * fsynced, so a `step-NNNNNN` directory is complete even after a power cut. A resume still checks
  * each candidate whole (headers, sizes, state) and falls back past a damaged one.
@@ -11,6 +12,7 @@ import path from "node:path";
 import { z } from "zod";
 
 import type { DataParallel } from "../engine/distributed";
+import { ADAPTER_WEIGHTS_FILE, isAdapterDir, readAdapterConfig } from "../engine/lora";
 import { inspectCheckpoint, type Model } from "../engine/model";
 import { readSafetensorsHeader } from "../engine/safetensors";
 import { PolicyTrainer } from "../engine/trainer";
@@ -145,7 +147,11 @@ export function checkCheckpoint(dir: string): { state: TrainerState } | { proble
     if (!parsed.success) return { problem: `${stateFile}: ${parsed.error.issues.map((i) => `${i.path.join(".") || "(top)"}: ${i.message}`).join("; ")}` };
     const expectedStep = stepOfCheckpoint(dir);
     if (parsed.data.step !== expectedStep) return { problem: `${stateFile}: says step ${parsed.data.step} in the directory of step ${expectedStep}` };
-    inspectCheckpoint(dir);
+    // A LoRA run's checkpoint holds the adapter (checked against the base when it is loaded).
+    if (isAdapterDir(dir)) {
+      readAdapterConfig(dir);
+      readSafetensorsHeader(path.join(dir, ADAPTER_WEIGHTS_FILE));
+    } else inspectCheckpoint(dir);
     if (fs.existsSync(path.join(dir, OPTIMIZER_INDEX))) {
       const index = PolicyTrainer.readStateIndex(path.join(dir, OPTIMIZER_INDEX));
       for (const file of index.paths) readSafetensorsHeader(file);

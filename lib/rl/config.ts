@@ -152,7 +152,7 @@ export const configSchema = z.strictObject({
       strategy: z.enum(["ddp", "zero2", "fsdp"]).default("ddp"),
     })
     .prefault({}),
-  /** low-rank adapters on a frozen base (docs/methods.md §13); absent: full fine-tuning */
+  /** low-rank adapters on a frozen base (docs/methods.md §14); absent: full fine-tuning */
   lora: z
     .strictObject({
       rank: positiveInt,

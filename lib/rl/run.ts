@@ -17,6 +17,7 @@ import YAML from "yaml";
 
 import { ensureDemoModel } from "../demo/model";
 import { DataParallel, rankDevice, torchrunEnv } from "../engine/distributed";
+import { isAdapterDir } from "../engine/lora";
 import { Model } from "../engine/model";
 import { TextTokenizer } from "../engine/tokenizer";
 import { PolicyTrainer } from "../engine/trainer";
@@ -157,8 +158,6 @@ async function trainJoined(run: RunContext, started: number): Promise<TrainSumma
 
 /** Joins the ranks (data-parallel), checks the method runs on them, and takes the run directory (rank 0): its lock, stale staging removed. */
 async function joinRun(config: RunConfig, options: TrainOptions, stopSignals: StopSignals, log: (line: string) => void): Promise<RunContext> {
-  // Issue 19 in progress: the schema names them so configs can be written; the engine lands next.
-  if (config.lora) throw new ConfigError("lora: not implemented yet; remove the lora block to fine-tune every weight");
   const runDir = path.resolve(config.run.dir);
   const rankEnv = torchrunEnv();
   const device = rankEnv ? rankDevice(config.model.device, rankEnv.localRank) : config.model.device;
@@ -262,14 +261,26 @@ async function resumePoint({ config, options, runDir, dp, log }: RunContext): Pr
   return resumeFrom;
 }
 
-/** The policy (from the checkpoint when resuming), the tokenizer, and the reference when a KL term (or a base-model label) needs it. */
+/**
+ * The policy (from the checkpoint when resuming), the tokenizer, and the reference when a KL term (or a
+ * base-model label) needs it. With lora (docs/methods.md §14) the policy is the base plus adapters (fresh,
+ * or the checkpoint's) and the reference is that same base with the adapters off: no second model.
+ */
 async function loadModels({ config, device }: RunContext, modelDir: string, resumeFrom: ResumePoint): Promise<RunModels> {
   const placement = { device, dtype: config.model.dtype };
-  const policy = await Model.load(resumeFrom?.dir ?? modelDir, placement);
+  if (resumeFrom && isAdapterDir(resumeFrom.dir) !== (config.lora !== undefined))
+    throw new ConfigError(
+      config.lora
+        ? `${resumeFrom.dir} holds a whole model (a run without lora): resume it without the lora block, or start a new run directory`
+        : `${resumeFrom.dir} holds a LoRA adapter (a run with lora): resume it with the run's lora block, or start a new run directory`,
+    );
+  const policy = config.lora
+    ? await Model.load(modelDir, { ...placement, lora: { ...config.lora, seed: config.run.seed }, adapter: resumeFrom?.dir })
+    : await Model.load(resumeFrom?.dir ?? modelDir, placement);
   const tokenizer = TextTokenizer.fromDir(modelDir);
   if (tokenizer.vocabSize > policy.spec.vocabSize)
     throw new Error(`${modelDir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${policy.spec.vocabSize}`);
-  const reference = methodNeedsReference(config) ? await Model.load(modelDir, placement) : undefined;
+  const reference = !methodNeedsReference(config) ? undefined : policy.lora ? await policy.withoutAdapters() : await Model.load(modelDir, placement);
   return { modelDir, policy, tokenizer, reference };
 }
 

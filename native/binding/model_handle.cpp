@@ -15,6 +15,9 @@ Napi::Function ModelHandle::define(Napi::Env env) {
                          InstanceMethod<&ModelHandle::createPrefixCache>("createPrefixCache"),
                          InstanceMethod<&ModelHandle::parameters>("parameters"),
                          InstanceMethod<&ModelHandle::saveSafetensors>("saveSafetensors"),
+                         InstanceMethod<&ModelHandle::attachAdapters>("attachAdapters"),
+                         InstanceMethod<&ModelHandle::withoutAdapters>("withoutAdapters"),
+                         InstanceMethod<&ModelHandle::adapterParameters>("adapterParameters"),
                          InstanceMethod<&ModelHandle::nonFiniteParameters>("nonFiniteParameters"),
                          InstanceMethod<&ModelHandle::dispose>("dispose"),
                          InstanceAccessor<&ModelHandle::disposed>("disposed"),
@@ -42,8 +45,9 @@ ModelHandle::ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mode
   if (info.Length() != 1 || !info[0].IsExternal())
     throw Napi::TypeError::New(info.Env(), "Model handles come from loadModel/createModel, not from `new`");
   model_ = *info[0].As<Napi::External<std::shared_ptr<DecoderModel>>>().Data();
-  // CPU weights live outside V8's heap: tell the GC, so it collects dropped handles in time.
-  if (model_->device().is_cpu()) {
+  // CPU weights live outside V8's heap: tell the GC, so it collects dropped handles in time (a view
+  // of another model's weights holds none of its own).
+  if (model_->device().is_cpu() && !model_->sharesWeights()) {
     reportedBytes_ = model_->parameterBytes();
     Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reportedBytes_);
   }
@@ -260,7 +264,8 @@ Napi::Value ModelHandle::nonFiniteParameters(const Napi::CallbackInfo& info) {
         env, m->device(),
         [m]() {
           const std::vector<int64_t> counts = m->nonFiniteCounts();
-          const auto parameters = m->namedParameters();
+          auto parameters = m->namedParameters();
+          for (const auto& adapter : m->adapterParameters()) parameters.push_back(adapter);
           Result out;
           for (size_t i = 0; i < counts.size(); ++i)
             if (counts[i] > 0) out.emplace_back(parameters[i].first, counts[i]);
@@ -279,8 +284,10 @@ Napi::Value ModelHandle::nonFiniteParameters(const Napi::CallbackInfo& info) {
   });
 }
 
-// saveSafetensors(path, header: Buffer, names: string[], dtypes: string[]) -> Promise<void>
+// saveSafetensors(path, header: Buffer, names: string[], dtypes: string[], merged = false) -> Promise<void>
 // `header` is the complete prefix (length + JSON + padding) built by lib/engine/safetensors.ts.
+// Names are base parameters (Hugging Face) or adapter tensors (PEFT). `merged`: each base weight
+// with its LoRA adapter merged in (W + scale · B A), computed one tensor at a time while writing.
 Napi::Value ModelHandle::saveSafetensors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -289,20 +296,74 @@ Napi::Value ModelHandle::saveSafetensors(const Napi::CallbackInfo& info) {
     Napi::Buffer<char> headerBuffer = info[1].As<Napi::Buffer<char>>();
     std::string header(headerBuffer.Data(), headerBuffer.Length());
     Napi::Array names = info[2].As<Napi::Array>(), dtypes = info[3].As<Napi::Array>();
-    std::vector<at::Tensor> tensors;
+    const bool merged = info.Length() > 4 && info[4].IsBoolean() && info[4].As<Napi::Boolean>().Value();
+    std::vector<std::string> tensorNames;
     std::vector<at::ScalarType> types;
     for (uint32_t i = 0; i < names.Length(); ++i) {
-      tensors.push_back(m->parameter(names.Get(i).As<Napi::String>().Utf8Value()));
+      tensorNames.push_back(names.Get(i).As<Napi::String>().Utf8Value());
+      m->parameter(tensorNames.back());  // an unknown name fails here, before the engine call
       types.push_back(scalarTypeFromSafetensors(dtypes.Get(i).As<Napi::String>().Utf8Value()));
     }
     return PromiseWorker<bool>::start(
         env, m->device(),
-        [m, path, header = std::move(header), tensors = std::move(tensors), types = std::move(types)]() {
-          writeSafetensors(path, header, tensors, types);
+        [m, path, header = std::move(header), tensorNames = std::move(tensorNames), types = std::move(types), merged]() {
+          writeSafetensors(path, header, [&](size_t i) { return merged ? m->mergedParameter(tensorNames[i]) : m->parameter(tensorNames[i]); },
+                           types);
           return true;
         },
         [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
   });
+}
+
+// attachAdapters({rank, alpha, dropout, targetModules, seed}, records?: TensorRecord[]) -> Promise<void>:
+// LoRA adapters on the targeted projections (native/core/lora.h), read from `records` (a PEFT
+// adapter_model.safetensors, checked by lib/engine/lora.ts) or, without them, freshly initialised.
+Napi::Value ModelHandle::attachAdapters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto m = model(env);
+    Napi::Object o = requireObject(info[0], "lora config");
+    LoraConfig config;
+    config.rank = requireInt(o, "rank");
+    config.alpha = requireNumber(o, "alpha");
+    config.dropout = requireNumber(o, "dropout");
+    config.seed = static_cast<uint64_t>(requireInt(o, "seed"));
+    Napi::Value modules = requireKey(o, "targetModules", "lora config");
+    if (!modules.IsArray()) throw Napi::TypeError::New(env, "lora config.targetModules must be an array of module names");
+    Napi::Array array = modules.As<Napi::Array>();
+    for (uint32_t i = 0; i < array.Length(); ++i) config.targetModules.push_back(array.Get(i).As<Napi::String>().Utf8Value());
+    checkLoraConfig(config);
+    std::vector<TensorRecord> records;
+    if (info.Length() > 1 && !info[1].IsUndefined()) records = toTensorRecords(info[1]);
+    return PromiseWorker<bool>::start(
+        env, m->device(),
+        [m, config, records = std::move(records)]() {
+          SafetensorsReader reader;
+          std::unordered_map<std::string, at::Tensor> adapters;
+          for (const auto& record : records) adapters.emplace(record.name, reader.read(record));
+          m->attachAdapters(config, std::move(adapters));
+          return true;
+        },
+        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+  });
+}
+
+// withoutAdapters() -> Promise<Model>: the same base weights (shared) with no adapters
+Napi::Value ModelHandle::withoutAdapters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto m = model(env);
+    using Result = std::shared_ptr<DecoderModel>;
+    return PromiseWorker<Result>::start(
+        env, m->device(), [m]() { return m->withoutAdapters(); },
+        [](Napi::Env env, Result& view) -> Napi::Value { return ModelHandle::wrap(env, view); });
+  });
+}
+
+// adapterParameters() -> [{name, shape}]: the LoRA tensors under their PEFT names (empty without LoRA)
+Napi::Value ModelHandle::adapterParameters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return namedShapesToJs(env, tensorShapes(model(env)->adapterParameters()));
 }
 
 }  // namespace octo::binding

@@ -27,6 +27,9 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
   Napi::Value createPrefixCache(const Napi::CallbackInfo& info);
   Napi::Value parameters(const Napi::CallbackInfo& info);
   Napi::Value saveSafetensors(const Napi::CallbackInfo& info);
+  Napi::Value attachAdapters(const Napi::CallbackInfo& info);
+  Napi::Value withoutAdapters(const Napi::CallbackInfo& info);
+  Napi::Value adapterParameters(const Napi::CallbackInfo& info);
   Napi::Value nonFiniteParameters(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);

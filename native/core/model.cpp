@@ -58,11 +58,12 @@ bool paddingOnlyAtEnds(const at::Tensor& valid, bool hasPadding) {
 struct DecoderModel::CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos,
                             const at::Tensor& sin, const at::Tensor& attendable, at::TensorList weights,
-                            const DecoderModel* model, int64_t layerIndex) {
+                            const DecoderModel* model, int64_t layerIndex, int64_t dropoutSeed) {
     ctx->save_for_backward({x, cos, sin, attendable});
     ctx->saved_data["model"] = reinterpret_cast<int64_t>(model);
     ctx->saved_data["layer"] = layerIndex;
-    return model->layerForward(layerIndex, x, cos, sin, nullptr, maskOrCausal(attendable));
+    ctx->saved_data["dropout"] = dropoutSeed;  // the recompute draws the same LoRA dropout masks
+    return model->layerForward(layerIndex, x, cos, sin, nullptr, maskOrCausal(attendable), dropoutSeed);
   }
 
   // A Function's tensor inputs must be defined, so plain causal attention travels as an empty mask.
@@ -73,21 +74,31 @@ struct DecoderModel::CheckpointedLayer : public torch::autograd::Function<Checkp
     auto saved = ctx->get_saved_variables();
     const auto* model = reinterpret_cast<const DecoderModel*>(ctx->saved_data["model"].toInt());
     const int64_t layerIndex = ctx->saved_data["layer"].toInt();
+    const int64_t dropoutSeed = ctx->saved_data["dropout"].toInt();
     const std::vector<at::Tensor> weights = model->layers_[layerIndex].tensors();
     at::Tensor x = saved[0].detach().requires_grad_(true);
     at::Tensor out;
     {
       at::AutoGradMode enable(true);
-      out = model->layerForward(layerIndex, x, saved[1], saved[2], nullptr, maskOrCausal(saved[3]));
+      out = model->layerForward(layerIndex, x, saved[1], saved[2], nullptr, maskOrCausal(saved[3]), dropoutSeed);
     }
+    // Only what trains is differentiated (under LoRA, the adapters: the frozen base takes no gradient).
     std::vector<at::Tensor> inputs{x};
-    for (const auto& w : weights) inputs.push_back(w);
+    std::vector<size_t> trained;
+    for (size_t i = 0; i < weights.size(); ++i)
+      if (weights[i].requires_grad()) {
+        inputs.push_back(weights[i]);
+        trained.push_back(i);
+      }
     auto grads = torch::autograd::grad({out}, inputs, {gradOutputs[0]}, /*retain_graph=*/false,
                                        /*create_graph=*/false, /*allow_unused=*/true);
     torch::autograd::variable_list result{grads[0], at::Tensor(), at::Tensor(), at::Tensor()};
-    for (size_t i = 1; i < grads.size(); ++i) result.push_back(grads[i]);
+    std::vector<at::Tensor> weightGrads(weights.size());
+    for (size_t j = 0; j < trained.size(); ++j) weightGrads[trained[j]] = grads[j + 1];
+    for (auto& g : weightGrads) result.push_back(g);
     result.push_back(at::Tensor());  // model
     result.push_back(at::Tensor());  // layerIndex
+    result.push_back(at::Tensor());  // dropoutSeed
     return result;
   }
 };
@@ -159,30 +170,103 @@ DecoderModel::DecoderModel(ModelSpec spec, std::unordered_map<std::string, at::T
 
 const at::Tensor& DecoderModel::parameter(const std::string& name) const {
   auto it = parameterIndex_.find(name);
-  TORCH_CHECK(it != parameterIndex_.end(), "no parameter named '", name, "'");
-  return parameters_[it->second].second;
+  if (it != parameterIndex_.end()) return parameters_[it->second].second;
+  auto adapter = adapterIndex_.find(name);
+  TORCH_CHECK(adapter != adapterIndex_.end(), "no parameter named '", name, "'");
+  return adapters_[adapter->second].second;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> DecoderModel::namedParameters() const { return parameters_; }
 
+std::vector<std::pair<std::string, at::Tensor>> DecoderModel::trainableParameters() const {
+  return lora_ ? adapters_ : parameters_;
+}
+
 int64_t DecoderModel::parameterBytes() const {
   int64_t bytes = 0;
-  for (const auto& [name, t] : parameters_) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  for (const auto* list : {&parameters_, &adapters_})
+    for (const auto& [name, t] : *list) bytes += t.numel() * static_cast<int64_t>(t.element_size());
   return bytes;
+}
+
+void DecoderModel::attachAdapters(const LoraConfig& config, std::unordered_map<std::string, at::Tensor> adapters) {
+  TORCH_CHECK(!lora_, "this model already has LoRA adapters");
+  checkLoraConfig(config);
+  at::NoGradGuard noGrad;
+  const bool initialise = adapters.empty();
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(config.seed);
+  std::vector<std::pair<std::string, at::Tensor>> attached;
+  for (int64_t i = 0; i < spec_.numLayers; ++i) {
+    Layer& layer = layers_[i];
+    for (const char* module : kLoraModules) {
+      if (!config.targets(module)) continue;
+      const std::string projection = projectionName(i, module);
+      const at::Tensor& weight = parameter(projection + ".weight");  // [out, in]
+      const int64_t out = weight.size(0), in = weight.size(1);
+      LoraPair pair;
+      const std::string nameA = loraTensorName(i, module, 'A'), nameB = loraTensorName(i, module, 'B');
+      if (initialise) {
+        pair = initialLoraPair(in, out, config.rank, generator);
+      } else {
+        for (const auto* name : {&nameA, &nameB}) {
+          auto it = adapters.find(*name);
+          TORCH_CHECK(it != adapters.end(), "the adapter has no tensor '", *name, "' (lora targets ", module, ")");
+        }
+        pair = {adapters.at(nameA), adapters.at(nameB)};
+        TORCH_CHECK(pair.A.sizes() == at::IntArrayRef({config.rank, in}), "adapter tensor '", nameA, "' has shape ",
+                    pair.A.sizes(), " but rank ", config.rank, " on ", projection, " needs [", config.rank, ", ", in, "]");
+        TORCH_CHECK(pair.B.sizes() == at::IntArrayRef({out, config.rank}), "adapter tensor '", nameB, "' has shape ",
+                    pair.B.sizes(), " but rank ", config.rank, " on ", projection, " needs [", out, ", ", config.rank, "]");
+        adapters.erase(nameA);
+        adapters.erase(nameB);
+      }
+      pair.A = pair.A.to(device_, dtype_).contiguous();
+      pair.B = pair.B.to(device_, dtype_).contiguous();
+      *layer.loraOf(module) = pair;
+      mergeTargets_[projection + ".weight"] = pair;
+      attached.emplace_back(nameA, pair.A);
+      attached.emplace_back(nameB, pair.B);
+    }
+  }
+  TORCH_CHECK(adapters.empty(), "the adapter holds tensor '", adapters.empty() ? "" : adapters.begin()->first,
+              "', which the LoRA config's target modules and this model's layers do not have");
+  for (auto& [name, tensor] : parameters_) tensor.requires_grad_(false);  // frozen for good
+  adapters_ = std::move(attached);
+  for (size_t i = 0; i < adapters_.size(); ++i) adapterIndex_[adapters_[i].first] = i;
+  lora_ = config;
+}
+
+std::shared_ptr<DecoderModel> DecoderModel::withoutAdapters() const {
+  auto view = std::make_shared<DecoderModel>(*this);  // tensor handles: the same storage
+  view->lora_.reset();
+  view->adapters_.clear();
+  view->adapterIndex_.clear();
+  view->mergeTargets_.clear();
+  for (Layer& l : view->layers_)
+    for (const char* module : kLoraModules) *l.loraOf(module) = LoraPair{};
+  view->sharesWeights_ = true;
+  return view;
+}
+
+at::Tensor DecoderModel::mergedParameter(const std::string& name) const {
+  auto it = mergeTargets_.find(name);
+  return it == mergeTargets_.end() ? parameter(name) : mergeLora(parameter(name), it->second, lora_->scale());
 }
 
 std::vector<int64_t> DecoderModel::nonFiniteCounts() const {
   at::NoGradGuard noGrad;
   // A sum is NaN or Inf when a value summed is, and otherwise only if it overflows: one reduction
   // per parameter, no temporaries, finds the tensors to count exactly (none, in a healthy model).
-  std::vector<at::Tensor> sums;
-  for (const auto& [name, t] : parameters_) sums.push_back(t.sum(at::kFloat));
+  std::vector<at::Tensor> tensors, sums;
+  for (const auto* list : {&parameters_, &adapters_})
+    for (const auto& [name, t] : *list) tensors.push_back(t);
+  for (const auto& t : tensors) sums.push_back(t.sum(at::kFloat));
   const at::Tensor suspect = at::stack(sums).isfinite().logical_not().cpu();
   constexpr int64_t kChunkElements = int64_t{1} << 24;  // bounds isfinite's temporaries (a few bytes per element)
-  std::vector<int64_t> counts(parameters_.size(), 0);
-  for (size_t i = 0; i < parameters_.size(); ++i) {
+  std::vector<int64_t> counts(tensors.size(), 0);
+  for (size_t i = 0; i < tensors.size(); ++i) {
     if (!suspect[i].item<bool>()) continue;
-    const at::Tensor flat = parameters_[i].second.reshape({-1});
+    const at::Tensor flat = tensors[i].reshape({-1});
     for (int64_t start = 0; start < flat.numel(); start += kChunkElements)
       counts[i] += at::isfinite(flat.narrow(0, start, std::min(kChunkElements, flat.numel() - start))).logical_not().sum().item<int64_t>();
   }
@@ -196,16 +280,23 @@ at::Tensor DecoderModel::rmsNorm(const at::Tensor& x, const at::Tensor& weight) 
   return weight * normed.to(x.scalar_type());
 }
 
-at::Tensor DecoderModel::mlp(const Layer& l, const at::Tensor& x) const {
-  at::Tensor gate = octo::linear(x, l.gate, l.gateBias), up = octo::linear(x, l.up, l.upBias);
+at::Tensor DecoderModel::withLora(at::Tensor y, const at::Tensor& x, const LoraPair& lora, int64_t layerIndex,
+                                  int64_t module, int64_t dropoutSeed) const {
+  if (!lora.defined()) return y;
+  return addLora(std::move(y), x, lora, *lora_, dropoutSeed < 0 ? -1 : loraModuleSeed(dropoutSeed, layerIndex, module));
+}
+
+at::Tensor DecoderModel::mlp(const Layer& l, const at::Tensor& x, int64_t i, int64_t seed) const {
+  at::Tensor gate = withLora(octo::linear(x, l.gate, l.gateBias), x, l.gateLora, i, 4, seed);
+  at::Tensor up = withLora(octo::linear(x, l.up, l.upBias), x, l.upLora, i, 5, seed);
   // Without autograd the activation and the product run in place: no [tokens, intermediate]
   // temporaries (same kernels, so the same values as the out-of-place form).
   at::Tensor activated = at::GradMode::is_enabled() ? at::silu(gate) * up : at::silu_(gate).mul_(up);
-  return octo::linear(activated, l.down, l.downBias);
+  return withLora(octo::linear(activated, l.down, l.downBias), activated, l.downLora, i, 6, seed);
 }
 
 at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                                   KVCache* cache, int64_t layerIndex, const at::Tensor& attendable) const {
+                                   KVCache* cache, int64_t layerIndex, const at::Tensor& attendable, int64_t seed) const {
   const int64_t B = x.size(0), T = x.size(1), H = spec_.numHeads, Hkv = spec_.numKvHeads, D = spec_.headDim;
   at::Tensor q, k, v;
   if (fewRowLinearApplies(x, l.q) || (hooks_ && !hooks_->fuseProjections() && at::GradMode::is_enabled())) {
@@ -220,6 +311,10 @@ at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at
     const at::Tensor qkv = at::linear(x, weight, bias);
     q = qkv.narrow(-1, 0, H * D), k = qkv.narrow(-1, H * D, Hkv * D), v = qkv.narrow(-1, (H + Hkv) * D, Hkv * D);
   }
+  // The adapters stay one per Hugging Face module (PEFT's layout), whichever way q, k, v were computed.
+  q = withLora(q, x, l.qLora, layerIndex, 0, seed);
+  k = withLora(k, x, l.kLora, layerIndex, 1, seed);
+  v = withLora(v, x, l.vLora, layerIndex, 2, seed);
   q = q.view({B, T, H, D});
   k = k.view({B, T, Hkv, D});
   v = v.view({B, T, Hkv, D}).transpose(1, 2);  // [B, Hkv, T, D]
@@ -274,11 +369,12 @@ at::Tensor DecoderModel::attention(const Layer& l, const at::Tensor& x, const at
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());  // [B, Hkv, groups, T, S]
   out = at::matmul(probs, v.unsqueeze(2)).view({B, H, T, D});
 #endif
-  return octo::linear(out.transpose(1, 2).reshape({B, T, H * D}), l.o, l.oBias);
+  const at::Tensor attended = out.transpose(1, 2).reshape({B, T, H * D});
+  return withLora(octo::linear(attended, l.o, l.oBias), attended, l.oLora, layerIndex, 3, seed);
 }
 
 at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tensor& positions, KVCache* cache,
-                                      const at::Tensor& keyValid, bool checkpointLayers) const {
+                                      const at::Tensor& keyValid, bool checkpointLayers, int64_t dropoutSeed) const {
   TORCH_CHECK(inputIds.dim() == 2 && positions.sizes() == inputIds.sizes(), "inputIds and positions must both be [B, T]");
   const int64_t B = inputIds.size(0), T = inputIds.size(1);
   const int64_t past = cache ? cache->length : 0, S = past + T;
@@ -323,9 +419,9 @@ at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tens
     if (checkpoint) {
       const std::vector<at::Tensor> weights = layers_[i].tensors();
       const at::Tensor mask = attendable.defined() ? attendable : at::empty({0}, onDevice.dtype(at::kBool));
-      x = CheckpointedLayer::apply(x, cos, sin, mask, at::TensorList(weights), this, i);
+      x = CheckpointedLayer::apply(x, cos, sin, mask, at::TensorList(weights), this, i, dropoutSeed);
     } else {
-      x = layerForward(i, x, cos, sin, cache, attendable);
+      x = layerForward(i, x, cos, sin, cache, attendable, dropoutSeed);
     }
     if (hooks_) x = hooks_->afterLayer(i, x);
   }
@@ -335,10 +431,10 @@ at::Tensor DecoderModel::hiddenStates(const at::Tensor& inputIds, const at::Tens
 }
 
 at::Tensor DecoderModel::layerForward(int64_t i, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                                      KVCache* cache, const at::Tensor& attendable) const {
+                                      KVCache* cache, const at::Tensor& attendable, int64_t dropoutSeed) const {
   const Layer& l = layers_[i];
-  at::Tensor h = x + attention(l, rmsNorm(x, l.inputNorm), cos, sin, cache, i, attendable);
-  return h + mlp(l, rmsNorm(h, l.postAttentionNorm));
+  at::Tensor h = x + attention(l, rmsNorm(x, l.inputNorm), cos, sin, cache, i, attendable, dropoutSeed);
+  return h + mlp(l, rmsNorm(h, l.postAttentionNorm), i, dropoutSeed);
 }
 
 DecoderModel::Layer DecoderModel::Layer::fromNamed(const ModelSpec& spec, int64_t index,
@@ -372,11 +468,24 @@ std::vector<at::Tensor> DecoderModel::Layer::tensors() const {
   for (const at::Tensor* t : {&inputNorm, &postAttentionNorm, &q, &k, &v, &o, &qBias, &kBias, &vBias, &oBias, &qNorm,
                               &kNorm, &gate, &up, &down, &gateBias, &upBias, &downBias})
     if (t->defined()) out.push_back(*t);
+  for (const LoraPair* p : {&qLora, &kLora, &vLora, &oLora, &gateLora, &upLora, &downLora})
+    if (p->defined()) out.insert(out.end(), {p->A, p->B});
   return out;
 }
 
+LoraPair* DecoderModel::Layer::loraOf(const std::string& module) {
+  if (module == "q_proj") return &qLora;
+  if (module == "k_proj") return &kLora;
+  if (module == "v_proj") return &vLora;
+  if (module == "o_proj") return &oLora;
+  if (module == "gate_proj") return &gateLora;
+  if (module == "up_proj") return &upLora;
+  TORCH_CHECK(module == "down_proj", "no projection named '", module, "'");
+  return &downLora;
+}
+
 void DecoderModel::setTrainable(bool trainable) {
-  for (auto& [name, tensor] : parameters_) tensor.requires_grad_(trainable);
+  for (auto& [name, tensor] : trainableParameters()) tensor.requires_grad_(trainable);
 }
 
 at::Tensor DecoderModel::logits(const at::Tensor& hidden) const { return octo::linear(hidden, lmHead_).to(at::kFloat); }

@@ -7,9 +7,11 @@
 #pragma once
 
 #include "core/kv_cache.h"
+#include "core/lora.h"
 #include "core/torch_prelude.h"
 
 #include <functional>
+#include <optional>
 
 namespace octo {
 
@@ -72,25 +74,47 @@ class DecoderModel {
   const ModelSpec& spec() const { return spec_; }
   at::Device device() const { return device_; }
   at::ScalarType dtype() const { return dtype_; }
+  // A base parameter (Hugging Face name) or an adapter tensor (PEFT name).
   const at::Tensor& parameter(const std::string& name) const;
+  // The base weights, Hugging Face order (what a full save writes).
   std::vector<std::pair<std::string, at::Tensor>> namedParameters() const;
+  // The adapters' A and B tensors under their PEFT names, layer by layer (none without LoRA).
+  const std::vector<std::pair<std::string, at::Tensor>>& adapterParameters() const { return adapters_; }
+  // What a Trainer trains: the adapters under LoRA, else every base weight.
+  std::vector<std::pair<std::string, at::Tensor>> trainableParameters() const;
+  // Base weights and adapters (the latter absent on a view made by withoutAdapters()).
   int64_t parameterBytes() const;
-  // How many NaN or ±Inf values each parameter holds, in namedParameters() order (what save
-  // refuses and load warns about): one reduction per parameter and one host read, then an exact
-  // count of the tensors that hold any.
+  // How many NaN or ±Inf values each tensor holds, in namedParameters() then adapterParameters()
+  // order (what save refuses and load warns about): one reduction per tensor and one host read,
+  // then an exact count of the tensors that hold any.
   std::vector<int64_t> nonFiniteCounts() const;
+
+  // LoRA (lora.h): puts an adapter on every targeted projection of every layer. `adapters` maps
+  // each PEFT name to its tensor; an empty map initialises them as PEFT does (seeded by config.seed).
+  // The base weights are frozen from then on. Once per model.
+  void attachAdapters(const LoraConfig& config, std::unordered_map<std::string, at::Tensor> adapters);
+  const LoraConfig* lora() const { return lora_ ? &*lora_ : nullptr; }
+  // The same base weights (shared, not copied) with no adapters: the reference policy of a LoRA run.
+  std::shared_ptr<DecoderModel> withoutAdapters() const;
+  // True for a view made by withoutAdapters(): its weights belong to the model it was made from.
+  bool sharesWeights() const { return sharesWeights_; }
+  // The base parameter `name` with its adapter merged in (W + scale · B A, W's dtype); the parameter
+  // itself where it has no adapter.
+  at::Tensor mergedParameter(const std::string& name) const;
 
   // Final hidden states [B, T, C] for `inputIds` [B, T] at absolute `positions` [B, T].
   // With a cache (kv_cache.h), the new keys are appended after cache->length and attention covers the
   // cached prefix. `keyValid` [B, T] marks padding tokens (false) that no query may attend to.
   // With `checkpointLayers`, each decoder layer keeps only its input for backward and
   // recomputes the rest (training memory; docs/methods.md §2). Only meaningful without a cache.
+  // `dropoutSeed` >= 0 turns LoRA's dropout on (a training forward), its masks drawn from that seed.
   at::Tensor hiddenStates(const at::Tensor& inputIds, const at::Tensor& positions, KVCache* cache,
-                          const at::Tensor& keyValid = {}, bool checkpointLayers = false) const;
+                          const at::Tensor& keyValid = {}, bool checkpointLayers = false, int64_t dropoutSeed = -1) const;
   at::Tensor logits(const at::Tensor& hidden) const;  // [..., C] -> [..., V] (fp32)
   const at::Tensor& lmHead() const { return lmHead_; }  // [V, C] (the embedding when tied)
 
-  // Parameters take gradients (and keep them in .grad) while trainable.
+  // The trainable parameters (trainableParameters()) take gradients (and keep them in .grad) while
+  // trainable; under LoRA the base weights never do.
   void setTrainable(bool trainable);
   // Sharded training's hooks (nullptr: none). The engine thread runs one call at a time, so a
   // trainer sets them for its own forward and clears them after.
@@ -100,7 +124,9 @@ class DecoderModel {
     at::Tensor inputNorm, postAttentionNorm;
     at::Tensor q, k, v, o, qBias, kBias, vBias, oBias, qNorm, kNorm;
     at::Tensor gate, up, down, gateBias, upBias, downBias;
-    std::vector<at::Tensor> tensors() const;  // the defined ones
+    LoraPair qLora, kLora, vLora, oLora, gateLora, upLora, downLora;  // adapters (lora.h), where attached
+    std::vector<at::Tensor> tensors() const;  // the defined ones, adapters included
+    LoraPair* loraOf(const std::string& module);  // the pair of a kLoraModules name
     // Layer `index` of `spec` from its Hugging Face-named tensors (`get` returns one by name).
     static Layer fromNamed(const ModelSpec& spec, int64_t index, const std::function<at::Tensor(const std::string&)>& get);
   };
@@ -109,14 +135,17 @@ class DecoderModel {
   // query may read; undefined means plain causal attention (SDPA's is_causal, flash-eligible),
   // which hiddenStates chooses for rows with no padding before a real token.
   at::Tensor layerForward(int64_t layerIndex, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                          KVCache* cache, const at::Tensor& attendable) const;
+                          KVCache* cache, const at::Tensor& attendable, int64_t dropoutSeed = -1) const;
 
  private:
   struct CheckpointedLayer;
 
   at::Tensor attention(const Layer& layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                       KVCache* cache, int64_t layerIndex, const at::Tensor& attendable) const;
-  at::Tensor mlp(const Layer& layer, const at::Tensor& x) const;
+                       KVCache* cache, int64_t layerIndex, const at::Tensor& attendable, int64_t dropoutSeed) const;
+  at::Tensor mlp(const Layer& layer, const at::Tensor& x, int64_t layerIndex, int64_t dropoutSeed) const;
+  // y plus the adapter of `module` (an index into kLoraModules) of layer `layerIndex`, if any.
+  at::Tensor withLora(at::Tensor y, const at::Tensor& x, const LoraPair& lora, int64_t layerIndex, int64_t module,
+                      int64_t dropoutSeed) const;
   at::Tensor rmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
 
   ModelSpec spec_;
@@ -128,6 +157,11 @@ class DecoderModel {
   std::vector<Layer> layers_;
   at::Tensor invFreq_;  // [D/2] fp32, rope scaling applied
   mutable ForwardHooks* hooks_ = nullptr;
+  std::optional<LoraConfig> lora_;
+  std::vector<std::pair<std::string, at::Tensor>> adapters_;  // PEFT names, layer by layer
+  std::unordered_map<std::string, size_t> adapterIndex_;
+  std::unordered_map<std::string, LoraPair> mergeTargets_;  // base weight name -> its adapter
+  bool sharesWeights_ = false;
 };
 
 // Inverse RoPE frequencies [D/2] (fp32) as transformers computes them, rope_scaling applied.

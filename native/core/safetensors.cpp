@@ -84,6 +84,11 @@ at::Tensor SafetensorsReader::read(const TensorRecord& r) {
 void writeSafetensors(const std::string& path, const std::string& header,
                       const std::vector<at::Tensor>& tensors, const std::vector<at::ScalarType>& dtypes) {
   TORCH_CHECK(tensors.size() == dtypes.size(), "writeSafetensors: ", tensors.size(), " tensors but ", dtypes.size(), " dtypes");
+  writeSafetensors(path, header, [&](size_t i) { return tensors[i]; }, dtypes);
+}
+
+void writeSafetensors(const std::string& path, const std::string& header, const std::function<at::Tensor(size_t)>& tensorAt,
+                      const std::vector<at::ScalarType>& dtypes) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   TORCH_CHECK(fd >= 0, systemError("cannot create", path));
   auto writeAll = [&](const void* data, size_t size) {
@@ -101,9 +106,15 @@ void writeSafetensors(const std::string& path, const std::string& header,
     }
   };
   writeAll(header.data(), header.size());
-  for (size_t i = 0; i < tensors.size(); ++i) {
+  for (size_t i = 0; i < dtypes.size(); ++i) {
     // Little-endian, row-major, contiguous: what safetensors specifies and what x86/ARM hold.
-    const at::Tensor bytes = tensors[i].detach().to(at::kCPU, dtypes[i]).contiguous();
+    at::Tensor bytes;
+    try {
+      bytes = tensorAt(i).detach().to(at::kCPU, dtypes[i]).contiguous();
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
     writeAll(bytes.data_ptr(), bytes.numel() * bytes.element_size());
   }
   const bool synced = ::fsync(fd) == 0;

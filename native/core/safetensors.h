@@ -8,6 +8,8 @@
 
 #include "core/torch_prelude.h"
 
+#include <functional>
+
 namespace octo {
 
 // One tensor inside a safetensors file.
@@ -45,5 +47,9 @@ class SafetensorsReader {
 // atomicity (temp dir + rename) is the caller's job.
 void writeSafetensors(const std::string& path, const std::string& header,
                       const std::vector<at::Tensor>& tensors, const std::vector<at::ScalarType>& dtypes);
+// The same with tensor i made by tensorAt(i) just before it is written, so only one of them is in
+// memory at a time (a merged LoRA checkpoint computes each merged weight there).
+void writeSafetensors(const std::string& path, const std::string& header, const std::function<at::Tensor(size_t)>& tensorAt,
+                      const std::vector<at::ScalarType>& dtypes);
 
 }  // namespace octo

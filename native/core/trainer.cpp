@@ -20,7 +20,9 @@ Trainer::Trainer(std::shared_ptr<DecoderModel> model, TrainerOptions options)
     : model_(std::move(model)), options_(options), lowPrecision_(model_->dtype() != at::kFloat) {
   checkTrainable(*model_);
   model_->setTrainable(true);
-  for (const auto& [name, tensor] : model_->namedParameters()) {
+  // The model's trainable tensors: every weight, or under LoRA the adapters alone (the frozen base
+  // then has no gradient, no master copy and no AdamW state).
+  for (const auto& [name, tensor] : model_->trainableParameters()) {
     names_.push_back(name);
     modelParams_.push_back(tensor);
   }
@@ -40,6 +42,8 @@ void Trainer::ensureReplicatedState() {
 Trainer::~Trainer() = default;
 
 void Trainer::checkTrainable(const DecoderModel& model) {
+  TORCH_CHECK(!model.sharesWeights(), "this model is the base of a LoRA model with its adapters off (a reference policy), "
+              "whose weights are frozen; train the LoRA model itself");
   TORCH_CHECK(model.dtype() != at::kHalf, "training in float16 needs loss scaling, which this trainer does not do; "
               "train in bfloat16 (model.dtype: bfloat16, the CUDA default) or float32");
 }
@@ -71,6 +75,7 @@ void Trainer::enableDataParallel(std::shared_ptr<DistributedGroup> group, const 
     if (!masters_[i].is_same(modelParams_[i])) modelParams_[i].copy_(masters_[i]);
   GradientReducerOptions reducerOptions = options;
   reducerOptions.mainGradients = lowPrecision_;
+  rank_ = group->rank();
   reducer_ = std::make_unique<GradientReducer>(std::move(group), modelParams_, reducerOptions);
   mainGrads_.assign(masters_.size(), at::Tensor());  // the reducer's buckets hold them from now on
 }
@@ -82,6 +87,7 @@ void Trainer::enableSharded(std::shared_ptr<DistributedGroup> group, const Shard
   ShardingOptions sharding = options;
   sharding.adamw = options_.adamw;
   sharding.activationCheckpointing = options_.activationCheckpointing;
+  rank_ = group->rank();
   shards_ = std::make_unique<ParameterShards>(std::move(group), model_, names_, modelParams_, sharding);
 }
 
@@ -145,7 +151,9 @@ AccumulateResult Trainer::accumulateLocal(const MicroBatch& batch, Objective obj
   const at::Tensor lossMask = batch.lossMask.to(floats), klMask = batch.klMask.to(floats);
   TORCH_CHECK(ids.dim() == 2 && ids.size(1) >= 2, "a micro-batch needs [B, T] token ids with T >= 2");
 
-  at::Tensor hidden = model_->hiddenStates(ids, rowPositions(ids), nullptr, attention, options_.activationCheckpointing);
+  at::Tensor hidden = model_->hiddenStates(ids, rowPositions(ids), nullptr, attention, options_.activationCheckpointing,
+                                           loraDropoutSeed());
+  ++microBatchesThisStep_;
   const bool needKl = objective == Objective::Policy && lossOptions.klCoef != 0;
   at::Tensor need = needKl ? (lossMask + klMask) > 0 : lossMask > 0;
   SelectedTokens tokens = selectTokens(hidden, ids, need);
@@ -206,8 +214,24 @@ void Trainer::foldGradients() {
   }
 }
 
+int64_t Trainer::stepsTaken() const {
+  if (shards_) return shards_->steps();
+  return optimizer_ ? optimizer_->steps() : 0;
+}
+
+int64_t Trainer::loraDropoutSeed() const {
+  const LoraConfig* lora = model_->lora();
+  if (!lora || lora->dropout == 0) return -1;
+  // A function of (seed, optimizer step, micro-batch, rank) only: a resumed run draws the same masks.
+  const int64_t parts[] = {stepsTaken(), microBatchesThisStep_, rank_};
+  int64_t seed = static_cast<int64_t>(lora->seed >> 1);
+  for (int64_t part : parts) seed = loraModuleSeed(seed, part, 0);
+  return seed;
+}
+
 void Trainer::zeroGrad() {
   gradientsReduced_ = false;
+  microBatchesThisStep_ = 0;
   if (shards_) {
     shards_->zeroGrad();
     return;

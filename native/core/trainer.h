@@ -89,7 +89,8 @@ class Trainer {
 
   // Everything a resumed run needs besides the model weights, by name: AdamW moments
   // ("exp_avg.<param>", "exp_avg_sq.<param>") and, for bf16/fp16 models, the fp32 masters
-  // ("master.<param>"). The step count travels separately.
+  // ("master.<param>"), for the trainable tensors (DecoderModel::trainableParameters: under LoRA
+  // the adapters, by their PEFT names). The step count travels separately.
   // Sharded: this rank's part of each tensor, 1-D, and stateStarts() says where each begins.
   std::vector<std::pair<std::string, at::Tensor>> stateTensors();
   std::vector<int64_t> stateStarts() const;  // empty unless sharded
@@ -126,6 +127,10 @@ class Trainer {
   std::unique_ptr<GradientReducer> reducer_;  // data-parallel only
   std::unique_ptr<ParameterShards> shards_;   // sharded data-parallel only
   bool gradientsReduced_ = false;
+  int64_t rank_ = 0;                  // data-parallel rank (0 alone)
+  int64_t microBatchesThisStep_ = 0;  // accumulate() calls since the last step or zeroGrad
+  int64_t stepsTaken() const;        // optimizer steps so far (either kind of state)
+  int64_t loraDropoutSeed() const;    // the seed of this micro-batch's LoRA dropout masks (-1: none)
 };
 
 }  // namespace octo
