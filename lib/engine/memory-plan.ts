@@ -341,6 +341,8 @@ export interface MemoryPlanInput {
   rollout: {
     /** rows of this rank's generate call: its prompts × samples per prompt */
     rows: number;
+    /** samples per prompt (rows come in groups of it) */
+    samplesPerPrompt?: number;
     /** the longest prompt (tokens) */
     promptTokens: number;
     maxNewTokens: number;
@@ -414,6 +416,8 @@ export interface MemoryPlan {
   breakdown: MemoryBreakdown;
   /** the largest training.microBatchSize at which the training phase fits (0: not even 1) */
   largestMicroBatch: number;
+  /** the most rows this rank's rollout (generate call) may have for its phase to fit, at the same lengths */
+  largestRolloutRows: number;
   parameters: { total: number; trainable: number };
   input: MemoryPlanInput;
 }
@@ -478,17 +482,26 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
     const prefill = inferenceLayerBytes({ spec: genSpec, rows: 1, tokens: prefillTokens, a, attention: "sdpa-gqa" }) + Math.min(PREFILL_ATTENTION_BYTES, prefillTokens * prefillTokens * 5);
     return { kv, compaction: Math.ceil(KV_COMPACTION_SHARE * slots), prefill };
   };
-  const turn1 = generation(spec, rollout.rows, rollout.promptTokens, rollout.maxNewTokens);
-  let kvCache = turn1.kv, kvCompaction = turn1.compaction, rolloutWork = turn1.prefill;
-  if (rollout.secondTurnInstructionTokens !== undefined) {
-    // SCoRe's turn 2 runs while turn 1's sequences stay in the prefix cache (views of its cache).
-    const turn2 = generation(spec, rollout.rows, rollout.promptTokens + rollout.maxNewTokens + rollout.secondTurnInstructionTokens, rollout.maxNewTokens);
-    kvCache += turn2.kv;
-    kvCompaction = Math.max(kvCompaction, turn2.compaction);
-  }
+  const policyRollout = (rows: number) => {
+    const turn1 = generation(spec, rows, rollout.promptTokens, rollout.maxNewTokens);
+    let kv = turn1.kv, compaction = turn1.compaction;
+    if (rollout.secondTurnInstructionTokens !== undefined) {
+      // SCoRe's turn 2 runs while turn 1's sequences stay in the prefix cache (views of its cache).
+      const turn2 = generation(spec, rows, rollout.promptTokens + rollout.maxNewTokens + rollout.secondTurnInstructionTokens, rollout.maxNewTokens);
+      kv += turn2.kv;
+      compaction = Math.max(compaction, turn2.compaction);
+    }
+    return { kv, compaction, work: turn1.prefill };
+  };
   const judgeGeneration = input.judge ? generation(input.judge.spec, input.judge.rows, input.judge.promptTokens, input.judge.maxNewTokens) : undefined;
   const rolloutGathered = strategy === "fsdp" ? modelParameters * a : 0; // the full weights, gathered for generation
-  const rolloutPhase = persistent + rolloutGathered + Math.max(kvCache + kvCompaction + rolloutWork, judgeGeneration ? judgeGeneration.kv + judgeGeneration.compaction + judgeGeneration.prefill : 0);
+  const rolloutPhaseAt = (rows: number) => {
+    const r = policyRollout(rows);
+    const judgeCall = judgeGeneration ? judgeGeneration.kv + judgeGeneration.compaction + judgeGeneration.prefill : 0;
+    return persistent + rolloutGathered + Math.max(r.kv + r.compaction + r.work, judgeCall);
+  };
+  const { kv: kvCache, compaction: kvCompaction } = policyRollout(rollout.rows);
+  const rolloutPhase = rolloutPhaseAt(rollout.rows);
 
   // --- training ---
   const fsdpGathered = strategy === "fsdp" ? (counts.outsideLayers + 2 * counts.perLayer) * a : 0; // embedding/LM head, a layer and the prefetched next
@@ -552,8 +565,13 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
     const op = planTokenLogprobs({ tokens: mb * (lpTokens - 1), hidden: spec.hiddenSize, vocab: spec.vocabSize, elementBytes: a, cpu, hiddenGrad: false, lmHeadGrad: false, chunkSize: training.logprobChunkSize });
     return persistent + fsdpGathered + Math.max(inferenceLayerBytes(shapeAt), 2 * mb * lpTokens * spec.hiddenSize * a + op.workingBytes) <= input.memoryBytes;
   };
-  let largestMicroBatch = 0;
-  for (let step = 1 << 20; step >= 1; step >>= 1) if (fitsAt(largestMicroBatch + step)) largestMicroBatch += step;
+  const largest = (fits: (n: number) => boolean) => {
+    let n = 0;
+    for (let step = 1 << 20; step >= 1; step >>= 1) if (fits(n + step)) n += step;
+    return n;
+  };
+  const largestMicroBatch = largest(fitsAt);
+  const largestRolloutRows = largest((rows) => rolloutPhaseAt(rows) <= input.memoryBytes);
 
   const breakdown: MemoryBreakdown = {
     weights,
@@ -566,8 +584,8 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
     activationsWithCheckpointing: train.acts.withCheckpointing,
     activationsWithoutCheckpointing: train.acts.withoutCheckpointing,
     logprobWorkspace: train.logprobs.workingBytes,
-    kvCache: Math.max(kvCache, judgeGeneration?.kv ?? 0),
-    kvCompaction: Math.max(kvCompaction, judgeGeneration?.compaction ?? 0),
+    kvCache,
+    kvCompaction,
     gatheredWeights: Math.max(rolloutGathered, fsdpGathered),
     optimizerStep: train.optimizerStep,
     runtimeReserve,
@@ -580,6 +598,7 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
     phases,
     breakdown,
     largestMicroBatch,
+    largestRolloutRows,
     parameters: { total: modelParameters, trainable },
     input,
   };
