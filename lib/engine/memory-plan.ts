@@ -517,14 +517,17 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
     // Gradients autograd makes in the model dtype during backward (fp32 models: the .grad they keep):
     // all of them in ddp; zero2 reduce-scatters them bucket by bucket; fsdp layer by layer.
     const layerTrainable = input.lora ? adapters / spec.numLayers : counts.perLayer;
-    const headTrainable = input.lora ? 0 : counts.outsideLayers - spec.hiddenSize;
+    // The LM head's gradient, the log-prob op's and the first one made; with tied embeddings autograd
+    // buffers it until the embedding's own backward, the very last, adds to it.
+    const headGradient = input.lora ? 0 : (spec.vocabSize + 1) * spec.hiddenSize * a; // and the final norm's
+    const tiedBuffer = spec.tieWordEmbeddings ? headGradient : 0;
     const fp32Accumulating = !lowPrecision && strategy === "ddp"; // .grad holds the step's sum (fp32: no fold into main gradients)
     const heldFromEarlierMicroBatches = fp32Accumulating && training.microBatchesPerStep > 1 ? trainable * a : 0;
     const gradientsInFlight = (layersDone: number, head: boolean) => {
       if (strategy === "zero2") return input.bucketBytes + (input.bucketBytes / FLOAT_BYTES) * a;
       if (strategy === "fsdp") return 2 * layerTrainable * (a + FLOAT_BYTES);
-      if (heldFromEarlierMicroBatches > 0) return heldFromEarlierMicroBatches;
-      return (layersDone * layerTrainable + (head ? headTrainable : 0)) * a;
+      if (heldFromEarlierMicroBatches > 0) return heldFromEarlierMicroBatches + (head ? tiedBuffer : 0);
+      return layersDone * layerTrainable * a + (head ? headGradient : 0);
     };
     // The backward, from the loss down: the log-prob op's backward (everything still kept), then each
     // layer's (those below it kept, the gradients of those above it made), then the embedding's.
@@ -534,7 +537,8 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
       const below = acts.outside + (l + 1) * acts.perLayer; // layer l's own kept bytes included
       backwardPeak = Math.max(backwardPeak, below + acts.layerBackward + gradientsInFlight(L - 1 - l, true));
     }
-    const embeddingGradient = input.lora ? 0 : counts.embedding * a;
+    // The embedding's gradient (tied: and its sum with the buffered LM-head gradient, made before either is freed).
+    const embeddingGradient = input.lora ? 0 : counts.embedding * a * (spec.tieWordEmbeddings ? 2 : 1);
     backwardPeak = Math.max(backwardPeak, acts.outside + gradientsInFlight(L, true) + embeddingGradient);
     // The step: sqrt(v) of every updated parameter, beside the gradients an fp32 process keeps in .grad.
     const optimizerStep = shard(trainable) * FLOAT_BYTES;
