@@ -14,15 +14,15 @@ import { benchModelSpec } from "./model-benches";
 
 const WORKER = path.join(__dirname, "memory-plan-worker.js");
 
-/** Each rank's report (one JSON line each) of the job at `nproc` ranks (1: a plain process). */
-export async function measureRanks(job: MemoryJob, nproc: number): Promise<RankMemory[]> {
-  if (!fs.existsSync(WORKER)) throw new Error(`${WORKER} is missing: the bench runs the compiled worker (npm run build:ts)`);
+/** Each rank's report (one JSON line each) of the job at `nproc` ranks (1: one process), from the compiled `worker`. */
+export async function measureRanks(job: MemoryJob, nproc: number, worker = WORKER): Promise<RankMemory[]> {
+  if (!fs.existsSync(worker)) throw new Error(`${worker} is missing: the bench runs the compiled worker (npm run build:ts)`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "octo-memory-plan-"));
   try {
     const jobFile = path.join(dir, "job.json");
     fs.writeFileSync(jobFile, JSON.stringify(job));
     const lines: string[] = [];
-    const launched = await launchLocalRanks({ nproc, command: process.execPath, args: [WORKER, jobFile], write: (_, line) => lines.push(line) });
+    const launched = await launchLocalRanks({ nproc, command: process.execPath, args: [worker, jobFile], write: (_, line) => lines.push(line) });
     if (launched.exitCode !== 0) throw new Error(`the memory-plan worker failed (exit ${launched.exitCode}):\n${lines.join("\n")}`);
     return lines.filter((l) => l.includes('"measuredTrainingBytes"')).map((l) => JSON.parse(l.slice(l.indexOf("{"))) as RankMemory);
   } finally {

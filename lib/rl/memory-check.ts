@@ -32,6 +32,9 @@ import type { RunConfig } from "./config";
  */
 export const DEFAULT_PROMPT_TOKENS = 512;
 
+/** The prompt length train's start-up check assumes: the shortest, as it checks before reading the data. */
+export const STARTUP_PROMPT_TOKENS = 1;
+
 /** Tokens of the judge prompt's template (Trust-GRPO, engine backend) beside the problem and response it quotes. */
 const JUDGE_TEMPLATE_TOKENS = 512;
 /** Prompts per judge generate call (lib/methods/trust-grpo/judge/engine-judge.ts). */
@@ -153,7 +156,9 @@ export function attentionOfFeatures(features: readonly string[]): AttentionKerne
 export function planAssumptions(plan: MemoryPlan): string[] {
   const { input } = plan;
   const notes = [
-    `prompts of at most ${input.rollout.promptTokens} tokens (--prompt-tokens); generation pads every row to the longest`,
+    input.rollout.promptTokens === STARTUP_PROMPT_TOKENS
+      ? "prompts of 1 token: train checks before it reads the data, so it refuses only what cannot fit with any prompts (octo-native plan --prompt-tokens N plans yours)"
+      : `prompts of at most ${input.rollout.promptTokens} tokens (--prompt-tokens); generation pads every row to the longest`,
     `attention: ${input.attention === "explicit" ? "explicit scores (libtorch < 2.0)" : input.attention === "sdpa" ? "fused SDPA, keys/values expanded (libtorch 2.0-2.4)" : "fused SDPA with enable_gqa (libtorch >= 2.5)"}`,
   ];
   if (input.strategy !== "ddp")
@@ -283,7 +288,8 @@ export interface StartupCheck {
 }
 
 /**
- * train's check at start-up, before anything is loaded: the plan of `config` on this rank's device.
+ * train's check at start-up, before anything is loaded: the plan of `config` on this rank's device,
+ * with prompts of STARTUP_PROMPT_TOKENS (the data is not read yet).
  * Throws, with the plan's table, when it does not fit. Returns without a plan (and why) where it
  * cannot plan: an unreadable config.json is left to the model loader to report in its own words.
  */
@@ -306,7 +312,10 @@ export function checkRunMemory(config: RunConfig, target: { device: string; worl
   const memory = deviceMemory(target.device, env);
   if (memory.bytes === undefined) return { skipped: `${target.device}'s memory is unknown: ${memory.reason}` };
   const cuda = target.device.startsWith("cuda");
-  const plan = planMemory(planInput(config, spec, { device: cuda ? "cuda" : "cpu", worldSize: target.worldSize, memoryBytes: memory.bytes, attention: attentionOfFeatures(target.features) }, judgeSpec));
+  // The data is not read yet: prompts of 1 token, so that only what cannot fit with any prompts is refused.
+  const plan = planMemory(
+    planInput(config, spec, { device: cuda ? "cuda" : "cpu", worldSize: target.worldSize, memoryBytes: memory.bytes, attention: attentionOfFeatures(target.features), promptTokens: STARTUP_PROMPT_TOKENS }, judgeSpec),
+  );
   if (!plan.fits)
     throw new MemoryPlanError(
       `this configuration does not fit ${target.device} (${formatGiB(memory.bytes)}, ${memory.source}) by the memory plan:\n\n${formatMemoryPlan(plan)}\n\n` +
