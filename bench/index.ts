@@ -1,6 +1,7 @@
 /** The registry of benches run by `octo-native bench NAME`. */
 import { dataParallelBench } from "./data-parallel-bench";
 import type { Bench } from "./harness";
+import { memoryPlanBench } from "./memory-plan-bench";
 import { forwardBench, safetensorsLoadBench } from "./model-benches";
 import { octopusStepBench } from "./octopus-bench";
 import { samplerBench } from "./sampler-bench";
@@ -16,6 +17,7 @@ export const BENCHES: Record<string, Bench> = {
   sampler: samplerBench,
   "data-parallel": dataParallelBench,
   "vs-eager": vsEagerBench,
+  "memory-plan": memoryPlanBench,
 };
 
 export type { Bench, BenchOptions, BenchResult } from "./harness";

@@ -2,7 +2,7 @@
 /**
  * The `octo-native` command line (docs/methods.md §9): the yargs wiring (command names, options, help).
  * Each command's handler is in its own file beside this one: info, generate, train, sft, merge, eval, compare,
- * bench (grade and report call lib/grading and lib/report directly).
+ * bench, plan (grade and report call lib/grading and lib/report directly).
  */
 import path from "node:path";
 
@@ -10,6 +10,7 @@ import yargs, { type Argv } from "yargs";
 import { hideBin } from "yargs/helpers";
 
 import { BENCHES } from "../../bench";
+import { STRATEGIES } from "../engine/memory-plan";
 import { COMPARED_ARMS, DEFAULT_ARMS } from "../demo/compare-methods";
 import { EVAL_PRESETS } from "../eval/presets";
 import { runGradeCommand } from "../grading/grade-file";
@@ -24,6 +25,7 @@ import { evalCommand } from "./eval";
 import { generateCommand } from "./generate";
 import { infoCommand } from "./info";
 import { mergeCommand } from "./merge";
+import { planCommand } from "./plan";
 import { sftCommand } from "./sft";
 import { trainCommand } from "./train";
 
@@ -56,7 +58,22 @@ const trainOptions = (y: Argv) =>
     .option("allow-config-change", { type: "boolean", default: false, describe: "--resume even though the config or the training set changed (the old config is kept)" })
     .option("dir", { type: "string", describe: "run directory (default: run.dir; the demo: runs/demo)" })
     .option("quick", { type: "boolean", default: false, describe: "demo only: tiny budgets, for a smoke test" })
-    .option("nproc", { type: "number", default: 1, describe: "data-parallel ranks to start on this machine (torchrun-style; see README for several hosts)" });
+    .option("nproc", { type: "number", default: 1, describe: "data-parallel ranks to start on this machine (torchrun-style; see README for several hosts)" })
+    .option("skip-memory-check", { type: "boolean", default: false, describe: "start even when the memory plan (octo-native plan) says the configuration does not fit" });
+
+/** `plan`'s options. */
+const planOptions = (y: Argv) =>
+  y
+    .option("model", { type: "string", describe: "Hugging Face model directory (only config.json is read); the run settings are the config defaults (--set to change them)" })
+    .option("config", { type: "string", describe: "YAML recipe (its model.path's config.json, rollout and training settings, method, strategy, lora)" })
+    .option("set", { type: "string", array: true, default: [] as string[], describe: "override a key: --set training.microBatchSize=2" })
+    .option("nproc", { type: "number", default: 1, describe: "GPUs (ranks) of the run" })
+    .option("gpu-memory", { type: "string", demandOption: true, describe: "memory of one GPU: 80GB, 79.6GiB, 81559MiB (GB = GiB = 2^30 bytes)" })
+    .option("strategy", { type: "string", choices: [...STRATEGIES], describe: "distributed.strategy (default: the config's, ddp)" })
+    .option("lora", { type: "number", describe: "train rank-r adapters on every projection instead of all weights" })
+    .option("prompt-tokens", { type: "number", describe: "the longest prompt in tokens (default 512)" })
+    .option("device", { type: "string", choices: ["cuda", "cpu"], default: "cuda", describe: "plan for GPUs (bf16) or CPU ranks (fp32)" })
+    .option("json", { type: "boolean", default: false, describe: "print JSON (fits, bytesPerGpu, the breakdown) instead of a table" });
 
 /** `sft`'s options. */
 const sftOptions = (y: Argv) =>
@@ -151,6 +168,12 @@ async function main(argv: string[]): Promise<void> {
       "RL training from a YAML recipe; with no --config, the embedded demo (SFT cold start + Octopus Stage I and II)",
       trainOptions,
       (args) => trainCommand(args, argv),
+    )
+    .command(
+      "plan",
+      "per-GPU memory of a training run (weights, gradients, master, Adam, reference, activations, KV cache) from config.json alone, and whether it fits",
+      planOptions,
+      (args) => planCommand(args),
     )
     .command("sft", "supervised cold start on (problem, o1, o2) examples: teaches the self-correction format", sftOptions, (args) => sftCommand(args))
     .command("merge", "merge a LoRA adapter into its base: one Hugging Face checkpoint with W + (alpha/r)·B·A in the base's dtype", mergeOptions, (args) => mergeCommand(args))

@@ -15,6 +15,7 @@ export interface TrainCommandArgs {
   dir?: string;
   quick: boolean;
   nproc: number;
+  "skip-memory-check": boolean;
 }
 
 /** `argv` without `--name VALUE` / `--name=VALUE`. */
@@ -63,7 +64,7 @@ export async function trainCommand(args: TrainCommandArgs, argv: string[]): Prom
     return;
   }
   const config = loadConfig(args.config, args.dir ? [...args.set, `run.dir=${args.dir}`] : args.set);
-  const summary = await runTraining(config, { resume: args.resume, allowConfigChange: args["allow-config-change"] });
+  const summary = await runTraining(config, { resume: args.resume, allowConfigChange: args["allow-config-change"], skipMemoryCheck: args["skip-memory-check"] });
   console.log(JSON.stringify({ runDir: summary.runDir, steps: summary.steps, interrupted: summary.interrupted, checkpoint: summary.finalCheckpoint }));
   // A stopped run exits as the signal's default would (130 Ctrl-C, 143 SIGTERM), after saving; a
   // rank stopped by its peers' agreement, with 130. The launcher counts both as a clean stop.

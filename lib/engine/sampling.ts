@@ -99,9 +99,10 @@ export interface GenerationShape {
  * What the engine allocates at the start of a generate call (native/core/sampler.cpp): the KV
  * cache, keys and values of every layer for every row and slot (each prompt's slots, then one
  * per new token but the last), its padding mask, the [rows, maxNewTokens] token and log-prob
- * state (int64 + fp32) and the first logits. A lower bound of the call's memory.
+ * state (int64 + fp32) and the first logits. A lower bound of the call's memory (also the
+ * memory planner's KV-cache term, lib/engine/memory-plan.ts).
  */
-function generationBytes(spec: ModelSpec, dtype: string, shape: GenerationShape): number {
+export function generationBytes(spec: ModelSpec, dtype: string, shape: GenerationShape): number {
   const elementBytes = COMPUTE_DTYPE_BYTES[dtype] ?? 4;
   const slotBytes = shape.kvCache ? spec.numLayers * 2 * spec.numKvHeads * spec.headDim * elementBytes + 1 : 0;
   const rowBytes = slotBytes * (shape.longestPrompt + shape.maxNewTokens - 1) + 12 * shape.maxNewTokens + 4 * spec.vocabSize;

@@ -25,6 +25,7 @@ import { evaluateModel } from "../eval/evaluate";
 import type { EvalMetrics } from "../eval/metrics";
 import { createMethodHook, methodNeedsReference } from "../methods";
 import { DEFAULT_SEPARATOR } from "../methods/octopus/octopus";
+import { native } from "../native";
 import { writeReportAfterRun } from "../report";
 import { writeFileAtomic } from "../util/atomic-file";
 import { makeDirectory } from "../util/files";
@@ -33,6 +34,7 @@ import { checkpointDir, latestCheckpoint, optimizerStateFile, saveCheckpoint, sa
 import { ConfigError, type RunConfig } from "./config";
 import { checkResumeChanges, trainingSetFingerprint, type TrainingSetFingerprint } from "./config-change";
 import { DataCursor, loadDataset, type Example } from "./data";
+import { checkRunMemory } from "./memory-check";
 import { appendMetrics, cutMetricsForResume, type MetricsLine } from "./metrics-log";
 import { promptOptions } from "./prompts";
 import { RunLock } from "./run-lock";
@@ -50,6 +52,8 @@ export interface TrainOptions {
   stopAfterSteps?: number;
   /** one line per step on stderr even on a TTY (no progress bar) */
   plainProgress?: boolean;
+  /** start even when the memory plan says the configuration does not fit its device (lib/rl/memory-check.ts) */
+  skipMemoryCheck?: boolean;
   quiet?: boolean;
 }
 
@@ -161,6 +165,13 @@ async function joinRun(config: RunConfig, options: TrainOptions, stopSignals: St
   const runDir = path.resolve(config.run.dir);
   const rankEnv = torchrunEnv();
   const device = rankEnv ? rankDevice(config.model.device, rankEnv.localRank) : config.model.device;
+  // Before anything is loaded (or any rank waited for): a configuration that cannot fit its device is refused with the plan.
+  if (!options.skipMemoryCheck) {
+    const engine = native().info();
+    const planned = device === "auto" ? (engine.cudaAvailable ? "cuda:0" : "cpu") : device;
+    const check = checkRunMemory(config, { device: planned, worldSize: rankEnv?.worldSize ?? 1, features: engine.features });
+    if (check.skipped) log(`memory check skipped: ${check.skipped} (octo-native plan --gpu-memory SIZE plans it by hand)`);
+  }
   // zero2/fsdp join a group even alone (WORLD_SIZE=1 runs the sharded code on one device).
   const dp = rankEnv && (rankEnv.worldSize > 1 || config.distributed.strategy !== "ddp")
     ? await DataParallel.join(rankEnv, { timeoutSeconds: config.distributed.timeoutSeconds, backend: config.distributed.backend, device })
